@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with only Python: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-all demo pretrained bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# The CPU build of torch first when none is importable (a bare `torch` requirement pulls a CUDA build).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+demo: $(STAMP)
+	$(VENV)/bin/magi demo --out outputs/demo
+
+pretrained: $(STAMP)
+	$(VENV)/bin/magi train --config configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto
+
+bench: $(STAMP)
+	$(VENV)/bin/magi bench
+
+clean:
+	rm -rf $(VENV) outputs runs

@@ -1,0 +1,44 @@
+"""The `magi` command: one entry point, each subcommand owned by the module that implements it.
+
+Every subcommand module exposes `main(argv: list[str]) -> int | None` with its own argparse, so
+`magi train ...` and `python -m magi.train ...` (and `torchrun -m magi.train ...`) take the same
+arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("magi.train", "train a model from a YAML config (also: torchrun -m magi.train)"),
+    "sample": ("magi.sample", "generate videos from a checkpoint"),
+    "eval": ("magi.evaluate.cli", "evaluate a checkpoint (FVD, prediction metrics)"),
+    "cache-latents": ("magi.data.latents", "encode a dataset once into a latent cache"),
+    "data": ("magi.data.check", "dataset tools: `magi data check ROOT`"),
+    "demo": ("magi.demo", "the CPU demo: sample from the shipped checkpoint, train the tiny model"),
+    "bench": ("magi.bench", "run the benchmark scripts in benchmarks/"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: magi <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"magi: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
