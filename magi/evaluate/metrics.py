@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+SSIM_WINDOW = 11
+
 __all__ = ["psnr", "ssim", "adjacent_frame_l2", "save_curves", "prediction_metrics"]
 
 
@@ -52,7 +54,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5
+def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = SSIM_WINDOW, sigma: float = 1.5
          ) -> torch.Tensor:
     """Per-frame SSIM of uint8 videos `(B, T, C, H, W)` -> float64 `(B, T)`, channels averaged."""
     p, t = _check_pair(pred, target)
@@ -95,23 +97,28 @@ def prediction_metrics(pred: torch.Tensor, target: torch.Tensor, context_frames:
     """PSNR/SSIM per frame (mean over videos) and overall, on the predicted frames only.
 
     `context_frames` leading frames are given to the model, so they are excluded from the averages
-    (they are reported per frame but marked).
+    (they are still reported per frame). SSIM is None for frames smaller than its 11x11 window.
     """
-    ps, ss = psnr(pred, target), ssim(pred, target)  # (B, T)
+    ps = psnr(pred, target)  # (B, T)
     finite = torch.isfinite(ps)
     ps_clean = torch.where(finite, ps, torch.nan)
     per_frame_psnr = torch.nanmean(ps_clean, dim=0)
     k = context_frames
     future = ps_clean[:, k:]
-    return {
+    out = {
         "context_frames": k,
         "psnr_per_frame": [None if not np.isfinite(x) else float(x) for x in per_frame_psnr.tolist()],
-        "ssim_per_frame": ss.mean(dim=0).tolist(),
         "psnr": float(torch.nanmean(future)) if torch.isfinite(future).any() else None,
-        "ssim": float(ss[:, k:].mean()),
         "identical_frames": int((~finite[:, k:]).sum()),
         "num_videos": int(pred.shape[0]),
     }
+    if min(pred.shape[-2:]) >= SSIM_WINDOW:
+        ss = ssim(pred, target)  # (B, T)
+        out.update(ssim_per_frame=ss.mean(dim=0).tolist(), ssim=float(ss[:, k:].mean()))
+    else:
+        out.update(ssim_per_frame=None, ssim=None,
+                   ssim_note=f"frames smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window")
+    return out
 
 
 def save_curves(path: str | Path, curves: dict[str, torch.Tensor | np.ndarray], title: str = "",
