@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -379,6 +379,29 @@ def write_outputs(out: Path, videos: torch.Tensor, names: list[str], fps: float,
 # The command
 
 
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The sampling flags shared by `magi sample` and `magi eval`."""
+    g = p.add_argument_group("sampling")
+    g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (paper UCF-101: 7)")
+    g.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    g.add_argument("--diffusion-steps", type=int, default=100, help="denoising steps per token (paper: 100)")
+    g.add_argument("--mask-steps", type=int, default=64, help="masked-prediction steps per frame (paper: 64)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--long-video", choices=["interpolate", "window"], default="interpolate",
+                   help="past the training length: interpolate temporal positions (paper) or slide a window")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    options = SamplingOptions(args.mask_steps, args.diffusion_steps, args.sampler, args.temperature,
+                              args.cfg, args.long_video)
+    options.validate()
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magi sample", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,21 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start", type=int, default=0, help="first context frame in the source video")
     g.add_argument("--context-frames", type=int, default=None,
                    help="video frames given as context (default: one latent frame's worth)")
-    g = p.add_argument_group("sampling")
-    g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (paper UCF-101: 7)")
-    g.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    g.add_argument("--diffusion-steps", type=int, default=100)
-    g.add_argument("--mask-steps", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--long-video", choices=["interpolate", "window"], default="interpolate",
-                   help="past the training length: interpolate temporal positions (paper) or slide a window")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_sampling_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--fps", type=float, default=8.0)
     g.add_argument("--no-gif", action="store_true")
-    g.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -470,11 +482,18 @@ def _read_context(args, ckpt: LoadedCheckpoint, k: int, total: int, interval: in
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        print(f"magi sample: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """`magi sample` with parsed arguments."""
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae, device=device)
-    options = SamplingOptions(args.mask_steps, args.diffusion_steps, args.sampler, args.temperature,
-                              args.cfg, args.long_video)
-    options.validate()
+    options = sampling_options(args)
     total = parse_frames(args.frames, ckpt) if args.frames is not None else ckpt.train_frames
     interval = args.interval if args.interval is not None else ckpt.model.config.default_interval
     if args.num_samples < 1:

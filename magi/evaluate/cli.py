@@ -1,0 +1,421 @@
+"""`magi eval`: FVD under the paper's protocols, and prediction metrics.
+
+    magi eval fvd CHECKPOINT --protocol ucf101 --data-root UCF-101/ --i3d i3d_pretrained_400.pt
+    magi eval fvd CHECKPOINT --protocol k600 --data-root k600/ --data-option list_file=val.csv --i3d ...
+    magi eval fvd CHECKPOINT --protocol custom --data moving-digits --frames 16 --num-videos 256 --i3d ...
+    magi eval predict CHECKPOINT --data moving-digits --context-frames 4 --frames 16 --num-videos 64
+
+Protocols (every choice can be overridden and is written next to the score):
+
+| protocol | real clips | interval | frames | generated |
+|---|---|---|---|---|
+| ucf101 | 2,048 random videos of the train split, one clip each | 3 | 16 (17 with a 4x causal VAE, first 16 scored) | as many, class labels drawn like the real set's (the real clips' labels) |
+| k600 | 50,000 random videos, one clip each | 1 | 16 (17) | one continuation of each real clip from its first 5 frames; FVD on the whole clip |
+| custom | `--data KIND` (or the checkpoint's training data) | `--interval` | `--frames` | unconditional/class-conditional, or prediction with `--context-frames` |
+
+Real clips come from `magi.data.EvalClips` (deterministic from `--seed`); their I3D statistics are
+cached (`--stats-cache`) under a key of everything that affects them, so a second evaluation of
+another checkpoint only runs the generator and the I3D on generated clips. The JSON result lists the
+protocol, the deviations from the named protocol's published settings, the I3D file's SHA-256, the
+sampling settings, the checkpoint, and the real clips' manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from magi.evaluate.fvd import (PREPROCESS_VERSION, StatsCache, feature_stats, file_sha256,
+                               frechet_distance, i3d_features)
+from magi.evaluate.i3d import I3D_MIN_FRAMES, TF_BN_EPS, load_i3d
+from magi.sample import (LoadedCheckpoint, add_sampling_arguments, build_data, iter_generate,
+                         load_checkpoint, parse_options, pick_device, sampling_options)
+from magi.video_io import save_grid_png, to_uint8
+
+
+@dataclass(frozen=True)
+class ProtocolDefaults:
+    """The published settings of a named protocol (None = take it from the model / arguments)."""
+
+    data: Optional[str]
+    num_videos: Optional[int]
+    interval: Optional[int]
+    eval_frames: Optional[int]  # frames scored; clips are this long, or 1 + 4k with a causal VAE
+    context_frames: int
+    resolution: Optional[int]
+    split: Optional[str]
+
+
+PROTOCOLS: dict[str, ProtocolDefaults] = {
+    "ucf101": ProtocolDefaults("ucf101", 2048, 3, 16, 0, 128, "train"),
+    "k600": ProtocolDefaults("k600", 50_000, 1, 16, 5, None, None),
+    "custom": ProtocolDefaults(None, None, None, None, 0, None, None),
+}
+
+
+def _smallest_valid_frames(ckpt: LoadedCheckpoint, at_least: int) -> int:
+    """The shortest clip the VAE maps onto whole latent frames with at least `at_least` frames."""
+    n = at_least
+    while True:
+        try:
+            ckpt.latent_frames(n)
+            return n
+        except ValueError:
+            n += 1
+            if n > at_least + 64:
+                raise
+
+
+def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
+    """Every choice of this evaluation, from the protocol's defaults and the arguments."""
+    d = PROTOCOLS[args.protocol]
+    H, W = ckpt.frame_size
+    eval_frames = args.eval_frames or d.eval_frames or args.frames or ckpt.train_frames
+    frames = args.frames or _smallest_valid_frames(ckpt, eval_frames)
+    if eval_frames > frames:
+        raise ValueError(f"--eval-frames {eval_frames} exceeds the clip length --frames {frames}")
+    if eval_frames < I3D_MIN_FRAMES:
+        raise ValueError(f"FVD scores clips of at least {I3D_MIN_FRAMES} frames (the I3D's limit); this "
+                         f"evaluation would score {eval_frames}. Pass --frames/--eval-frames >= 9 (a model "
+                         f"trained on {ckpt.train_frames} frames generates longer videos by interpolation)")
+    ckpt.latent_frames(frames)  # must map onto whole latent frames
+    context = args.context_frames if args.context_frames is not None else d.context_frames
+    if context:
+        ckpt.latent_frames(context)
+        if ckpt.latent_frames(context) >= ckpt.latent_frames(frames):
+            raise ValueError(f"--context-frames {context} leaves nothing to generate in {frames} frames")
+    num_videos = args.num_videos or d.num_videos
+    if num_videos is None:
+        raise ValueError("--num-videos is required with --protocol custom")
+    num_generated = args.num_generated or num_videos
+    if context and num_generated != num_videos:
+        raise ValueError("prediction protocols continue each real clip once: --num-generated must "
+                         "equal --num-videos")
+    interval = args.interval or d.interval
+    if interval is None:
+        interval = ckpt.model.config.default_interval
+    resolution = args.resolution or H
+    if context and resolution != H:
+        raise ValueError(f"--resolution {resolution}: context frames must be at the model's {H}x{W}")
+    protocol = {
+        "name": args.protocol,
+        "data": args.data or d.data,
+        "data_root": str(args.data_root) if args.data_root else None,
+        "data_options": parse_options(args.data_option),
+        "split": args.split or d.split,
+        "num_videos": num_videos,
+        "num_generated": num_generated,
+        "interval": interval,
+        "frames": frames,
+        "eval_frames": eval_frames,
+        "context_frames": context,
+        "resolution": resolution,
+        "seed": args.seed,
+        # a class-conditional model is conditioned on labels drawn like the real set's
+        "labels": "real" if ckpt.num_classes > 0 and not args.unconditional else None,
+        "condition_interval": args.condition_interval or interval,
+    }
+    return protocol
+
+
+def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
+    """How this run differs from the named protocol's published settings."""
+    d = PROTOCOLS[protocol["name"]]
+    if protocol["name"] == "custom":
+        return ["custom protocol: not comparable with published numbers"]
+    out = []
+    for key, want in (("num_videos", d.num_videos), ("interval", d.interval),
+                      ("eval_frames", d.eval_frames), ("context_frames", d.context_frames),
+                      ("resolution", d.resolution), ("split", d.split)):
+        if want is not None and protocol.get(key) != want:
+            out.append(f"{key} = {protocol.get(key)!r}, the protocol uses {want!r}")
+    if protocol["num_generated"] != protocol["num_videos"]:
+        out.append(f"num_generated = {protocol['num_generated']} != num_videos")
+    if ckpt.frame_size[0] != protocol["resolution"]:
+        out.append(f"the model generates {ckpt.frame_size[0]} px videos, the real clips are "
+                   f"{protocol['resolution']} px")
+    return out
+
+
+def build_clips(protocol: dict, ckpt: LoadedCheckpoint):
+    """The protocol's real clips (`magi.data.EvalClips`) from the dataset it names."""
+    from magi.data import EvalClips, build_dataset
+
+    options = dict(protocol["data_options"])
+    kind = protocol["data"]
+    res = protocol["resolution"]
+    fixed = {"num_frames": protocol["frames"], "size": res}
+    if kind is None:  # custom without --data: the checkpoint's training data
+        source = build_data(ckpt, None, {**fixed, "interval": protocol["interval"], **options})
+    else:
+        if protocol["data_root"]:
+            options.setdefault("root", protocol["data_root"])
+        if protocol["split"] is not None and kind == "ucf101":
+            options.setdefault("split", protocol["split"])
+        if kind in ("ucf101", "k600", "folder"):
+            options.setdefault("interval", protocol["interval"])
+            if "root" not in options:
+                raise ValueError(f"--protocol {protocol['name']}: pass --data-root (the {kind} videos)")
+        for k, v in fixed.items():
+            options.setdefault(k, v)
+        source = build_dataset(kind, **options)
+    return EvalClips(source, protocol["num_videos"], protocol["frames"], protocol["interval"],
+                     seed=protocol["seed"])
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def _real_batches(clips, batch_size: int, workers: int):
+    """uint8 (b, T, 3, H, W) batches of the real clips in slot order, and their labels."""
+    loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, collate_fn=_as_list)
+    for items in loader:
+        video = torch.stack([to_uint8(item["video"]) for item in items])  # (b, T, 3, H, W)
+        yield video, [int(item["label"]) for item in items]
+
+
+def _labels_of(clips, num_classes: int) -> list[int]:
+    """The label of each slot's clip (its first candidate video) without decoding any video."""
+    labels = [int(clips.source.label_of(clips.candidates(slot)[0])) for slot in range(len(clips))]
+    bad = sorted({x for x in labels if not 0 <= x < num_classes})
+    if bad:
+        raise ValueError(f"the real clips' labels {bad[:5]} are outside the model's {num_classes} classes; "
+                         "pass --unconditional to generate without labels")
+    return labels
+
+
+def run_fvd(args: argparse.Namespace) -> dict:
+    device = pick_device(args.device)
+    ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
+                           device=device)
+    options = sampling_options(args)
+    protocol = resolve_protocol(args, ckpt)
+    i3d_path = Path(args.i3d)
+    i3d = load_i3d(i3d_path, bn_eps=args.bn_eps, device=device)
+    i3d_info = {"path": str(i3d_path), "sha256": file_sha256(i3d_path), "bn_eps": args.bn_eps}
+    progress = not args.no_progress
+    clips = build_clips(protocol, ckpt)
+    E, k = protocol["eval_frames"], protocol["context_frames"]
+
+    # Real statistics: keyed by everything that changes the real features.
+    real_key = {key: protocol[key] for key in ("name", "data", "data_root", "data_options", "split",
+                                               "num_videos", "interval", "frames", "eval_frames",
+                                               "resolution", "seed")}
+    real_key.update(i3d_sha256=i3d_info["sha256"], bn_eps=args.bn_eps, preprocess=PREPROCESS_VERSION)
+    cache = StatsCache(args.stats_cache) if args.stats_cache else None
+    cached = cache.load(real_key) if cache is not None else None
+
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator(device=device).manual_seed(protocol["seed"])
+    labels_all = _labels_of(clips, ckpt.num_classes) if protocol["labels"] == "real" else None
+    real_features: list[torch.Tensor] = []
+    fake_features: list[torch.Tensor] = []
+    preview: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    gen_seconds = 0.0
+    if cached is None or k:
+        # One pass over the real clips: their features (unless cached) and, for prediction, the
+        # continuation of each clip from its first k frames.
+        bar = tqdm(total=len(clips), desc="real clips", disable=not progress)
+        for real, labels in _real_batches(clips, args.batch_size, args.workers):
+            if cached is None:
+                real_features.append(i3d_features(i3d, real[:, :E], batch_size=args.i3d_batch_size))
+            if k:
+                t = time.perf_counter()
+                fake = next(iter_generate(ckpt, protocol["frames"], context=real[:, :k],
+                                          labels=labels if protocol["labels"] == "real" else None,
+                                          intervals=protocol["condition_interval"], options=options,
+                                          batch_size=len(real), generator=generator, progress=False))
+                gen_seconds += time.perf_counter() - t
+                fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
+                if len(preview) < args.save_videos:
+                    preview.extend(fake[: args.save_videos - len(preview)])
+            bar.update(len(real))
+        bar.close()
+    if cached is None:
+        feats = torch.cat(real_features)
+        mu_r, sigma_r = feature_stats(feats)
+        if cache is not None:
+            cache.save(real_key, mu_r, sigma_r, len(feats))
+        n_real = len(feats)
+    else:
+        mu_r, sigma_r, n_real = cached
+    if not k:
+        M = protocol["num_generated"]
+        labels = None
+        if labels_all is not None:
+            if M == len(labels_all):
+                labels = labels_all
+            else:  # draw labels like the real set's: from its empirical distribution
+                rng = np.random.default_rng([protocol["seed"], 2])
+                labels = [int(x) for x in rng.choice(labels_all, size=M, replace=True)]
+        t, i3d_seconds = time.perf_counter(), 0.0
+        for fake in iter_generate(ckpt, protocol["frames"], count=M, labels=labels,
+                                  intervals=protocol["condition_interval"], options=options,
+                                  batch_size=args.batch_size, generator=generator, progress=progress):
+            t_i3d = time.perf_counter()
+            fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
+            i3d_seconds += time.perf_counter() - t_i3d
+            if len(preview) < args.save_videos:
+                preview.extend(fake[: args.save_videos - len(preview)])
+        gen_seconds += time.perf_counter() - t - i3d_seconds  # generation and decoding only
+    fake_feats = torch.cat(fake_features)
+    mu_g, sigma_g = feature_stats(fake_feats)
+    score = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+
+    result: dict[str, Any] = {
+        "fvd": score,
+        "protocol": protocol,
+        "deviations": deviations(protocol, ckpt),
+        "real": {"num_clips": int(n_real), "stats_cached": cached is not None,
+                 "stats_file": str(cache.path(real_key)) if cache is not None else None},
+        "generated": {"num_clips": int(len(fake_feats)), "seconds": gen_seconds},
+        "sampling": asdict(options),
+        "batch_size": args.batch_size,
+        "model": {"checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema, "vae": ckpt.vae_spec,
+                  "frame_size": list(ckpt.frame_size), "train_frames": ckpt.train_frames,
+                  "config": ckpt.model.config.to_dict()},
+        "i3d": i3d_info,
+        "preprocess": PREPROCESS_VERSION,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "device": str(device)},
+        "seconds": time.perf_counter() - t0,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = out.with_name(out.stem + "_real_clips.json")
+    manifest.write_text(json.dumps(clips.manifest(), indent=0))
+    result["real"]["manifest"] = manifest.name
+    if preview:
+        grid = save_grid_png(out.with_name(out.stem + "_samples.png"), preview, max_frames=16,
+                             scale=max(1, 64 // int(preview[0].shape[-2])))
+        result["generated"]["preview"] = grid.name
+    out.write_text(json.dumps(result, indent=1))
+    print(f"FVD ({protocol['name']}, {n_real} real / {len(fake_feats)} generated clips): {score:.2f} -> {out}")
+    return result
+
+
+def run_predict(args: argparse.Namespace) -> dict:
+    """Per-frame PSNR/SSIM and adjacent-frame L2 curves of continuations of real clips."""
+    from magi.evaluate.metrics import adjacent_frame_l2, prediction_metrics, save_curves
+
+    device = pick_device(args.device)
+    ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
+                           device=device)
+    options = sampling_options(args)
+    frames = args.frames or ckpt.train_frames
+    k = args.context_frames if args.context_frames is not None else ckpt.vae.video_frames(1)
+    if ckpt.latent_frames(k) >= ckpt.latent_frames(frames):
+        raise ValueError(f"--context-frames {k} leaves nothing to generate in {frames} frames")
+    protocol = {"name": "custom", "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
+                "data_options": parse_options(args.data_option), "split": args.split,
+                "num_videos": args.num_videos, "interval": args.interval or ckpt.model.config.default_interval,
+                "frames": frames, "resolution": ckpt.frame_size[0], "seed": args.seed}
+    clips = build_clips(protocol, ckpt)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    truths, fakes = [], []
+    for real, labels in _real_batches(clips, args.batch_size, args.workers):
+        fake = next(iter_generate(ckpt, frames, context=real[:, :k],
+                                  labels=labels if ckpt.num_classes > 0 and not args.unconditional else None,
+                                  intervals=args.condition_interval or protocol["interval"],
+                                  options=options, batch_size=len(real), generator=generator,
+                                  progress=not args.no_progress))
+        truths.append(real)
+        fakes.append(fake)
+    truth, fake = torch.cat(truths), torch.cat(fakes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = prediction_metrics(fake, truth, context_frames=k)
+    curves = save_curves(out / "adjacent_l2", {"ground truth": adjacent_frame_l2(truth),
+                                              "generated": adjacent_frame_l2(fake)},
+                         title=f"adjacent-frame L2, {len(fake)} clips, {k} context frames")
+    rows = [v for pair in zip(truth[: args.save_videos], fake[: args.save_videos]) for v in pair]
+    files = [p.name for p in curves]
+    if rows:
+        files.append(save_grid_png(out / "samples.png", rows, max_frames=16,
+                                   scale=max(1, 64 // int(fake.shape[-2]))).name)
+    result = {"metrics": metrics, "protocol": protocol, "context_frames": k,
+              "sampling": asdict(options), "files": files,
+              "model": {"checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema, "vae": ckpt.vae_spec}}
+    (out / "predict.json").write_text(json.dumps(result, indent=1))
+    print(f"prediction ({len(fake)} clips): PSNR {metrics['psnr']}, SSIM {metrics['ssim']} -> {out}")
+    return result
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint dir, run dir (latest step), or Hugging Face Hub id")
+    p.add_argument("--step", type=int)
+    p.add_argument("--raw-weights", action="store_true", help="use model.safetensors instead of the EMA")
+    p.add_argument("--vae", help="VAE spec (default: from the checkpoint's train_config.yaml)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="dataset kind (ucf101, k600, folder, moving-digits, atari)")
+    g.add_argument("--data-root", help="the dataset's root folder")
+    g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. list_file=val.csv or fold=2 (repeatable)")
+    g.add_argument("--split", help="dataset split (UCF-101: train, test, all)")
+    g.add_argument("--num-videos", type=int, help="real clips (one per random video)")
+    g.add_argument("--interval", type=int, help="frame interval of the real clips")
+    g.add_argument("--frames", type=int, help="frames per clip, context included")
+    g.add_argument("--context-frames", type=int, help="frames of each real clip given as context")
+    g.add_argument("--condition-interval", type=int,
+                   help="interval the model is conditioned on (default: the clips' interval)")
+    g.add_argument("--unconditional", action="store_true",
+                   help="do not condition a class-conditional model on the real clips' labels")
+    g.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    g.add_argument("--save-videos", type=int, default=8, help="generated clips shown in a PNG grid")
+    add_sampling_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magi eval", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fvd", help="Fréchet Video Distance under a protocol",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(f)
+    f.add_argument("--protocol", choices=sorted(PROTOCOLS), default="custom")
+    f.add_argument("--i3d", required=True, help="i3d_pretrained_400.pt (or .safetensors)")
+    f.add_argument("--bn-eps", type=float, default=TF_BN_EPS,
+                   help="I3D batch-norm epsilon: 1e-3 as in the TF-Hub graph; 1e-5 reproduces ports using it")
+    f.add_argument("--num-generated", type=int, help="generated clips (default: as many as real)")
+    f.add_argument("--eval-frames", type=int, help="frames scored (default: 16 for ucf101/k600, else --frames)")
+    f.add_argument("--resolution", type=int, help="real clip size in px (default: the model's)")
+    f.add_argument("--stats-cache", default="outputs/fvd_stats",
+                   help="directory of cached real-set statistics ('' to disable)")
+    f.add_argument("--i3d-batch-size", type=int, default=8)
+    f.add_argument("--out", required=True, help="result JSON file")
+    q = sub.add_parser("predict", help="PSNR/SSIM per frame and adjacent-frame L2 curves of predictions")
+    _common(q)
+    q.add_argument("--out", required=True, help="output directory")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "fvd":
+            if args.protocol == "custom" and args.num_videos is None:
+                raise ValueError("--num-videos is required with --protocol custom")
+            run_fvd(args)
+        else:
+            if args.num_videos is None:
+                raise ValueError("--num-videos is required")
+            run_predict(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"magi eval {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["PROTOCOLS", "resolve_protocol", "run_fvd", "run_predict", "main"]
