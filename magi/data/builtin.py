@@ -1,0 +1,194 @@
+"""Built-in datasets that are generated on this machine: moving digits and Atari recordings.
+
+`MovingDigits` is Moving-MNIST made from scikit-learn's bundled 8x8 handwritten digits: each video
+has `num_digits` digits flying in straight lines and bouncing off the canvas borders. The trajectory
+is in closed form (a triangle wave per axis), so any frame of any video is computed directly: clips
+of any length and any frame interval come from the same underlying video, and the first frames of a
+long clip equal the short clip. Everything is a pure function of `(seed, index)` (plus the epoch for
+dynamic intervals), so two runs, two workers or two machines see the same data.
+
+`record_atari` plays Arcade Learning Environment games (ROMs bundled with `ale-py`) and writes each
+episode as an MP4 plus its per-frame actions, in the class-folder layout `VideoFolder` reads: real
+game dynamics through the same decoding path as a downloaded dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from magi.data.video import MAX_INTERVAL, draw_interval, to_float_video
+
+Interval = Union[int, str]
+
+
+def _digit_bank(digit_size: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits upscaled to `digit_size` px: uint8 (K, s, s) images and int64 (K,) labels.
+
+    `split` keeps the first 1,500 images ("train"), the remaining 297 ("test") or all 1,797 ("all"),
+    so held-out videos can use digit images never seen in training.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)  # (K, 8, 8) in [0, 1]
+    labels = digits.target.astype(np.int64)
+    cut = 1500
+    if split == "train":
+        images, labels = images[:cut], labels[:cut]
+    elif split == "test":
+        images, labels = images[cut:], labels[cut:]
+    elif split != "all":
+        raise ValueError(f"MovingDigits.split: expected 'train', 'test' or 'all', got {split!r}")
+    if digit_size != 8:
+        images = torch.nn.functional.interpolate(
+            images[:, None], size=(digit_size, digit_size), mode="bilinear", align_corners=False
+        )[:, 0]  # (K, s, s)
+    bank = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return bank, labels
+
+
+def _bounce(x: np.ndarray, span: float) -> np.ndarray:
+    """Positions of points moving freely along a line, reflected into [0, span] (a triangle wave)."""
+    if span <= 0:
+        return np.zeros_like(x)
+    m = np.mod(x, 2 * span)
+    return span - np.abs(m - span)
+
+
+class MovingDigits(torch.utils.data.Dataset):
+    """Deterministic moving and bouncing handwritten digits, rendered as 3-channel grayscale video.
+
+    Items are dicts: `video` float (T, 3, size, size) in [-1, 1] (black background at -1), `label` the
+    class of the first digit, `interval` the frame interval used, `path` a synthetic id such as
+    "moving-digits/000012".
+
+    Args:
+        num_videos: number of distinct videos (items).
+        num_frames: frames per clip (any length; long clips for long-video evaluation are fine).
+        size: canvas side in pixels.
+        num_digits: digits per video.
+        speed: pixels per underlying frame; a number or a (low, high) range drawn per digit.
+        digit_size: digit side in pixels (default: half the canvas).
+        seed: selects the videos; the same seed gives the same videos.
+        interval: frame interval (an int >= 1) or "dynamic": each item draws an interval uniformly
+            from 1..max_interval (re-drawn per epoch, see `set_epoch`). With interval k, frame j of the
+            clip is frame j*k of the underlying video, so motion per clip frame scales with k.
+        max_interval: upper bound of dynamic intervals (the paper's 25).
+        split: which digit images to draw from: "train" (first 1,500), "test" (last 297) or "all".
+        cache: keep rendered clips in memory (uint8, one channel), keyed by (index, interval).
+    """
+
+    def __init__(
+        self,
+        num_videos: int = 10_000,
+        num_frames: int = 16,
+        size: int = 32,
+        num_digits: int = 2,
+        speed: Union[float, tuple[float, float]] = (1.0, 2.0),
+        digit_size: int | None = None,
+        seed: int = 0,
+        interval: Interval = 1,
+        max_interval: int = MAX_INTERVAL,
+        split: str = "all",
+        cache: bool = True,
+    ) -> None:
+        for name, value in (("num_videos", num_videos), ("num_frames", num_frames), ("size", size),
+                            ("num_digits", num_digits), ("max_interval", max_interval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MovingDigits.{name}: expected a positive integer, got {value!r}")
+        if interval != "dynamic" and (isinstance(interval, bool) or not isinstance(interval, int)
+                                      or interval < 1):
+            raise ValueError(f"MovingDigits.interval: expected an integer >= 1 or 'dynamic', got {interval!r}")
+        digit_size = size // 2 if digit_size is None else digit_size
+        if not 1 <= digit_size <= size:
+            raise ValueError(f"MovingDigits.digit_size: expected 1..{size}, got {digit_size}")
+        low, high = (speed, speed) if isinstance(speed, (int, float)) else tuple(speed)
+        if not 0 <= low <= high:
+            raise ValueError(f"MovingDigits.speed: expected 0 <= low <= high, got {speed!r}")
+
+        self.num_videos, self.num_frames, self.size = num_videos, num_frames, size
+        self.num_digits, self.digit_size, self.seed = num_digits, digit_size, seed
+        self.interval, self.max_interval, self.split = interval, max_interval, split
+        self.epoch = 0
+        self.skipped = 0  # nothing is ever skipped; kept so every dataset reports the same counters
+        self.too_short = 0
+        self._bank, bank_labels = _digit_bank(digit_size, split)
+        self._cache: dict[tuple[int, int], np.ndarray] | None = {} if cache else None
+
+        # Per-video parameters, each video from its own seed so video i does not depend on num_videos.
+        span = float(size - digit_size)
+        self._ids = np.empty((num_videos, num_digits), np.int64)  # which digit image
+        self._p0 = np.empty((num_videos, num_digits, 2), np.float64)  # start position (y, x)
+        self._v = np.empty((num_videos, num_digits, 2), np.float64)  # velocity (y, x) px/frame
+        for i in range(num_videos):
+            rng = np.random.default_rng([seed, 0, i])
+            self._ids[i] = rng.integers(0, len(self._bank), num_digits)
+            self._p0[i] = rng.uniform(0.0, span, (num_digits, 2))
+            angle = rng.uniform(0.0, 2 * math.pi, num_digits)
+            s = rng.uniform(low, high, num_digits)
+            self._v[i] = np.stack([s * np.sin(angle), s * np.cos(angle)], axis=-1)
+        self.labels = bank_labels[self._ids[:, 0]]  # (num_videos,) class of the first digit
+        self.num_classes = 10
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-draw dynamic intervals for a new epoch (deterministically from seed, epoch and index)."""
+        self.epoch = int(epoch)
+
+    def interval_for(self, index: int) -> int:
+        """The frame interval item `index` uses in the current epoch."""
+        if self.interval != "dynamic":
+            return int(self.interval)
+        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
+        return draw_interval(rng, self.max_interval)
+
+    def frames(self, index: int, num_frames: int | None = None, interval: int = 1,
+               start: int = 0) -> torch.Tensor:
+        """uint8 (T, 3, size, size): frames start, start+interval, ... of video `index`."""
+        if not 0 <= index < self.num_videos:
+            raise IndexError(f"MovingDigits: index {index} out of range 0..{self.num_videos - 1}")
+        num_frames = self.num_frames if num_frames is None else num_frames
+        key = (index, interval) if (start == 0 and num_frames == self.num_frames) else None
+        gray = self._cache.get(key) if (self._cache is not None and key is not None) else None
+        if gray is None:
+            gray = self._render(index, start + interval * np.arange(num_frames))
+            if self._cache is not None and key is not None:
+                self._cache[key] = gray
+        frames = torch.from_numpy(gray)[:, None]  # (T, 1, S, S)
+        return frames.expand(-1, 3, -1, -1).contiguous()  # (T, 3, S, S)
+
+    def _render(self, index: int, times: np.ndarray) -> np.ndarray:
+        """uint8 (T, S, S) frames of video `index` at the given underlying times."""
+        s, span = self.digit_size, float(self.size - self.digit_size)
+        pos = self._p0[index][None] + times[:, None, None] * self._v[index][None]  # (T, digits, 2)
+        pos = np.rint(_bounce(pos, span)).astype(np.int64)
+        canvas = np.zeros((len(times), self.size, self.size), np.uint8)  # (T, S, S)
+        for d in range(self.num_digits):
+            digit = self._bank[self._ids[index, d]]
+            for t in range(len(times)):
+                y, x = pos[t, d]
+                patch = canvas[t, y:y + s, x:x + s]
+                np.maximum(patch, digit, out=patch)
+        return canvas
+
+    def __getitem__(self, index: int) -> dict:
+        interval = self.interval_for(index)
+        return {
+            "video": to_float_video(self.frames(index, interval=interval)),
+            "label": int(self.labels[index]),
+            "interval": interval,
+            "path": f"moving-digits/{index:06d}",
+        }
+
+    def __repr__(self) -> str:
+        return (f"MovingDigits(num_videos={self.num_videos}, num_frames={self.num_frames}, size={self.size}, "
+                f"num_digits={self.num_digits}, interval={self.interval!r}, seed={self.seed})")

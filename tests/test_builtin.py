@@ -1,0 +1,102 @@
+"""Built-in data: moving digits (deterministic, bouncing, dynamic intervals) and Atari recordings."""
+
+import numpy as np
+import pytest
+import torch
+
+from magi.data import MovingDigits, build_dataset
+
+
+def test_moving_digits_item_structure():
+    ds = MovingDigits(num_videos=4, num_frames=6, size=32, seed=0)
+    item = ds[2]
+    assert set(item) == {"video", "label", "interval", "path"}
+    video = item["video"]
+    assert video.shape == (6, 3, 32, 32) and video.dtype == torch.float32
+    assert video.min() >= -1 and video.max() <= 1
+    assert video.min() == -1 and video.max() > 0.5  # black background, bright digits
+    assert torch.equal(video[:, 0], video[:, 1]) and torch.equal(video[:, 0], video[:, 2])  # grayscale
+    assert item["interval"] == 1 and item["path"] == "moving-digits/000002"
+    assert 0 <= item["label"] < 10 and item["label"] == ds.labels[2]
+
+
+def test_moving_digits_deterministic_and_seeded():
+    a = MovingDigits(num_videos=5, num_frames=4, seed=3)
+    b = MovingDigits(num_videos=9, num_frames=4, seed=3, cache=False)  # video i independent of num_videos
+    c = MovingDigits(num_videos=5, num_frames=4, seed=4)
+    for i in range(5):
+        assert torch.equal(a[i]["video"], b[i]["video"]) and a[i]["label"] == b[i]["label"]
+    assert not all(torch.equal(a[i]["video"], c[i]["video"]) for i in range(5))
+    # the cache returns what rendering returns
+    assert torch.equal(a[1]["video"], a[1]["video"])
+    assert torch.equal(a.frames(1), MovingDigits(num_videos=5, num_frames=4, seed=3, cache=False).frames(1))
+
+
+def test_moving_digits_motion_and_bounce():
+    ds = MovingDigits(num_videos=1, num_frames=200, size=32, num_digits=1, speed=2.0, seed=1, cache=False)
+    frames = ds.frames(0).numpy()[:, 0]  # (T, S, S)
+    assert (frames > 0).any(axis=(1, 2)).all()  # the digit never leaves the canvas
+    # centre of mass moves, and along each axis it reverses direction (bounces) at least once
+    ys, xs = np.indices(frames.shape[1:])
+    mass = frames.sum(axis=(1, 2)).astype(float)
+    cy = (frames * ys).sum(axis=(1, 2)) / mass
+    cx = (frames * xs).sum(axis=(1, 2)) / mass
+    assert np.abs(np.diff(cy)).max() > 0 or np.abs(np.diff(cx)).max() > 0
+    for c in (cy, cx):
+        d = np.sign(np.round(np.diff(c), 3))
+        d = d[d != 0]
+        assert len(d) == 0 or (d[1:] != d[:-1]).any()
+
+
+def test_moving_digits_long_clips_extend_short_ones():
+    short = MovingDigits(num_videos=3, num_frames=5, seed=2)
+    long = MovingDigits(num_videos=3, num_frames=40, seed=2)
+    assert torch.equal(long[1]["video"][:5], short[1]["video"])
+    assert long[1]["video"].shape[0] == 40
+
+
+def test_moving_digits_interval_subsamples_the_same_video():
+    ds = MovingDigits(num_videos=2, num_frames=4, seed=0)
+    dense = ds.frames(1, num_frames=13, interval=1)
+    assert torch.equal(ds.frames(1, num_frames=4, interval=4), dense[::4])
+    fixed = MovingDigits(num_videos=2, num_frames=4, seed=0, interval=3)
+    assert fixed[1]["interval"] == 3 and torch.equal(fixed.frames(1, interval=3), dense[:10:3])
+
+
+def test_moving_digits_dynamic_interval():
+    ds = MovingDigits(num_videos=400, num_frames=3, seed=0, interval="dynamic")
+    seen = [ds.interval_for(i) for i in range(len(ds))]
+    assert set(seen) == set(range(1, 26))
+    item = ds[7]
+    k = item["interval"]
+    assert torch.equal(ds.frames(7, num_frames=3, interval=k), ((item["video"] + 1) * 127.5).round().byte())
+    before = [ds.interval_for(i) for i in range(20)]
+    ds.set_epoch(1)
+    assert [ds.interval_for(i) for i in range(20)] != before
+    ds.set_epoch(0)
+    assert [ds.interval_for(i) for i in range(20)] == before
+
+
+def test_moving_digits_bad_options():
+    with pytest.raises(ValueError, match="interval"):
+        MovingDigits(num_videos=2, interval=0)
+    with pytest.raises(ValueError, match="digit_size"):
+        MovingDigits(num_videos=2, size=16, digit_size=20)
+    with pytest.raises(ValueError, match="split"):
+        MovingDigits(num_videos=2, split="val")
+
+
+def test_moving_digits_splits_use_disjoint_digit_images():
+    train = MovingDigits(num_videos=2, split="train")
+    test = MovingDigits(num_videos=2, split="test")
+    assert len(train._bank) == 1500 and len(test._bank) == 297
+
+
+def test_build_dataset_moving_digits_and_unknown_options():
+    ds = build_dataset("moving-digits", num_videos=3, num_frames=6, size=32, interval="dynamic",
+                       speed=[1.0, 3.0])
+    assert isinstance(ds, MovingDigits) and ds[0]["video"].shape == (6, 3, 32, 32)
+    with pytest.raises(ValueError, match="num_frame"):
+        build_dataset("moving-digits", num_frame=6)
+    with pytest.raises(ValueError, match="unknown kind 'mnist'"):
+        build_dataset("mnist")
