@@ -10,12 +10,49 @@ import inspect
 from typing import Any, Callable
 
 from magi.data.builtin import MovingDigits
-from magi.data.video import (MAX_INTERVAL, clip_span, draw_interval, max_interval_for, to_float_video,
-                             to_uint8_video)
+from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, BadVideoWarning, EvalClips, VideoError,
+                             VideoFolder, VideoInfo, clip_span, draw_interval, max_interval_for, probe,
+                             read_all_frames, read_clip, to_float_video, to_uint8_video, write_video)
+
+
+def ucf101(root, num_frames: int, size=None, split: str = "train", fold: int = 1, split_dir=None,
+           **options: Any) -> VideoFolder:
+    """UCF-101: `root` holds the 101 class folders; the official split files (`trainlist0{fold}.txt`,
+    `testlist0{fold}.txt`, `classInd.txt`) are in `split_dir` (default: a `ucfTrainTestlist` folder in
+    or next to root). `split="all"` uses every video."""
+    from pathlib import Path
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"ucf101.split: expected 'train', 'test' or 'all', got {split!r}")
+    if fold not in (1, 2, 3):
+        raise ValueError(f"ucf101.fold: expected 1, 2 or 3, got {fold!r}")
+    split_file = None
+    if split != "all":
+        candidates = [Path(split_dir)] if split_dir is not None else \
+            [Path(root) / "ucfTrainTestlist", Path(root).parent / "ucfTrainTestlist"]
+        name = f"{split}list0{fold}.txt"
+        found = [d / name for d in candidates if (d / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"ucf101: {name} not found in {', '.join(map(str, candidates))}; pass "
+                                    f"split_dir= (the unpacked UCF101TrainTestSplits-RecognitionTask.zip)")
+        split_file = found[0]
+    return VideoFolder(root, num_frames, size, split_file=split_file, **options)
+
+
+def k600(root, num_frames: int, size=None, list_file=None, **options: Any) -> VideoFolder:
+    """Kinetics-600: `list_file` is the official CSV (label,youtube_id,time_start,time_end,...), a
+    `path,label` CSV or a `path label` text list, with paths relative to `root`. The paper's K600
+    setup uses interval 1."""
+    if list_file is None:
+        raise ValueError("k600: list_file is required (the CSV or text list of videos)")
+    return VideoFolder(root, num_frames, size, split_file=list_file, **options)
 
 
 def _builders() -> dict[str, Callable[..., Any]]:
     return {
+        "folder": VideoFolder,
+        "ucf101": ucf101,
+        "k600": k600,
         "moving-digits": MovingDigits,
     }
 
@@ -23,21 +60,31 @@ def _builders() -> dict[str, Callable[..., Any]]:
 def build_dataset(kind: str, **options: Any):
     """Build a dataset by kind; unknown kinds or options raise ValueError naming them.
 
-    Kinds: "moving-digits" (`MovingDigits`).
+    Kinds: "folder" (`VideoFolder`), "ucf101" (`ucf101`), "k600" (`k600`), "moving-digits"
+    (`MovingDigits`).
     """
     builders = _builders()
     if kind not in builders:
         raise ValueError(f"build_dataset: unknown kind {kind!r}; known kinds: {', '.join(builders)}")
     builder = builders[kind]
-    params = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            known = ", ".join(n for n in params if n != "self")
-            raise ValueError(f"build_dataset({kind!r}): unknown option(s) {', '.join(unknown)}; "
-                             f"known options: {known}")
+    known = _accepted_options(builder)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"build_dataset({kind!r}): unknown option(s) {', '.join(unknown)}; "
+                         f"known options: {', '.join(sorted(known))}")
     return builder(**options)
 
 
-__all__ = ["build_dataset", "MovingDigits", "MAX_INTERVAL", "clip_span", "draw_interval",
-           "max_interval_for", "to_float_video", "to_uint8_video"]
+def _accepted_options(builder: Callable[..., Any]) -> set[str]:
+    """Keyword names a builder takes; builders that forward **options to VideoFolder accept its too."""
+    params = inspect.signature(builder).parameters
+    names = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names |= _accepted_options(VideoFolder) - {"split_file"}
+    return names
+
+
+__all__ = ["build_dataset", "ucf101", "k600", "MovingDigits", "VideoFolder", "EvalClips", "read_clip",
+           "read_all_frames", "probe", "write_video", "VideoError", "VideoInfo", "BadVideoWarning",
+           "VIDEO_EXTENSIONS", "MAX_INTERVAL", "clip_span", "draw_interval", "max_interval_for",
+           "to_float_video", "to_uint8_video"]

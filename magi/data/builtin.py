@@ -151,6 +151,17 @@ class MovingDigits(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, 1, self.epoch, index])
         return draw_interval(rng, self.max_interval)
 
+    # ---- the clip-source interface shared with VideoFolder (used by EvalClips and the latent cache)
+    def video_frames(self, index: int) -> None:
+        """Generated videos have no end: any start and length are valid."""
+        return None
+
+    def label_of(self, index: int) -> int:
+        return int(self.labels[index])
+
+    def path_of(self, index: int) -> str:
+        return f"moving-digits/{index:06d}"
+
     def frames(self, index: int, num_frames: int | None = None, interval: int = 1,
                start: int = 0) -> torch.Tensor:
         """uint8 (T, 3, size, size): frames start, start+interval, ... of video `index`."""
@@ -184,9 +195,9 @@ class MovingDigits(torch.utils.data.Dataset):
         interval = self.interval_for(index)
         return {
             "video": to_float_video(self.frames(index, interval=interval)),
-            "label": int(self.labels[index]),
+            "label": self.label_of(index),
             "interval": interval,
-            "path": f"moving-digits/{index:06d}",
+            "path": self.path_of(index),
         }
 
     def __repr__(self) -> str:
