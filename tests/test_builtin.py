@@ -100,3 +100,47 @@ def test_build_dataset_moving_digits_and_unknown_options():
         build_dataset("moving-digits", num_frame=6)
     with pytest.raises(ValueError, match="unknown kind 'mnist'"):
         build_dataset("mnist")
+
+
+# ---- Atari
+
+
+def test_record_atari_and_read_back(tmp_path):
+    from magi.data import VideoFolder, load_actions, record_atari
+    from magi.data.video import read_all_frames
+
+    root = tmp_path / "rec"
+    paths = record_atari(root, game=["Pong", "Breakout"], episodes=1, max_frames=40, size=32, seed=0,
+                         progress=False)
+    assert [p.relative_to(root).as_posix() for p in paths] == ["Pong/episode_0000.mp4",
+                                                                  "Breakout/episode_0000.mp4"]
+    pong = paths[0]
+    frames = read_all_frames(pong)
+    actions = load_actions(pong)
+    import json
+    meta = json.loads(pong.with_suffix(".json").read_text())
+    assert frames.shape == (40, 3, 32, 32) and len(actions) == 40 and meta["num_frames"] == 40
+    assert actions[-1] == -1 and ((0 <= actions[:-1]) & (actions[:-1] < len(meta["action_meanings"]))).all()
+    assert meta["action_meanings"][0] == "NOOP" and len(meta["rewards"]) == 40
+    assert frames.float().std(0).mean() > 0  # the game moves
+    # same seed -> same episode, idempotent unless overwrite
+    mtime = pong.stat().st_mtime_ns
+    record_atari(root, game="Pong", episodes=1, max_frames=40, size=32, seed=0, progress=False)
+    assert pong.stat().st_mtime_ns == mtime
+    other = record_atari(tmp_path / "again", game="Pong", episodes=1, max_frames=40, size=32, seed=0,
+                         progress=False)[0]
+    assert (load_actions(other) == actions).all()
+    # read back through VideoFolder: classes are the games
+    ds = VideoFolder(root, num_frames=8, size=32, interval="dynamic")
+    assert ds.classes == ["Breakout", "Pong"] and len(ds) == 2
+    item = ds[1]
+    assert item["video"].shape == (8, 3, 32, 32) and item["label"] == 1
+
+
+def test_build_dataset_atari_records_then_reads(tmp_path):
+    ds = build_dataset("atari", root=tmp_path / "atari", game="Pong", episodes=2, max_frames=30, size=32,
+                       num_frames=6, interval=2, record_seed=1)
+    assert len(ds) == 2 and ds.classes == ["Pong"]
+    assert ds[0]["video"].shape == (6, 3, 32, 32) and ds[0]["interval"] == 2
+    with pytest.raises(ValueError, match="unknown game"):
+        build_dataset("atari", root=tmp_path / "x", game="NotAGame", episodes=1, max_frames=5, num_frames=2)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Callable, Union
 
@@ -203,3 +202,138 @@ class MovingDigits(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"MovingDigits(num_videos={self.num_videos}, num_frames={self.num_frames}, size={self.size}, "
                 f"num_digits={self.num_digits}, interval={self.interval!r}, seed={self.seed})")
+
+
+# --------------------------------------------------------------------------------------------------
+# Atari recordings
+
+ATARI_POLICIES = ("random", "sticky")
+
+
+def _atari_policy(policy, num_actions: int, rng: np.random.Generator) -> Callable:
+    """policy(observation, previous_action) -> action. "sticky" repeats the last action 3 times in 4."""
+    if callable(policy):
+        return lambda obs, prev: int(policy(obs, rng))
+    if policy == "random":
+        return lambda obs, prev: int(rng.integers(num_actions))
+    if policy == "sticky":
+        return lambda obs, prev: prev if (prev >= 0 and rng.random() < 0.75) else int(rng.integers(num_actions))
+    raise ValueError(f"record_atari.policy: expected one of {ATARI_POLICIES} or a callable, got {policy!r}")
+
+
+def _resize_frame(obs: np.ndarray, size) -> np.ndarray:
+    """(210, 160, 3) ALE screen -> uint8 (3, H, W): the whole screen, area-resized (no crop)."""
+    frame = torch.from_numpy(obs).permute(2, 0, 1)  # (3, 210, 160)
+    if size is None:
+        return frame.numpy()
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    out = torch.nn.functional.interpolate(frame[None].float(), size=hw, mode="area")[0]  # (3, H, W)
+    return out.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def record_atari(
+    out_dir,
+    game: str | list[str] = "Pong",
+    episodes: int = 4,
+    max_frames: int = 1000,
+    size=64,
+    policy="sticky",
+    seed: int = 0,
+    frameskip: int = 4,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Play ALE games and write each episode as `out_dir/<Game>/episode_<k>.mp4` with its actions.
+
+    Beside each video: `episode_<k>.actions.npy` (int64, one per frame: the action taken at that frame,
+    leading to the next; -1 after the last frame) and `episode_<k>.json` (game, seed, policy,
+    frameskip, fps, action meanings, per-frame rewards, total reward). The folder-per-game layout is the
+    one `VideoFolder` reads, so the recordings go through the same decoding path as a real dataset
+    (label = game index in sorted order).
+
+    Args:
+        game: ALE game name(s), e.g. "Pong", "Breakout" (ROMs are bundled with ale-py).
+        episodes: episodes per game; each ends at game over or after `max_frames` frames.
+        size: frame size, int or (H, W); the whole 210x160 screen is area-resized. None keeps it.
+        policy: "random" (uniform actions), "sticky" (repeat the previous action with probability 0.75,
+            smoother motion) or a callable (observation uint8 (210, 160, 3), numpy Generator) -> action.
+        seed: seeds the environment (ALE v5 sticky actions) and the policy, per episode.
+        frameskip: emulator frames per step; the video plays at 60 / frameskip fps.
+        overwrite: re-record episodes whose files exist (otherwise they are kept, so calls are idempotent).
+
+    Returns the paths of the episode videos.
+    """
+    import gymnasium
+    import ale_py
+    from tqdm.auto import tqdm
+
+    from magi.data.video import write_video
+
+    gymnasium.register_envs(ale_py)
+    games = [game] if isinstance(game, str) else list(game)
+    if episodes < 1 or max_frames < 2:
+        raise ValueError(f"record_atari: need episodes >= 1 and max_frames >= 2, got {episodes}, {max_frames}")
+    out_dir = Path(out_dir)
+    fps = 60 / frameskip
+    written = []
+    jobs = [(g, k) for g in games for k in range(episodes)]
+    for name, k in tqdm(jobs, desc="recording Atari", unit="episode", disable=not progress):
+        video = out_dir / name / f"episode_{k:04d}.mp4"
+        meta_path = video.with_suffix(".json")
+        written.append(video)
+        if video.is_file() and meta_path.is_file() and not overwrite:
+            continue
+        env_id = f"ALE/{name}-v5"
+        if env_id not in gymnasium.envs.registry:
+            raise ValueError(f"record_atari: unknown game {name!r} (no {env_id} in gymnasium's registry)")
+        env = gymnasium.make(env_id, frameskip=frameskip, full_action_space=False)
+        env_seed = int(np.random.SeedSequence([seed, games.index(name), k]).generate_state(1)[0])
+        rng = np.random.default_rng([seed, games.index(name), k, 1])
+        act = _atari_policy(policy, env.action_space.n, rng)
+        obs, _ = env.reset(seed=env_seed)
+        frames, actions, rewards = [_resize_frame(obs, size)], [], [0.0]
+        previous = -1
+        done = False
+        while not done and len(frames) < max_frames:
+            previous = act(obs, previous)
+            obs, reward, terminated, truncated, _ = env.step(previous)
+            actions.append(previous)
+            rewards.append(float(reward))
+            frames.append(_resize_frame(obs, size))
+            done = terminated or truncated
+        actions.append(-1)
+        meanings = env.unwrapped.get_action_meanings()
+        env.close()
+        write_video(video, np.stack(frames), fps=fps, crf=12)  # (T, 3, H, W)
+        np.save(video.with_suffix(".actions.npy"), np.asarray(actions, np.int64))
+        meta_path.write_text(json.dumps({
+            "game": name, "episode": k, "seed": seed, "env_seed": env_seed, "env": env_id,
+            "policy": policy if isinstance(policy, str) else getattr(policy, "__name__", "callable"),
+            "frameskip": frameskip, "fps": fps, "num_frames": len(frames), "size": size,
+            "action_meanings": meanings, "rewards": rewards, "total_reward": sum(rewards),
+            "game_over": bool(done),
+        }, indent=1))
+    return written
+
+
+def load_actions(video_path) -> np.ndarray:
+    """The per-frame actions recorded beside an Atari episode video (int64 (T,), -1 after the last frame)."""
+    path = Path(video_path).with_suffix(".actions.npy")
+    if not path.is_file():
+        raise FileNotFoundError(f"no actions file beside {video_path} (expected {path})")
+    return np.load(path, allow_pickle=False)
+
+
+def atari(root, num_frames: int, size=64, game: str | list[str] = "Pong", episodes: int = 4,
+          max_frames: int = 1000, policy: str = "sticky", record_seed: int = 0, frameskip: int = 4,
+          **options):
+    """Atari recordings as a dataset: record (once) into `root`, then read back with `VideoFolder`.
+
+    Recording is skipped for episodes already on disk. Frames are recorded at `size` (int), so reading
+    back needs no resize. `options` go to `VideoFolder` (interval, seed, ...).
+    """
+    from magi.data.video import VideoFolder
+
+    record_atari(root, game=game, episodes=episodes, max_frames=max_frames, size=size, policy=policy,
+                 seed=record_seed, frameskip=frameskip)
+    return VideoFolder(root, num_frames, size, **options)
