@@ -212,11 +212,23 @@ class _DiffusersVAE(VideoVAE):
     def _latent(self, dist: Any, generator: torch.Generator | None) -> torch.Tensor:
         return dist.sample(generator=generator) if self.sample else dist.mode()
 
+    def fingerprint(self) -> str:
+        """A short hash of the weights (sums per tensor to 4 significant digits: stable across devices
+        and dtypes, different for different checkpoints). Computed once; the weights are frozen."""
+        if getattr(self, "_fingerprint", None) is None:
+            import hashlib
+
+            sums = ";".join(f"{name}:{p.detach().float().sum().item():.4g}:{p.detach().float().abs().sum().item():.4g}"
+                            for name, p in self.model.state_dict().items())
+            self._fingerprint = hashlib.sha1(sums.encode()).hexdigest()[:16]
+        return self._fingerprint
+
     def identity(self) -> dict:
         return {
             "kind": type(self).__name__,
             "class": type(self.model).__name__,
             "source": self.source,
+            "weights": self.fingerprint(),
             "config": {k: v for k, v in dict(self.model.config).items() if not k.startswith("_")},
             "normalization": {"formula": "(z - mean) / std * scaling",
                               "mean": self.latents_mean.tolist(), "std": self.latents_std.tolist(),

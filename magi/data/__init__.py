@@ -10,8 +10,9 @@ import inspect
 from typing import Any, Callable
 
 from magi.data.builtin import MovingDigits, atari, load_actions, record_atari
+from magi.data.latents import LatentDataset, cache_latents
 from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, BadVideoWarning, EvalClips, VideoError,
-                             VideoFolder, VideoInfo, clip_span, draw_interval, max_interval_for, probe,
+                             VideoFolder, VideoInfo, choose_clip, clip_span, draw_interval, max_interval_for, probe,
                              read_all_frames, read_clip, to_float_video, to_uint8_video, write_video)
 
 
@@ -55,6 +56,7 @@ def _builders() -> dict[str, Callable[..., Any]]:
         "k600": k600,
         "moving-digits": MovingDigits,
         "atari": atari,
+        "latents": LatentDataset,
     }
 
 
@@ -62,7 +64,8 @@ def build_dataset(kind: str, **options: Any):
     """Build a dataset by kind; unknown kinds or options raise ValueError naming them.
 
     Kinds: "folder" (`VideoFolder`), "ucf101" (`ucf101`), "k600" (`k600`), "moving-digits"
-    (`MovingDigits`), "atari" (`atari`: record once with `record_atari`, read with `VideoFolder`).
+    (`MovingDigits`), "atari" (`atari`: record once with `record_atari`, read with `VideoFolder`),
+    "latents" (`LatentDataset` over a cache written by `magi cache-latents`).
     """
     builders = _builders()
     if kind not in builders:
@@ -85,7 +88,8 @@ def _accepted_options(builder: Callable[..., Any]) -> set[str]:
     return names
 
 
-__all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits", "VideoFolder", "EvalClips", "read_clip",
+__all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits",
+           "LatentDataset", "cache_latents", "choose_clip", "VideoFolder", "EvalClips", "read_clip",
            "read_all_frames", "probe", "write_video", "VideoError", "VideoInfo", "BadVideoWarning",
            "VIDEO_EXTENSIONS", "MAX_INTERVAL", "clip_span", "draw_interval", "max_interval_for",
            "to_float_video", "to_uint8_video"]

@@ -22,7 +22,7 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from magi.data.video import MAX_INTERVAL, draw_interval, to_float_video
+from magi.data.video import MAX_INTERVAL, choose_clip, clip_span, to_float_video
 
 Interval = Union[int, str]
 
@@ -127,7 +127,7 @@ class MovingDigits(torch.utils.data.Dataset):
         self._p0 = np.empty((num_videos, num_digits, 2), np.float64)  # start position (y, x)
         self._v = np.empty((num_videos, num_digits, 2), np.float64)  # velocity (y, x) px/frame
         for i in range(num_videos):
-            rng = np.random.default_rng([seed, 0, i])
+            rng = np.random.default_rng([seed, i, 0, 2])
             self._ids[i] = rng.integers(0, len(self._bank), num_digits)
             self._p0[i] = rng.uniform(0.0, span, (num_digits, 2))
             angle = rng.uniform(0.0, 2 * math.pi, num_digits)
@@ -143,12 +143,23 @@ class MovingDigits(torch.utils.data.Dataset):
         """Re-draw dynamic intervals for a new epoch (deterministically from seed, epoch and index)."""
         self.epoch = int(epoch)
 
+    def choose(self, index: int) -> tuple[int, int]:
+        """(interval, start) of item `index` in the current epoch; start is always 0 (see `choose_clip`)."""
+        return choose_clip(self.seed, self.epoch, index, self.num_frames, None, self.interval, self.max_interval)
+
     def interval_for(self, index: int) -> int:
         """The frame interval item `index` uses in the current epoch."""
-        if self.interval != "dynamic":
-            return int(self.interval)
-        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
-        return draw_interval(rng, self.max_interval)
+        return self.choose(index)[0]
+
+    @property
+    def full_length(self) -> int:
+        """Frames that hold every clip this dataset can draw (what a latent cache stores per video)."""
+        longest = self.max_interval if self.interval == "dynamic" else int(self.interval)
+        return clip_span(self.num_frames, longest)
+
+    def full_video(self, index: int) -> torch.Tensor:
+        """uint8 (full_length, 3, S, S): the first frames of video `index`, enough for any of its clips."""
+        return self.frames(index, num_frames=self.full_length, interval=1)
 
     # ---- the clip-source interface shared with VideoFolder (used by EvalClips and the latent cache)
     def video_frames(self, index: int) -> None:
@@ -191,9 +202,9 @@ class MovingDigits(torch.utils.data.Dataset):
         return canvas
 
     def __getitem__(self, index: int) -> dict:
-        interval = self.interval_for(index)
+        interval, start = self.choose(index)
         return {
-            "video": to_float_video(self.frames(index, interval=interval)),
+            "video": to_float_video(self.frames(index, interval=interval, start=start)),
             "label": self.label_of(index),
             "interval": interval,
             "path": self.path_of(index),

@@ -44,6 +44,30 @@ def draw_interval(rng: np.random.Generator, max_interval: int = MAX_INTERVAL,
     return int(rng.integers(1, cap + 1))
 
 
+def choose_clip(seed: int, epoch: int, index: int, num_frames: int, video_frames: int | None,
+                interval: int | str, max_interval: int = MAX_INTERVAL,
+                random_start: bool = True) -> tuple[int, int]:
+    """(interval, start) of item `index` in `epoch`: the one rule every dataset here samples clips by.
+
+    A pure function of its arguments (seeded by (seed, epoch, index)), so training on the fly, the
+    latent cache and every DataLoader worker agree. `interval` is an int or "dynamic" (uniform on
+    1..max_interval, capped so the clip fits); the start is uniform over the valid starts (the middle
+    one if not `random_start`), and 0 for unbounded (generated) videos, `video_frames=None`.
+    """
+    rng = np.random.default_rng([seed, epoch, index, 1])
+    if interval == "dynamic":
+        k = draw_interval(rng, max_interval, num_frames, video_frames) if video_frames is not None \
+            else draw_interval(rng, max_interval)
+    else:
+        k = int(interval)
+    if video_frames is None:
+        return k, 0
+    room = video_frames - clip_span(num_frames, k)
+    if room < 0:
+        raise ValueError(f"a clip of {num_frames} frames at interval {k} does not fit in {video_frames} frames")
+    return k, int(rng.integers(0, room + 1)) if random_start else room // 2
+
+
 def to_float_video(frames: torch.Tensor) -> torch.Tensor:
     """uint8 (T, 3, H, W) in [0, 255] -> float32 (T, 3, H, W) in [-1, 1]."""
     return frames.float().div_(127.5).sub_(1.0)
@@ -581,18 +605,14 @@ class VideoFolder(torch.utils.data.Dataset):
         return read_clip(self.path_of(index), start, num_frames, interval, self.size)
 
     # ---- items
-    def choose(self, index: int, num_frames: int | None = None) -> tuple[int, int]:
-        """(interval, start) of item `index` in the current epoch."""
-        num_frames = self.num_frames if num_frames is None else num_frames
-        n = self.records[index].num_frames
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.interval == "dynamic":
-            interval = draw_interval(rng, self.max_interval, num_frames, n)
-        else:
-            interval = int(self.interval)
-        room = n - clip_span(num_frames, interval)
-        start = int(rng.integers(0, room + 1)) if self.random_start else room // 2
-        return interval, start
+    def choose(self, index: int) -> tuple[int, int]:
+        """(interval, start) of item `index` in the current epoch (see `choose_clip`)."""
+        return choose_clip(self.seed, self.epoch, index, self.num_frames, self.records[index].num_frames,
+                           self.interval, self.max_interval, self.random_start)
+
+    def full_video(self, index: int) -> torch.Tensor:
+        """Every frame of video `index` as uint8 (N, 3, H, W) at this dataset's size (for latent caches)."""
+        return read_all_frames(self.path_of(index), self.size)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.records):
@@ -668,7 +688,7 @@ class EvalClips(torch.utils.data.Dataset):
         if num_videos > len(eligible):
             raise ValueError(f"EvalClips: asked for {num_videos} videos but only {len(eligible)} of "
                              f"{len(source)} hold a clip of {num_frames} frames at interval {interval}")
-        rng = np.random.default_rng([seed, 0])
+        rng = np.random.default_rng([seed, 3])
         self._perm = rng.permutation(np.asarray(eligible, dtype=np.int64)).tolist()
 
     def _length(self, index: int) -> int | None:
@@ -680,7 +700,7 @@ class EvalClips(torch.utils.data.Dataset):
         if n is None:
             return 0
         room = n - clip_span(self.num_frames, self.interval)
-        return int(np.random.default_rng([self.seed, 1, video]).integers(0, room + 1))
+        return int(np.random.default_rng([self.seed, video, 4]).integers(0, room + 1))
 
     def candidates(self, slot: int) -> list[int]:
         """The videos slot `slot` may use, in order: its own, then its spares."""
