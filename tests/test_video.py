@@ -74,3 +74,36 @@ def test_errors_name_the_file(tmp_path, bad_folder):
         read_clip(tmp_path / "missing.mp4", 0, 1)
     with pytest.raises(ValueError, match="interval"):
         read_clip(path, 0, 2, 0)
+
+
+def test_read_clip_variable_frame_rate_falls_back_to_counting(tmp_path, monkeypatch):
+    """Irregular timestamps (gaps) must not shift frames: the i-th frame is still the i-th decoded."""
+    import av
+    from fractions import Fraction
+
+    import magi.data.video as video
+
+    counted = []
+    original = video._decode_by_counting
+    monkeypatch.setattr(video, "_decode_by_counting", lambda *a: counted.append(1) or original(*a))
+
+    frames = synthetic_frames(30, 48, 64).permute(0, 2, 3, 1).numpy()
+    pts = np.cumsum([0] + [1 if i % 4 else 3 for i in range(1, 30)])  # gaps every 4th frame
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = Fraction(1, 25)
+        stream.codec_context.time_base = Fraction(1, 25)
+        for p, rgb in zip(pts, frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = int(p), Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    full = read_all_frames(path)
+    assert len(full) == 30
+    for start, t, k in [(0, 5, 2), (7, 4, 5), (20, 3, 4)]:
+        assert torch.equal(read_clip(path, start, t, k), full[start:start + clip_span(t, k):k])
+    assert len(counted) == 3  # the timestamp path noticed the gaps every time
