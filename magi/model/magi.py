@@ -303,7 +303,10 @@ class Magi(nn.Module):
     def _generate_frame(self, frame: int, cond: torch.Tensor, cache, positions: int, cfg: float,
                         mask_steps: int, diffusion_steps: int, temperature: float, sampler: str,
                         generator: Optional[torch.Generator]) -> torch.Tensor:
-        """MAR inside one frame: reveal tokens over `mask_steps` steps. -> tokens (B, N, P)"""
+        """MAR inside one frame: reveal tokens over `mask_steps` steps. -> tokens (B, N, P)
+
+        `cache` is the KV cache of the earlier frames, or a function building one afresh for every
+        step (the no-cache baseline that benchmarks/generate.py measures)."""
         c = self.config
         N, P = c.tokens_per_frame, c.token_dim
         B = cond.shape[0] // (2 if cfg != 1.0 else 1)
@@ -320,7 +323,8 @@ class Magi(nn.Module):
             x, m = tokens, mask
             if cfg != 1.0:
                 x, m = torch.cat([tokens, tokens]), torch.cat([mask, mask])
-            z = self.backbone.step(x, m, frame, cond, cache, positions)  # (B or 2B, N, D)
+            step_cache = cache() if callable(cache) else cache
+            z = self.backbone.step(x, m, frame, cond, step_cache, positions)  # (B or 2B, N, D)
             if cfg != 1.0:
                 z_sel = torch.cat([z[:B][reveal], z[B:][reveal]])  # (2M, D)
             else:
