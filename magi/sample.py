@@ -497,21 +497,21 @@ def run(args: argparse.Namespace) -> int:
     total = parse_frames(args.frames, ckpt) if args.frames is not None else ckpt.train_frames
     interval = args.interval if args.interval is not None else ckpt.model.config.default_interval
     if args.num_samples < 1:
-        raise SystemExit("magi sample: --num-samples must be >= 1")
+        raise ValueError("--num-samples must be >= 1")
     predict = bool(args.context_video) or args.context_dataset
     if args.context_video and args.context_dataset:
-        raise SystemExit("magi sample: give --context-video or --context-dataset, not both")
+        raise ValueError("give --context-video or --context-dataset, not both")
 
     labels = None
     class_names = None
     if args.classes is not None:
         if ckpt.num_classes == 0:
-            raise SystemExit("magi sample: --classes given but this model is unconditional")
+            raise ValueError("--classes given but this model is unconditional")
         if not all(s.strip().lstrip("-").isdigit() for s in args.classes.split(",") if s.strip()):
             try:
                 class_names = class_names_of(build_data(ckpt, args.data, parse_options(args.data_option)))
             except Exception as e:  # noqa: BLE001 - names are a convenience; say why they are unavailable
-                raise SystemExit(f"magi sample: class names need the checkpoint's dataset, which could "
+                raise ValueError(f"class names need the checkpoint's dataset, which could "
                                  f"not be opened ({e}); pass class indices") from e
         labels = parse_classes(args.classes, class_names, ckpt.num_classes)
 
@@ -523,7 +523,7 @@ def run(args: argparse.Namespace) -> int:
         context, truth, sources = _read_context(args, ckpt, k, total, interval)
         if labels is not None:  # class-conditional prediction: one label for all, or one per clip
             if len(labels) not in (1, len(context)):
-                raise SystemExit(f"magi sample: --classes: give one class or one per context clip "
+                raise ValueError(f"--classes: give one class or one per context clip "
                                  f"({len(context)}), got {len(labels)}")
             labels = labels * len(context) if len(labels) == 1 else labels
             labels = [c for c in labels for _ in range(args.num_samples)]
@@ -541,13 +541,14 @@ def run(args: argparse.Namespace) -> int:
         names = [f"sample_{i:03d}" for i in range(args.num_samples)]
         task = "unconditional"
     if options.cfg != 1.0 and ckpt.num_classes == 0:
-        raise SystemExit("magi sample: --cfg needs a class-conditional model")
+        raise ValueError("--cfg needs a class-conditional model")
     if options.cfg != 1.0 and labels is None:
-        raise SystemExit("magi sample: --cfg needs --classes (guidance is towards a class)")
+        raise ValueError("--cfg needs --classes (guidance is towards a class)")
 
     t0 = time.perf_counter()
-    videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval, options=options,
-                      batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval,
+                      options=options, batch_size=args.batch_size, seed=args.seed,
+                      progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     files = write_outputs(out, videos, names, args.fps, gif=not args.no_gif, ground_truth=truth)
