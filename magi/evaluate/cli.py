@@ -280,6 +280,7 @@ def run_fvd(args: argparse.Namespace) -> dict:
         "protocol": protocol,
         "deviations": deviations(protocol, ckpt),
         "real": {"num_clips": int(n_real), "stats_cached": cached is not None,
+                 "unreadable_videos_skipped": getattr(clips.source, "skipped", None),
                  "stats_file": str(cache.path(real_key)) if cache is not None else None},
         "generated": {"num_clips": int(len(fake_feats)), "seconds": gen_seconds},
         "sampling": asdict(options),
