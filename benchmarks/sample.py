@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -94,6 +95,7 @@ def main() -> None:
 
     config = MagiConfig.preset(args.preset)
     frames = args.frames or config.num_frames
+    load_start = list(os.getloadavg())  # the machine is shared: record how busy it was
     common = dict(preset=args.preset, device=args.device, threads=args.threads)
 
     rows = []
@@ -136,7 +138,7 @@ def main() -> None:
                             "peak_mb", "extra_mb"])
 
     write_results("sample", {
-        "args": vars(args), "preset_tokens_per_frame": config.tokens_per_frame, "train_frames": T,
+        "args": vars(args), "load_average_start_end": [load_start, list(os.getloadavg())], "preset_tokens_per_frame": config.tokens_per_frame, "train_frames": T,
         "note": "seconds per generated frame = generation time / (batch x frames); model only "
                 "(pixels VAE decoding is negligible); peak_mb = peak RSS of the process (CPU)",
         "per_frame_cost": rows, "long_video": long_rows,
