@@ -24,8 +24,9 @@ from magi.model.attention import FlexKernel, TemporalMask
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=5, help="latent frames T (Cosmos 4x: 17 -> 5)")
-    ap.add_argument("--tokens", type=int, default=64, help="tokens per frame N (128 px, 8x VAE, p=2)")
+    ap.add_argument("--shapes", default="5x64,5x256",
+                    help="comma-separated TxN: latent frames x tokens per frame (5x64: 17 frames at "
+                         "128 px through a 4x8x8 Cosmos VAE with patch 2; 5x256: the same at 256 px)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2)
@@ -34,7 +35,21 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    T, N, B, H, Dh = args.frames, args.tokens, args.batch, args.heads, args.head_dim
+    rows = []
+    for shape in args.shapes.split(","):
+        T, N = (int(v) for v in shape.lower().split("x"))
+        rows += run_shape(T, N, args, device, dtype)
+    cols = ["shape", "variant", "seq_len", "block", "work_vs_mtf_dense", "gflop", "fwd_ms", "fwd_vs_mtf",
+            "fwd_bwd_ms", "fwd_bwd_vs_mtf"]
+    print(f"B={args.batch}, H={args.heads}, Dh={args.head_dim}, {args.dtype} on {device}")
+    print_table(rows, cols)
+    write_results("attention", {"args": vars(args), "rows": rows,
+                                "note": "work = (query, key) pairs the kernel computes; CTF flex "
+                                        "fwd+bwd is not timed on the CPU (no backward in torch)"})
+
+
+def run_shape(T: int, N: int, args, device, dtype) -> list[dict]:
+    B, H, Dh = args.batch, args.heads, args.head_dim
 
     ctf = TemporalMask("ctf", T, N, device)
     ctf128 = TemporalMask("ctf", T, N, device, block_size=128)
@@ -65,7 +80,7 @@ def main() -> None:
     rows = []
     base_pairs = mtf.seq_len ** 2
     for name, mask, fn, pairs, is_flex in variants:
-        row = {"variant": name, "seq_len": mask.seq_len, "block": mask.block_size if is_flex else None,
+        row = {"shape": f"{T}x{N}", "variant": name, "seq_len": mask.seq_len, "block": mask.block_size if is_flex else None,
                "computed_pairs": pairs, "work_vs_mtf_dense": pairs / base_pairs,
                "gflop": pairs * flops_per_pair / 1e9}
         with torch.no_grad():
@@ -80,13 +95,7 @@ def main() -> None:
         for key in ("fwd_ms", "fwd_bwd_ms"):
             if r[key] is not None and mtf_row[key]:
                 r[key.replace("_ms", "_vs_mtf")] = r[key] / mtf_row[key]
-    cols = ["variant", "seq_len", "block", "work_vs_mtf_dense", "gflop", "fwd_ms", "fwd_vs_mtf",
-            "fwd_bwd_ms", "fwd_bwd_vs_mtf"]
-    print(f"T={T} frames x N={N} tokens, B={B}, H={H}, Dh={Dh}, {args.dtype} on {device}")
-    print_table(rows, cols)
-    write_results("attention", {"args": vars(args), "rows": rows,
-                                "note": "work = (query, key) pairs the kernel computes; CTF flex "
-                                        "fwd+bwd is not timed on the CPU (no backward in torch)"})
+    return rows
 
 
 if __name__ == "__main__":

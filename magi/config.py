@@ -282,11 +282,16 @@ class MagiConfig:
     def replace(self, **changes: Any) -> "MagiConfig":
         return dataclasses.replace(self, **changes)
 
-    def diff(self, other: "MagiConfig") -> dict[str, tuple[Any, Any]]:
-        """Fields whose values differ: {name: (self's, other's)}."""
+    def diff(self, other: "MagiConfig", runtime: bool = False) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: {name: (self's, other's)}. The kernel choices
+        (`RUNTIME_FIELDS`) do not change the weights and are left out unless `runtime`."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+        return {k: (a[k], b.get(k)) for k in a
+                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS)}
 
+
+# Fields that choose how the model computes, not what it computes: free to differ from a checkpoint's.
+RUNTIME_FIELDS = ("attention", "compile_flex")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.

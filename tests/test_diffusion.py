@@ -108,7 +108,7 @@ def trained_head():
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
-        x, z, _ = _mixture(256, g)
+        x, z, _ = _mixture(128, g)
         loss = head(x, z)
         opt.zero_grad()
         loss.backward()

@@ -244,3 +244,10 @@ def test_overfits_moving_squares():
         losses.append(loss.item())
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.4 * first, (first, last)
+
+
+def test_kernel_choice_is_not_a_config_mismatch(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    other = Magi(model.config.replace(attention="sdpa"))
+    other.load_pretrained(tmp_path)  # same weights, another kernel: fine
+    assert Magi.from_pretrained(tmp_path, attention="sdpa").config.attention == "sdpa"

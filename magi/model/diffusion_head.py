@@ -29,6 +29,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def init_linears(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every Linear inside `module` (DiT / MAR init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ScalarEmbedder(nn.Module):
     """Sinusoidal features of a scalar (diffusion timestep, frame interval) through a 2-layer MLP."""
 
@@ -36,6 +44,11 @@ class ScalarEmbedder(nn.Module):
         super().__init__()
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def reset_parameters(self) -> None:
+        for lin in (self.mlp[0], self.mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
@@ -84,12 +97,8 @@ class DenoiserMLP(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
+        init_linears(self)
+        self.time_embed.reset_parameters()
         # zero the modulations and the output: every block starts as the identity
         for block in self.blocks:
             nn.init.zeros_(block.ada[-1].weight)

@@ -350,12 +350,15 @@ class Magi(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_id: Union[str, Path], ema: bool = True,
-                        config: Optional[MagiConfig] = None, device=None, **hub_kwargs) -> "Magi":
+                        config: Optional[MagiConfig] = None, device=None,
+                        attention: Optional[str] = None, **hub_kwargs) -> "Magi":
         """Load from a local directory or a Hugging Face Hub repo id. With `ema`, `ema.safetensors` is
         preferred when present. If `config` is given, a checkpoint of a different config is refused
-        with the mismatching fields named."""
+        with the mismatching fields named. `attention` overrides the saved kernel choice."""
         path = resolve_pretrained(path_or_id, **hub_kwargs)
         saved = load_config(path)
+        if attention is not None:
+            saved = saved.replace(attention=attention)
         if config is not None:
             diff = config.diff(saved)
             if diff:

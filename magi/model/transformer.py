@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from magi.config import MagiConfig
 from magi.model.attention import FlexKernel, KVCache, TemporalMask, attend
-from magi.model.diffusion_head import ScalarEmbedder
+from magi.model.diffusion_head import ScalarEmbedder, init_linears
 
 
 class SelfAttention(nn.Module):
@@ -82,14 +82,10 @@ class MagiTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linears(self)
+        self.interval_embed.reset_parameters()
         for p in (self.mask_token, self.pos_spatial, self.pos_temporal, self.class_embed.weight):
             nn.init.normal_(p, std=0.02)
-        for lin in (self.interval_embed.mlp[0], self.interval_embed.mlp[2]):
-            nn.init.normal_(lin.weight, std=0.02)
 
     @property
     def null_class(self) -> int:
