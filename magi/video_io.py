@@ -44,8 +44,11 @@ def _frames_thwc(video) -> np.ndarray:
     return np.ascontiguousarray(video)
 
 
-def write_mp4(path: str | Path, video, fps: float = 8.0, crf: int = 18) -> Path:
-    """H.264 MP4 (yuv420p, playable everywhere). Odd sizes are padded by one edge pixel."""
+def write_mp4(path: str | Path, video, fps: float = 8.0, crf: int = 18, codec: str | None = None,
+              faststart: bool = False) -> Path:
+    """Encode with PyAV: H.264 yuv420p by default (playable everywhere); the container follows the
+    extension, so `codec="mpeg4"` with `.avi` works too. Odd sizes are padded by one edge pixel.
+    `faststart` puts the MP4 index first (streamable)."""
     import av
     from fractions import Fraction
 
@@ -55,9 +58,10 @@ def write_mp4(path: str | Path, video, fps: float = 8.0, crf: int = 18) -> Path:
         frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+    codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":

@@ -48,9 +48,9 @@ def synthetic_frames(num_frames: int, height: int, width: int, seed: int = 0) ->
 
 def make_video(path: Path, num_frames: int = 30, height: int = 48, width: int = 64, seed: int = 0,
                codec: str = "libx264", **options) -> Path:
-    from magi.data.video import write_video
+    from magi.video_io import write_mp4
 
-    return write_video(path, synthetic_frames(num_frames, height, width, seed), fps=25, codec=codec, **options)
+    return write_mp4(path, synthetic_frames(num_frames, height, width, seed), fps=25, codec=codec, **options)
 
 
 @pytest.fixture(scope="session")

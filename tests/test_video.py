@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from magi.data import read_clip
-from magi.data.video import VideoError, clip_span, probe, read_all_frames, write_video
+from magi.data.video import VideoError, clip_span, probe, read_all_frames
+from magi.video_io import write_mp4
 from conftest import make_video, synthetic_frames
 
 
@@ -40,7 +41,7 @@ def test_read_clip_matches_full_decode_on_written_files(tmp_path):
 
 def test_written_video_roundtrip_is_close(tmp_path):
     frames = synthetic_frames(10, 48, 64)
-    path = write_video(tmp_path / "x.mp4", frames, crf=0)
+    path = write_mp4(tmp_path / "x.mp4", frames, crf=0)
     back = read_all_frames(path)
     assert back.shape == frames.shape
     err = (back.float() - frames.float()).abs().mean(dim=(1, 2, 3))  # (T,) YUV 4:2:0 loses some colour

@@ -13,7 +13,7 @@ from magi.data.builtin import MovingDigits, atari, load_actions, record_atari
 from magi.data.latents import LatentDataset, cache_latents
 from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, BadVideoWarning, EvalClips, VideoError,
                              VideoFolder, VideoInfo, choose_clip, clip_span, draw_interval, max_interval_for, probe,
-                             read_all_frames, read_clip, to_float_video, to_uint8_video, write_video)
+                             read_all_frames, read_clip, to_float_video, to_uint8_video)
 
 
 def ucf101(root, num_frames: int, size=None, split: str = "train", fold: int = 1, split_dir=None,
@@ -90,6 +90,6 @@ def _accepted_options(builder: Callable[..., Any]) -> set[str]:
 
 __all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits",
            "LatentDataset", "cache_latents", "choose_clip", "VideoFolder", "EvalClips", "read_clip",
-           "read_all_frames", "probe", "write_video", "VideoError", "VideoInfo", "BadVideoWarning",
+           "read_all_frames", "probe", "VideoError", "VideoInfo", "BadVideoWarning",
            "VIDEO_EXTENSIONS", "MAX_INTERVAL", "clip_span", "draw_interval", "max_interval_for",
            "to_float_video", "to_uint8_video"]

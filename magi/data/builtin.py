@@ -278,7 +278,7 @@ def record_atari(
     import ale_py
     from tqdm.auto import tqdm
 
-    from magi.data.video import write_video
+    from magi.video_io import write_mp4
 
     gymnasium.register_envs(ale_py)
     games = [game] if isinstance(game, str) else list(game)
@@ -315,7 +315,7 @@ def record_atari(
         actions.append(-1)
         meanings = env.unwrapped.get_action_meanings()
         env.close()
-        write_video(video, np.stack(frames), fps=fps, crf=12)  # (T, 3, H, W)
+        write_mp4(video, np.stack(frames), fps=fps, crf=12)  # (T, 3, H, W)
         np.save(video.with_suffix(".actions.npy"), np.asarray(actions, np.int64))
         meta_path.write_text(json.dumps({
             "game": name, "episode": k, "seed": seed, "env_seed": env_seed, "env": env_id,

@@ -293,43 +293,6 @@ def read_all_frames(path, size=None) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))  # (T, 3, H, W)
 
 
-def write_video(path, frames, fps: float = 25, codec: str = "libx264", crf: int = 18,
-                faststart: bool = False) -> Path:
-    """Write uint8 frames (T, 3, H, W) or (T, H, W, 3) to a video file (H.264 MP4 by default).
-
-    `faststart` puts the MP4 index at the front (streamable; a truncated file still opens).
-    """
-    import av
-
-    frames = torch.as_tensor(frames)
-    if frames.ndim != 4 or frames.dtype != torch.uint8:
-        raise ValueError(f"write_video({path}): expected uint8 (T, 3, H, W) or (T, H, W, 3), got "
-                         f"{frames.dtype} {tuple(frames.shape)}")
-    if frames.shape[1] == 3 and frames.shape[-1] != 3:
-        frames = frames.permute(0, 2, 3, 1)  # (T, H, W, 3)
-    array = frames.contiguous().numpy()
-    T, H, W, _ = array.shape
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from fractions import Fraction
-
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), mode="w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = W + (W % 2), H + (H % 2)  # yuv420p needs even sizes
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for rgb in array:
-            if (H % 2) or (W % 2):
-                rgb = np.pad(rgb, ((0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 # --------------------------------------------------------------------------------------------------
 # Folder datasets
 
