@@ -372,7 +372,7 @@ class VAEConfig:
 class SampleConfig:
     """Periodic samples from the EMA model: continue held-out clips from `context_frames` frames."""
 
-    num_videos: int = 4
+    num_videos: int = 4  # 0 = no samples
     context_frames: int = 1  # latent frames given; the rest of the model's num_frames are generated
     mask_steps: int = 64
     diffusion_steps: int = 100
@@ -383,7 +383,9 @@ class SampleConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("num_videos", "mask_steps", "diffusion_steps", "fps"):
+        if self.num_videos < 0:
+            raise ValueError(f"train.sample.num_videos: expected >= 0 (0 = off), got {self.num_videos}")
+        for name in ("mask_steps", "diffusion_steps", "fps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.sample.{name}: expected > 0, got {getattr(self, name)}")
         if self.context_frames < 0:
@@ -405,6 +407,7 @@ class TrainConfig:
     # length: exactly one of max_steps / epochs
     max_steps: Optional[int] = None
     epochs: Optional[float] = None
+    max_minutes: Optional[float] = None  # also stop (with a checkpoint) after this much wall time
     # batch
     global_batch_size: int = 128
     micro_batch_size: Optional[int] = None  # per rank and forward; None = global / world (no accumulation)
@@ -447,11 +450,16 @@ class TrainConfig:
             raise ValueError(f"train.max_steps: expected > 0, got {self.max_steps}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"train.epochs: expected > 0, got {self.epochs}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"train.max_minutes: expected > 0, got {self.max_minutes}")
         if self.global_batch_size <= 0:
             raise ValueError(f"train.global_batch_size: expected > 0, got {self.global_batch_size}")
         if self.micro_batch_size is not None and not 0 < self.micro_batch_size <= self.global_batch_size:
             raise ValueError(f"train.micro_batch_size: expected in 1..global_batch_size "
                              f"({self.global_batch_size}), got {self.micro_batch_size}")
+        if self.micro_batch_size is not None and self.global_batch_size % self.micro_batch_size:
+            raise ValueError(f"train.global_batch_size: {self.global_batch_size} is not a multiple of "
+                             f"train.micro_batch_size {self.micro_batch_size}")
         if self.lr <= 0:
             raise ValueError(f"train.lr: expected > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -92,8 +92,8 @@ def broadcast_object(obj, src: int = 0):
 def wrap_model(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
     """Replicate (`ddp`) or shard (`fsdp`) `model` across ranks; in one process return it unchanged.
 
-    FSDP2 shards every child of every `nn.ModuleList` (the transformer blocks) as its own unit and the
-    remaining parameters with the root, so each block's weights are gathered only while it runs.
+    FSDP2 shards the units of `fsdp_units` (the layers inside the transformer blocks) separately and the
+    remaining parameters with the root, so each layer's weights are gathered only while it runs.
     """
     if parallel not in ("ddp", "fsdp"):
         raise ValueError(f"train.parallel: expected ddp or fsdp, got {parallel!r}")
@@ -108,16 +108,36 @@ def wrap_model(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
     return DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
 
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP2 shards as separate units: the parameter-holding children of every element of
+    every `nn.ModuleList` (for MAGI: the spatial and temporal layer of each block, which the backbone
+    calls one at a time, and the pieces of each diffusion-head block). Nested candidates are dropped."""
+    units: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                units += [c for c in block.children() if next(c.parameters(), None) is not None]
+    inside = {id(m) for u in units for m in u.modules() if m is not u}
+    seen: set[int] = set()
+    result = []
+    for u in units:
+        if id(u) not in inside and id(u) not in seen:
+            seen.add(id(u))
+            result.append(u)
+    return result
+
+
 def shard_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Apply FSDP2 `fully_shard` to each block of each ModuleList, then to the root (in place)."""
+    """Apply FSDP2 `fully_shard` to each unit of `fsdp_units`, then to the root (in place).
+
+    A unit's weights are all-gathered only while its forward runs; the root keeps the rest
+    (embeddings, position tables, output norm)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    for module in list(model.modules()):
-        if isinstance(module, nn.ModuleList):
-            for block in module:
-                fully_shard(block, mesh=mesh)
+    for unit in fsdp_units(model):
+        fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
 
@@ -136,4 +156,4 @@ def is_fsdp(model: nn.Module) -> bool:
 
 
 __all__ = ["DistInfo", "init_distributed", "destroy_distributed", "barrier", "all_reduce_sum",
-           "broadcast_object", "wrap_model", "shard_fsdp", "unwrap", "is_fsdp"]
+           "broadcast_object", "wrap_model", "fsdp_units", "shard_fsdp", "unwrap", "is_fsdp"]

@@ -209,9 +209,11 @@ class Trainer:
         if model is None:
             from magi import Magi
 
+            torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP2 shards them as is)
             model = Magi(run.model)
         self._check_latents(first)
         model.to(self.device).train()
+        self.num_params = sum(p.numel() for p in model.parameters())
         self.ema = make_ema(model)
         self.model = wrap_model(model, self.info, tc.parallel)
         if is_fsdp(self.model):
@@ -230,6 +232,8 @@ class Trainer:
         self.wall_time_before = 0.0  # seconds spent in earlier (resumed-from) segments
         self.stop_signal: int | None = None  # agreed by all ranks (all-reduced each step)
         self._signal_local: int | None = None  # set by this process's signal handler
+        self.out_of_time = False  # train.max_minutes reached (agreed by all ranks)
+        self.t_start = time.time()
         self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main)
         self.last_checkpoint: Path | None = None
         self.samples: list[Path] = []
@@ -242,9 +246,13 @@ class Trainer:
         if "latents" in item:
             shape = tuple(item["latents"].shape)  # (T, C, h, w)
         else:
-            with torch.no_grad():
-                video = item["video"][None].to(self.device)  # (1, T, 3, H, W)
-                shape = tuple(self.vae.encode(video).shape[1:])  # (T', C, h, w)
+            video = item["video"][None].to(self.device)  # (1, T, 3, H, W)
+            try:
+                with torch.no_grad():
+                    shape = tuple(self.vae.encode(video).shape[1:])  # (T', C, h, w)
+            except ValueError as e:
+                raise ValueError(f"vae.spec={self.run.vae.spec!r} cannot encode the data "
+                                 f"(data.kind={self.run.data.kind!r}): {e}") from e
         t, c, h, w = shape
         problems = []
         if c != mc.latent_channels:
@@ -253,6 +261,9 @@ class Trainer:
             problems.append(f"model.latent_size={mc.latent_size} but the latent grid is {h}x{w}")
         if t > mc.num_frames:
             problems.append(f"model.num_frames={mc.num_frames} but clips have {t} latent frames")
+        data_classes = getattr(self.dataset, "num_classes", None)
+        if mc.num_classes and data_classes and data_classes > mc.num_classes:
+            problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes")
         if problems:
             raise ValueError("the data does not fit the model: " + "; ".join(problems) +
                              f" (data.kind={self.run.data.kind!r}, vae.spec={self.run.vae.spec!r})")
@@ -351,7 +362,10 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a replicated DTensor
             grad_norm = grad_norm.full_tensor()
         stop = torch.tensor(float(self._signal_local or 0), device=self.device)
-        stats = all_reduce_sum(torch.stack([loss_sum, nonfinite, stop]))  # one collective per step
+        late = torch.tensor(float(tc.max_minutes is not None and
+                                  time.time() - self.t_start > 60 * tc.max_minutes), device=self.device)
+        stats = all_reduce_sum(torch.stack([loss_sum, nonfinite, stop, late]))  # one collective per step
+        self.out_of_time = float(stats[3]) > 0  # agreed by all ranks
         loss_mean = float(stats[0]) / (self.accum * self.info.world_size)
         bad = float(stats[1]) > 0 or not math.isfinite(float(grad_norm))
         if float(stats[2]) > 0:  # some rank was signalled: every rank stops after this step
@@ -365,7 +379,9 @@ class Trainer:
             self.consecutive_nonfinite = 0
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a skipped step advances the schedule without optimizer.step()
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
         self.step += 1
         return {"loss": loss_mean if not bad else float("nan"), "grad_norm": float(grad_norm), "lr": lr,
                 "skipped": float(bad), **extras}
@@ -375,6 +391,8 @@ class Trainer:
         """This rank's micro-batches, grouped per optimizer step, from the current step on."""
         while True:
             epoch, start = divmod(self.step, self.steps_per_epoch)
+            if hasattr(self.dataset, "set_epoch"):  # e.g. dynamic intervals re-drawn per epoch
+                self.dataset.set_epoch(epoch)
             sampler = GlobalBatchSampler(len(self.dataset), self.cfg.global_batch_size, self.micro,
                                          self.accum, self.info.rank, self.cfg.seed, epoch, start)
             loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
@@ -493,8 +511,7 @@ class Trainer:
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "train_config.yaml").write_text(self.run.to_yaml())
-            n_params = sum(p.numel() for p in unwrap(self.model).parameters())
-            print(f"magi train: {n_params / 1e6:.2f}M parameters, world size {self.info.world_size}, "
+            print(f"magi train: {self.num_params / 1e6:.2f}M parameters, world size {self.info.world_size}, "
                   f"global batch {tc.global_batch_size} = {self.info.world_size} ranks x {self.accum} "
                   f"accumulation x {self.micro} clips, {self.max_steps} steps, device {self.device}, "
                   f"{tc.precision}, {tc.parallel}; output {self.out_dir}")
@@ -505,7 +522,7 @@ class Trainer:
         final_loss = None
         try:
             batches = self._micro_batches()
-            while self.step < self.max_steps and self.stop_signal is None:
+            while self.step < self.max_steps and self.stop_signal is None and not self.out_of_time:
                 metrics = self.train_step(next(batches))
                 window.append(metrics)
                 steps_window += 1
@@ -522,7 +539,8 @@ class Trainer:
                     window, t_window, steps_window = [], time.time(), 0
                 if self.step % tc.checkpoint_every == 0 and self.step < self.max_steps:
                     self.save()
-                if tc.sample_every and self.step % tc.sample_every == 0 and self.step < self.max_steps:
+                if (tc.sample_every and tc.sample.num_videos and self.step % tc.sample_every == 0
+                        and self.step < self.max_steps):
                     self.sample()
             if window:
                 final_loss = self._log_window(window, time.time() - t_window, steps_window, progress)
