@@ -203,7 +203,8 @@ class MagiConfig:
     # conditioning
     num_classes: int = 0  # 0 = unconditional; the null class is row `num_classes`
     class_dropout: float = 0.1
-    max_interval: int = 25  # intervals 1..max_interval are embedded
+    max_interval: int = 25  # intervals 1..max_interval are drawn in dynamic-interval training
+    default_interval: int = 1  # the interval conditioned on when none is given
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -241,7 +242,7 @@ class MagiConfig:
         """Raise ValueError naming the first field that cannot describe a working model."""
         positive = ["latent_channels", "num_frames", "patch_size", "width", "depth", "num_heads",
                     "head_width", "head_depth", "diffusion_train_steps", "diffusion_batch_mul",
-                    "max_interval"]
+                    "max_interval", "default_interval"]
         for name in positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -318,13 +319,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                    width=768, depth=12, num_heads=12, mlp_ratio=4.0,
                    head_width=1024, head_depth=3, num_classes=101),
     # CPU demo size (~2M): 32x32 moving digits through the pixels VAE (space-to-depth 4 -> 16ch 8x8).
+    # Decision: the linear noise schedule for the small CPU presets. With MAR's cosine schedule the
+    # first respaced sampling step multiplies the head's eps error at t=999 by ~170 (alpha_bar there
+    # is ~1e-8), which a briefly trained small head cannot survive (tests/test_diffusion.py measures
+    # it); the paper presets keep cosine. SDPA: torch has no FlexAttention backward on the CPU.
     "tiny": dict(latent_channels=16, latent_size=8, num_frames=6, patch_size=2,
                  width=128, depth=4, num_heads=4, mlp_ratio=4.0,
-                 head_width=128, head_depth=3, num_classes=10),
+                 head_width=128, head_depth=3, num_classes=10,
+                 noise_schedule="linear", attention="sdpa"),
     # Smallest model that still runs every code path (classes, head depth > 1, several frames).
     "test": dict(latent_channels=4, latent_size=4, num_frames=3, patch_size=2,
                  width=32, depth=1, num_heads=2, mlp_ratio=2.0,
-                 head_width=32, head_depth=2, num_classes=3, diffusion_batch_mul=2),
+                 head_width=32, head_depth=2, num_classes=3, diffusion_batch_mul=2,
+                 noise_schedule="linear", compile_flex=False),
 }
 
 

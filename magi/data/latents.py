@@ -1,0 +1,346 @@
+"""The latent cache: encode a dataset once with a VAE, train from the stored latents.
+
+Layout of a cache folder:
+    index.json                 what was cached: VAE identity and normalization, source dataset, videos
+    shard_00000.safetensors    latents of up to `shard_size` videos, tensor "v<k>" for video k
+    ...
+
+Two modes, chosen by the VAE:
+- "frames" (2D VAE, temporal stride 1): every frame of every video is cached, (N, C, h, w) per video,
+  so clips with any interval, including dynamic ones, are still drawn at training time.
+- "clips" (3D VAE): frames are not independent, so K clips per video are pre-sampled with the same
+  rule training uses (`choose_clip` at epochs 0..K-1) and cached with their intervals, (K, T', C, h, w)
+  per video; epoch e reads clip e mod K.
+
+Either way `LatentDataset` yields the items the video dataset would have yielded after encoding
+(`latents` (T', C, h, w) in place of `video`), with the same sampling rule; with the exact `pixels`
+VAE they are identical to encoding on the fly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magi.data.video import MAX_INTERVAL, BadVideoWarning, VideoError, choose_clip, clip_span, to_float_video
+
+FORMAT_VERSION = 1
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class _SourceVideos(torch.utils.data.Dataset):
+    """What the cache encodes for video i, decoded in DataLoader workers: uint8 frames or K clips."""
+
+    def __init__(self, source, mode: str, clips_per_video: int) -> None:
+        self.source, self.mode, self.k = source, mode, clips_per_video
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            if self.mode == "frames":
+                return {"index": index, "frames": self.source.full_video(index)}  # (N, 3, H, W)
+            clips, intervals, starts = [], [], []
+            for k in range(self.k):
+                self.source.set_epoch(k)
+                interval, start = self.source.choose(index)
+                clips.append(self.source.frames(index, interval=interval, start=start))  # (T, 3, H, W)
+                intervals.append(interval)
+                starts.append(start)
+            return {"index": index, "frames": torch.stack(clips), "intervals": intervals, "starts": starts}
+        except VideoError as e:
+            return {"index": index, "error": str(e)}
+
+
+def _describe_source(source) -> dict:
+    keys = ("num_frames", "size", "interval", "max_interval", "seed", "random_start", "num_videos",
+            "num_digits", "digit_size", "split")
+    out = {"class": type(source).__name__}
+    for key in keys:
+        if hasattr(source, key):
+            value = getattr(source, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+    if hasattr(source, "root"):
+        out["root"] = str(source.root)
+    return out
+
+
+@torch.no_grad()
+def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: int = 256,
+                  dtype: str = "float32", num_workers: int = 0, device=None, progress: bool = True) -> Path:
+    """Encode `source` (a dataset with the clip-source interface) with `vae` into a cache at `out_dir`.
+
+    2D VAEs cache every frame; 3D VAEs cache `clips_per_video` pre-sampled clips (see the module doc).
+    Videos that fail to decode are skipped with a warning and listed in the index. Returns `out_dir`.
+    """
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"cache_latents.dtype: expected one of {list(_DTYPES)}, got {dtype!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "index.json").exists():
+        raise FileExistsError(f"cache_latents: {out_dir} already holds a cache (index.json); use a new folder")
+    mode = "frames" if vae.temporal_stride == 1 else "clips"
+    if device is None:
+        tensors = list(vae.parameters()) + list(vae.buffers())
+        device = tensors[0].device if tensors else torch.device("cpu")
+    epoch = getattr(source, "epoch", 0)  # clip sampling below moves the source through epochs 0..K-1
+    loader = torch.utils.data.DataLoader(_SourceVideos(source, mode, clips_per_video), batch_size=None,
+                                         num_workers=num_workers)
+    videos, skipped, shard, shard_index, latent_shape = [], [], {}, 0, None
+
+    def flush():
+        nonlocal shard, shard_index
+        if shard:
+            save_file(shard, str(out_dir / f"shard_{shard_index:05d}.safetensors"),
+                      metadata={"format": "magi-latent-cache", "version": str(FORMAT_VERSION)})
+            shard, shard_index = {}, shard_index + 1
+
+    for item in tqdm(loader, total=len(source), desc=f"caching latents ({mode})", unit="video",
+                     disable=not progress):
+        index = item["index"]
+        if "error" in item:
+            warnings.warn(f"skipping bad video: {item['error']}", BadVideoWarning, stacklevel=2)
+            skipped.append({"index": index, "error": item["error"]})
+            continue
+        frames = item["frames"]
+        video = to_float_video(frames.reshape(-1, *frames.shape[-3:])).to(device)  # (K*T or N, 3, H, W)
+        if mode == "frames":
+            latents = vae.encode(video[None])[0]  # (N, C, h, w)
+        else:
+            latents = vae.encode(video.view(*frames.shape[:2], *video.shape[1:]))  # (K, T', C, h, w)
+        key = f"v{index}"
+        shard[key] = latents.to(_DTYPES[dtype]).cpu().contiguous()
+        latent_shape = latent_shape or list(latents.shape)
+        record = {"index": index, "key": key, "shard": shard_index, "label": int(source.label_of(index)),
+                  "path": source.path_of(index), "frames": int(frames.shape[0]) if mode == "frames" else None}
+        if mode == "clips":
+            record.update(intervals=item["intervals"], starts=item["starts"])
+        videos.append(record)
+        if len(shard) >= shard_size:
+            flush()
+    flush()
+    if hasattr(source, "set_epoch"):
+        source.set_epoch(epoch)
+
+    meta = {
+        "format": "magi-latent-cache", "version": FORMAT_VERSION, "mode": mode, "dtype": dtype,
+        "vae": vae.identity(),
+        "vae_geometry": {"latent_channels": vae.latent_channels, "spatial_stride": vae.spatial_stride,
+                         "temporal_stride": vae.temporal_stride, "causal": vae.causal},
+        "source": _describe_source(source),
+        "unbounded": source.video_frames(0) is None if len(source) else False,
+        "clips_per_video": clips_per_video if mode == "clips" else None,
+        "num_shards": shard_index, "videos": videos, "skipped": skipped,
+        "latent_shape": latent_shape,
+    }
+    (out_dir / "index.json").write_text(json.dumps(meta, indent=1))
+    return out_dir
+
+
+def same_vae(a: dict, b: dict) -> bool:
+    """Whether two VAE identities describe the same VAE (same class, config, weights, normalization;
+    where it was loaded from does not matter)."""
+    def norm(identity):
+        return json.loads(json.dumps({k: v for k, v in identity.items() if k != "source"}))
+
+    return norm(a) == norm(b)
+
+
+def _vae_name(identity: dict) -> str:
+    return identity.get("spec") or f"{identity.get('class')} (weights {identity.get('weights')}, " \
+                                    f"from {identity.get('source')})"
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Clips of cached latents; items `latents` (T', C, h, w) float32, `label`, `interval`, `path`.
+
+    Sampling follows the video dataset it was cached from (`choose_clip` with the cached seed,
+    interval and max_interval unless overridden): a "frames" cache draws clips at training time (any
+    `num_frames`, fixed or "dynamic" interval), a "clips" cache returns pre-sampled clip `epoch mod K`.
+
+    Args:
+        root: the cache folder.
+        num_frames, interval, max_interval, seed, random_start: override the source's sampling
+            ("frames" caches only; a "clips" cache is fixed at what was cached).
+        vae: if given, its identity must equal the cache's (ValueError otherwise).
+        preload: read every shard into memory at construction (otherwise shards are memory-mapped
+            and read per item).
+    """
+
+    def __init__(self, root, num_frames: int | None = None, interval: int | str | None = None,
+                 max_interval: int | None = None, seed: int | None = None, random_start: bool | None = None,
+                 vae=None, preload: bool = False, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.root = Path(root)
+        index = self.root / "index.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"LatentDataset: no latent cache at {self.root} (missing index.json)")
+        meta = json.loads(index.read_text())
+        if meta.get("format") != "magi-latent-cache" or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{index}: not a version-{FORMAT_VERSION} magi latent cache")
+        self.meta, self.mode = meta, meta["mode"]
+        self.vae_identity = meta["vae"]
+        if vae is not None and not same_vae(vae.identity(), self.vae_identity):
+            raise ValueError(f"LatentDataset({self.root}): cache was encoded with {_vae_name(self.vae_identity)}, "
+                             f"not with the given VAE {_vae_name(vae.identity())}")
+        src = meta["source"]
+        self.epoch = 0
+        self.unbounded = bool(meta.get("unbounded"))
+        if self.mode == "clips":
+            for name, value in (("num_frames", num_frames), ("interval", interval), ("max_interval", max_interval),
+                                ("seed", seed), ("random_start", random_start)):
+                if value is not None and value != src.get(name):
+                    raise ValueError(f"LatentDataset.{name}: a clip cache is fixed at {name}={src.get(name)!r} "
+                                     f"(got {value!r}); re-cache to change it")
+        self.num_frames = num_frames if num_frames is not None else src.get("num_frames")
+        self.interval = interval if interval is not None else src.get("interval", 1)
+        self.max_interval = max_interval if max_interval is not None else src.get("max_interval", MAX_INTERVAL)
+        self.seed = seed if seed is not None else src.get("seed", 0)
+        self.random_start = random_start if random_start is not None else src.get("random_start", True)
+
+        # Keep the videos that hold one clip; count the rest like VideoFolder does.
+        need = self.num_frames if self.interval == "dynamic" else clip_span(self.num_frames, self.interval)
+        self.records, self.too_short = [], 0
+        for record in tqdm(meta["videos"], desc=f"latent cache {self.root.name}", unit="video",
+                           disable=not progress or len(meta["videos"]) < 1000):
+            if self.mode == "frames" and record["frames"] < need:
+                self.too_short += 1
+                continue
+            self.records.append(record)
+        self.skipped = len(meta.get("skipped", []))
+        if self.mode == "frames" and self.unbounded and self.records:
+            longest = clip_span(self.num_frames, self.max_interval if self.interval == "dynamic" else self.interval)
+            if longest > min(r["frames"] for r in self.records):
+                raise ValueError(f"LatentDataset({self.root}): clips of {self.num_frames} frames at interval "
+                                 f"{self.interval!r} need {longest} cached frames; the cache holds "
+                                 f"{min(r['frames'] for r in self.records)}")
+        missing = [s for s in {r["shard"] for r in self.records}
+                   if not (self.root / f"shard_{s:05d}.safetensors").is_file()]
+        if missing:
+            raise FileNotFoundError(f"LatentDataset({self.root}): missing shard file(s) "
+                                    f"{', '.join(f'shard_{s:05d}.safetensors' for s in sorted(missing))}")
+        self.labels = [r["label"] for r in self.records]
+        self._handles: dict[int, Any] = {}
+        self._memory: dict[str, torch.Tensor] | None = None
+        if preload:
+            from safetensors.torch import load_file
+
+            self._memory = {}
+            for s in tqdm(sorted({r["shard"] for r in self.records}), desc="loading shards", unit="shard",
+                          disable=not progress):
+                self._memory.update(load_file(str(self.root / f"shard_{s:05d}.safetensors")))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # open files are not sent to DataLoader workers
+        return state
+
+    def _tensor(self, record: dict) -> torch.Tensor:
+        if self._memory is not None:
+            return self._memory[record["key"]]
+        from safetensors import safe_open
+
+        shard = record["shard"]
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(str(self.root / f"shard_{shard:05d}.safetensors"), framework="pt")
+        return self._handles[shard].get_tensor(record["key"])
+
+    def choose(self, index: int) -> tuple[int, int]:
+        """(interval, start) of item `index` ("frames" caches; the same rule as the video dataset)."""
+        # Drawn with the source's video index, so a cache samples exactly what its dataset samples.
+        record = self.records[index]
+        frames = None if self.unbounded else record["frames"]
+        return choose_clip(self.seed, self.epoch, record["index"], self.num_frames, frames, self.interval,
+                           self.max_interval, self.random_start)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"LatentDataset: index {index} out of range 0..{len(self.records) - 1}")
+        record = self.records[index]
+        latents = self._tensor(record)
+        if self.mode == "frames":
+            interval, start = self.choose(index)
+            clip = latents[start:start + clip_span(self.num_frames, interval):interval]  # (T, C, h, w)
+        else:
+            k = self.epoch % latents.shape[0]
+            clip, interval = latents[k], record["intervals"][k]  # (T', C, h, w)
+        return {"latents": clip.float(), "label": record["label"], "interval": int(interval),
+                "path": record["path"]}
+
+    def __repr__(self) -> str:
+        return (f"LatentDataset({str(self.root)!r}, mode={self.mode}, videos={len(self)}, "
+                f"num_frames={self.num_frames}, interval={self.interval!r})")
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line: magi cache-latents
+
+
+def main(argv: list[str] | None = None) -> int:
+    from magi.config import apply_overrides, load_yaml
+    from magi.data import build_dataset
+    from magi.vae import load_vae
+
+    parser = argparse.ArgumentParser(
+        prog="magi cache-latents",
+        description="Encode a dataset once with a VAE into a sharded safetensors latent cache.")
+    parser.add_argument("--config", help="YAML file with a `data:` mapping (and optionally `vae:`)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted override, e.g. data.size=64 (repeatable)")
+    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                        help="data option without a config file, e.g. --data kind=moving-digits (repeatable)")
+    parser.add_argument("--vae", help="VAE spec: pixels[:F[:gray]], a local folder or a hub id")
+    parser.add_argument("--vae-subfolder", help="subfolder of the VAE repository (e.g. vae)")
+    parser.add_argument("--out", required=True, help="output folder (must not hold a cache)")
+    parser.add_argument("--clips-per-video", type=int, default=4, help="pre-sampled clips per video (3D VAEs)")
+    parser.add_argument("--shard-size", type=int, default=256, help="videos per shard")
+    parser.add_argument("--dtype", default="float32", choices=list(_DTYPES), help="stored latent dtype")
+    parser.add_argument("--vae-dtype", default="float32", choices=list(_DTYPES), help="VAE compute dtype")
+    parser.add_argument("--device", default="cpu", help="device to encode on (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
+    args = parser.parse_args(argv)
+
+    config = load_yaml(args.config, args.set) if args.config else apply_overrides({}, args.set)
+    data = dict(config.get("data") or {})
+    data = apply_overrides({"data": data}, [f"data.{d}" for d in args.data])["data"]
+    if "kind" not in data:
+        print("magi cache-latents: no data kind; give --config with a data: mapping or --data kind=...",
+              file=sys.stderr)
+        return 2
+    vae_spec = args.vae or config.get("vae")
+    if not vae_spec:
+        print("magi cache-latents: no VAE; give --vae or a `vae:` key in the config", file=sys.stderr)
+        return 2
+    kind = data.pop("kind")
+    if kind == "latents":
+        print("magi cache-latents: the data is already a latent cache", file=sys.stderr)
+        return 2
+    source = build_dataset(kind, **data)
+    vae = load_vae(vae_spec, subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
+    out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
+                        dtype=args.dtype, num_workers=args.workers, device=args.device)
+    meta = json.loads((out / "index.json").read_text())
+    print(f"cached {len(meta['videos'])} videos ({meta['mode']}, latents {meta['latent_shape']} for the first) "
+          f"in {meta['num_shards']} shard(s) at {out}; skipped {len(meta['skipped'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""`Magi`: the model users train, sample and save.
+
+Training (`forward`): latents are patchified into tokens; each (sample, frame) of the masked stream
+gets a MAR mask ratio and random order; under CTF the sequence is `[clean 0..T-2, masked 0..T-1]`,
+under MTF `[masked 0..T-1]`; the backbone gives conditions z and the diffusion head's loss is taken on
+the masked tokens of the masked frames only.
+
+Generation (`generate`, `stream`): frame after frame; inside a frame, MAR's cosine schedule reveals
+tokens over `mask_steps` steps in a random order, each revealed token drawn by the diffusion head;
+a finished frame is run once more as a clean frame and its keys/values join the KV cache.
+
+Legend: B batch, T frames, N tokens per frame, D width, C latent channels, h/w latent grid,
+p patch size, P = C·p² token channels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from magi.config import MagiConfig
+from magi.model.attention import TemporalMask
+from magi.model.diffusion_head import DiffusionHead
+from magi.model.transformer import MagiTransformer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+
+
+def mask_ratios(shape: tuple[int, ...], low: float, std: float, device,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """MAR's mask ratios: a normal centred at 1.0 with `std`, truncated to [low, 1.0] (inverse CDF)."""
+    a = 0.5 * math.erfc(-(low - 1.0) / std / math.sqrt(2.0))  # standard normal CDF at the lower bound
+    u = torch.rand(shape, generator=generator, device=device)
+    p = a + u * (0.5 - a)  # the upper bound 1.0 is the mean: CDF 0.5
+    return (1.0 + std * torch.special.ndtri(p.clamp(1e-7, 0.5))).clamp(low, 1.0)
+
+
+def random_token_mask(batch: int, frames: int, tokens: int, low: float, std: float, device,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B, T, N) boolean, True = masked: per (sample, frame) ⌈N·r⌉ tokens in a random order."""
+    r = mask_ratios((batch, frames), low, std, device, generator)  # (B, T)
+    count = torch.ceil(tokens * r).long()  # (B, T)
+    order = torch.rand(batch, frames, tokens, generator=generator, device=device).argsort(-1)
+    rank = order.argsort(-1)  # rank of each token in the random order
+    return rank < count[..., None]
+
+
+def mask_schedule(num_tokens: int, steps: int) -> list[int]:
+    """MAR's cosine schedule: tokens still masked after each of `steps` steps, ⌊N·cos(π/2·(s+1)/S)⌋,
+    revealing at least one token per step while any is left and all of them at the last step."""
+    remaining, out = num_tokens, []
+    for s in range(steps):
+        if s == steps - 1:
+            n = 0
+        else:
+            n = max(1, min(remaining - 1, math.floor(num_tokens * math.cos(math.pi / 2 * (s + 1) / steps))))
+        out.append(n)
+        remaining = n
+    return out
+
+
+class Magi(nn.Module):
+    """Masked autoregressive video generator (backbone + diffusion head)."""
+
+    def __init__(self, config: MagiConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.backbone = MagiTransformer(config)
+        self.head = DiffusionHead(config.token_dim, config.width, config.head_width, config.head_depth,
+                                  config.diffusion_train_steps, config.noise_schedule,
+                                  config.diffusion_batch_mul)
+        self._masks: dict[tuple, TemporalMask] = {}
+
+    # ------------------------------------------------------------------ tokens
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) -> (B, T, N, P) with N = (h/p)(w/p), P = C·p²."""
+        B, T, C, h, w = latents.shape
+        p = self.config.patch_size
+        x = latents.reshape(B, T, C, h // p, p, w // p, p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, h/p, w/p, C, p, p)
+        return x.reshape(B, T, (h // p) * (w // p), C * p * p)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, P) -> (B, T, C, h, w)."""
+        B, T = tokens.shape[:2]
+        c, p = self.config, self.config.patch_size
+        h, w = c.grid
+        x = tokens.reshape(B, T, h // p, w // p, c.latent_channels, p, p)
+        x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, h/p, p, w/p, p)
+        return x.reshape(B, T, c.latent_channels, h, w)
+
+    def _check_latents(self, latents: torch.Tensor, name: str = "latents") -> None:
+        c = self.config
+        want = (c.latent_channels, *c.grid)
+        if latents.dim() != 5 or tuple(latents.shape[2:]) != want:
+            raise ValueError(f"{name}: expected (B, T, {want[0]}, {want[1]}, {want[2]}) "
+                             f"(B, T, C, h, w), got {tuple(latents.shape)}")
+
+    # ------------------------------------------------------------------ conditioning
+    @property
+    def null_class(self) -> int:
+        return self.backbone.null_class
+
+    def _labels(self, labels, batch: int, device) -> torch.Tensor:
+        if labels is None:
+            return torch.full((batch,), self.null_class, device=device, dtype=torch.long)
+        labels = torch.as_tensor(labels, device=device, dtype=torch.long).reshape(-1)
+        if labels.numel() == 1 and batch > 1:
+            labels = labels.expand(batch)
+        if labels.shape != (batch,):
+            raise ValueError(f"labels: expected {batch} labels, got {labels.numel()}")
+        if ((labels < 0) | (labels > self.null_class)).any():
+            raise ValueError(f"labels: expected class indices in 0..{self.config.num_classes - 1} "
+                             f"(or {self.null_class} for the null class), got {labels.tolist()}")
+        return labels
+
+    def _intervals(self, intervals, batch: int, device) -> torch.Tensor:
+        if intervals is None:
+            return torch.full((batch,), self.config.default_interval, device=device, dtype=torch.long)
+        intervals = torch.as_tensor(intervals, device=device, dtype=torch.long).reshape(-1)
+        if intervals.numel() == 1 and batch > 1:
+            intervals = intervals.expand(batch)
+        if intervals.shape != (batch,) or (intervals < 1).any():
+            raise ValueError(f"intervals: expected {batch} positive integers, got {intervals.tolist()}")
+        return intervals
+
+    def _cond(self, labels, intervals, batch: int, device, drop_labels: bool = False) -> torch.Tensor:
+        """(B, D) conditioning vector; in training labels are dropped to the null class (CFG)."""
+        labels = self._labels(labels, batch, device)
+        if drop_labels and self.config.class_dropout > 0:
+            drop = torch.rand(batch, device=device) < self.config.class_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        return self.backbone.condition(labels, self._intervals(intervals, batch, device))
+
+    # ------------------------------------------------------------------ training
+    def temporal_mask(self, num_frames: int, device) -> TemporalMask:
+        """The (cached) CTF/MTF mask of a training sequence of `num_frames` frames."""
+        key = (self.config.teacher_forcing, num_frames, torch.device(device))
+        if key not in self._masks:
+            self._masks[key] = TemporalMask(self.config.teacher_forcing, num_frames,
+                                            self.config.tokens_per_frame, torch.device(device))
+        return self._masks[key]
+
+    def _masked_stream_conditions(self, tokens: torch.Tensor, token_mask: torch.Tensor,
+                                  cond: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, N, P), token_mask (B, T, N) -> z of the masked stream (B, T, N, D)."""
+        T = tokens.shape[1]
+        if T > self.config.num_frames:
+            raise ValueError(f"latents: {T} frames, but the model was built for at most "
+                             f"num_frames={self.config.num_frames} in training")
+        mask = self.temporal_mask(T, tokens.device)
+        if self.config.teacher_forcing == "ctf":
+            clean_mask = torch.zeros_like(token_mask[:, : T - 1])
+            seq = torch.cat([tokens[:, : T - 1], tokens], dim=1)  # (B, 2T-1, N, P)
+            seq_mask = torch.cat([clean_mask, token_mask], dim=1)  # (B, 2T-1, N)
+        else:
+            seq, seq_mask = tokens, token_mask  # (B, T, N, P)
+        z = self.backbone(seq, seq_mask, mask, cond, kernel=self.config.attention)  # (B, S, N, D)
+        return z[:, -T:]  # the masked stream: (B, T, N, D)
+
+    def conditions(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
+                   intervals=None) -> torch.Tensor:
+        """The backbone output for every masked-stream token given an explicit token mask
+        (B, T, N), True = masked, as in a training forward (no label dropout). -> (B, T, N, D)"""
+        self._check_latents(latents)
+        tokens = self.patchify(latents)
+        if mask.shape != tokens.shape[:3]:
+            raise ValueError(f"mask: expected shape {tuple(tokens.shape[:3])} (B, T, N), got {tuple(mask.shape)}")
+        cond = self._cond(labels, intervals, latents.shape[0], latents.device)
+        return self._masked_stream_conditions(tokens, mask.bool(), cond)
+
+    def forward(self, latents: torch.Tensor, labels=None, intervals=None) -> dict:
+        """Training loss on `latents` (B, T, C, h, w). Randomness (masks, label dropout, diffusion
+        timesteps and noise) comes from the global torch RNG, so seeding makes a step reproducible."""
+        self._check_latents(latents)
+        c = self.config
+        B, T = latents.shape[:2]
+        tokens = self.patchify(latents)  # (B, T, N, P)
+        token_mask = random_token_mask(B, T, c.tokens_per_frame, c.mask_ratio_min, c.mask_ratio_std,
+                                       latents.device)  # (B, T, N)
+        cond = self._cond(labels, intervals, B, latents.device, drop_labels=self.training)
+        z = self._masked_stream_conditions(tokens, token_mask, cond)  # (B, T, N, D)
+        loss = self.head(tokens[token_mask], z[token_mask])  # (M, P), (M, D)
+        return {"loss": loss, "mask_ratio": token_mask.float().mean().detach()}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not decay: norms, biases, embeddings and position tables."""
+        names = set()
+        for name, p in self.named_parameters():
+            if p.ndim < 2 or name.startswith(("backbone.pos_", "backbone.mask_token",
+                                              "backbone.class_embed")):
+                names.add(name)
+        return names
+
+    # ------------------------------------------------------------------ generation
+    def conditions_incremental(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
+                               intervals=None) -> torch.Tensor:
+        """Same as `conditions`, computed the way generation does: frame by frame over a KV cache of
+        the earlier complete frames. -> (B, T, N, D)"""
+        self._check_latents(latents)
+        tokens = self.patchify(latents)
+        B, T = tokens.shape[:2]
+        cond = self._cond(labels, intervals, B, latents.device)
+        cache = self.backbone.new_cache(T)
+        out = []
+        for t in range(T):
+            out.append(self.backbone.step(tokens[:, t], mask[:, t].bool(), t, cond, cache,
+                                          self.config.num_frames))
+            if t < T - 1:
+                self.backbone.step(tokens[:, t], None, t, cond, cache, self.config.num_frames)
+                cache.commit()
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def generate(self, num_frames: int, context: Optional[torch.Tensor] = None, labels=None,
+                 intervals=None, cfg: float = 1.0, mask_steps: int = 64, diffusion_steps: int = 100,
+                 temperature: float = 1.0, sampler: str = "ddpm",
+                 generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
+                 long_video: str = "interpolate", progress: bool = False) -> torch.Tensor:
+        """Generate a video of `num_frames` latent frames, context included: (B, T, C, h, w).
+
+        `context` (B, k, C, h, w) are given first frames; `labels`/`intervals` condition every frame;
+        `cfg` > 1 is classifier-free guidance with MAR's linear schedule; `long_video` is how frames
+        past the training length are positioned: "interpolate" (stretch the temporal table) or
+        "window" (keep the last num_frames-1 frames of the training length, recompute their cache).
+        """
+        frames = list(self.stream(num_frames, context, labels, intervals, cfg, mask_steps,
+                                  diffusion_steps, temperature, sampler, generator, batch_size,
+                                  long_video, progress))
+        new = torch.stack(frames, dim=1)  # (B, T-k, C, h, w)
+        return new if context is None else torch.cat([context.to(new.dtype), new], dim=1)
+
+    @torch.no_grad()
+    def stream(self, num_frames: int, context: Optional[torch.Tensor] = None, labels=None,
+               intervals=None, cfg: float = 1.0, mask_steps: int = 64, diffusion_steps: int = 100,
+               temperature: float = 1.0, sampler: str = "ddpm",
+               generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
+               long_video: str = "interpolate", progress: bool = False) -> Iterator[torch.Tensor]:
+        """Like `generate`, yielding each new frame (B, C, h, w) as soon as it is done."""
+        c = self.config
+        device = next(self.parameters()).device
+        k = 0 if context is None else context.shape[1]
+        if context is not None:
+            self._check_latents(context, "context")
+            batch = context.shape[0]
+        elif labels is not None:
+            batch = torch.as_tensor(labels).reshape(-1).numel()
+        else:
+            batch = batch_size or 1
+        if batch_size is not None and batch_size != batch:
+            raise ValueError(f"batch_size: {batch_size} disagrees with the {batch} given by context/labels")
+        if num_frames <= k:
+            raise ValueError(f"num_frames: expected more than the {k} context frames, got {num_frames}")
+        if mask_steps < 1:
+            raise ValueError(f"mask_steps: expected >= 1, got {mask_steps}")
+        if long_video not in ("interpolate", "window"):
+            raise ValueError(f"long_video: expected 'interpolate' or 'window', got {long_video!r}")
+        if cfg != 1.0 and c.num_classes == 0:
+            raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0)")
+
+        cond = self._cond(labels, intervals, batch, device)  # (B, D)
+        if cfg != 1.0:
+            null = self._cond(None, intervals, batch, device)
+            cond = torch.cat([cond, null])  # (2B, D): conditional half, unconditional half
+        window = long_video == "window"
+        positions = c.num_frames if window else max(num_frames, c.num_frames)
+
+        history: list[torch.Tensor] = []  # tokens (B, N, P) of every frame so far
+        if context is not None:
+            history = list(self.patchify(context.to(device=device, dtype=torch.float32)).unbind(1))
+        cache, cached, offset = self.backbone.new_cache(positions), 0, 0
+
+        from tqdm.auto import tqdm
+
+        for t in tqdm(range(k, num_frames), desc="frames", disable=not progress, leave=False):
+            if window and t >= c.num_frames:  # slide: the last T-1 frames at positions 0..T-2
+                offset = t - (c.num_frames - 1)
+                cache, cached = self.backbone.new_cache(positions), offset
+            while cached < t:  # complete frames enter the cache as clean frames
+                self._commit(history[cached], cached - offset, cond, cache, positions)
+                cached += 1
+            tokens = self._generate_frame(t - offset, cond, cache, positions, cfg, mask_steps,
+                                          diffusion_steps, temperature, sampler, generator)
+            history.append(tokens)
+            yield self.unpatchify(tokens[:, None])[:, 0]  # (B, C, h, w)
+
+    def _commit(self, tokens: torch.Tensor, frame: int, cond: torch.Tensor, cache, positions: int):
+        reps = cond.shape[0] // tokens.shape[0]
+        self.backbone.step(tokens.repeat(reps, 1, 1), None, frame, cond, cache, positions)
+        cache.commit()
+
+    def _generate_frame(self, frame: int, cond: torch.Tensor, cache, positions: int, cfg: float,
+                        mask_steps: int, diffusion_steps: int, temperature: float, sampler: str,
+                        generator: Optional[torch.Generator]) -> torch.Tensor:
+        """MAR inside one frame: reveal tokens over `mask_steps` steps. -> tokens (B, N, P)
+
+        `cache` is the KV cache of the earlier frames, or a function building one afresh for every
+        step (the no-cache baseline that benchmarks/generate.py measures)."""
+        c = self.config
+        N, P = c.tokens_per_frame, c.token_dim
+        B = cond.shape[0] // (2 if cfg != 1.0 else 1)
+        device = cond.device
+        tokens = torch.zeros(B, N, P, device=device)
+        mask = torch.ones(B, N, dtype=torch.bool, device=device)
+        order = torch.rand(B, N, generator=generator, device=device).argsort(-1)  # (B, N)
+        rank = order.argsort(-1)
+        for mask_len in mask_schedule(N, mask_steps):
+            next_mask = rank < mask_len  # the first mask_len tokens of the order stay masked
+            reveal = mask & ~next_mask  # (B, N)
+            if not reveal.any():  # fewer tokens than steps: nothing left to reveal at this step
+                continue
+            x, m = tokens, mask
+            if cfg != 1.0:
+                x, m = torch.cat([tokens, tokens]), torch.cat([mask, mask])
+            step_cache = cache() if callable(cache) else cache
+            z = self.backbone.step(x, m, frame, cond, step_cache, positions)  # (B or 2B, N, D)
+            if cfg != 1.0:
+                z_sel = torch.cat([z[:B][reveal], z[B:][reveal]])  # (2M, D)
+            else:
+                z_sel = z[reveal]  # (M, D)
+            cfg_step = 1.0 + (cfg - 1.0) * (N - max(mask_len, 1)) / N  # MAR's linear CFG schedule
+            tokens[reveal] = self.head.sample(z_sel.float(), diffusion_steps, temperature, cfg_step,
+                                              sampler, generator).to(tokens.dtype)
+            mask = next_mask
+        return tokens
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path: Union[str, Path], weights_name: str = WEIGHTS_NAME,
+                        state_dict: Optional[dict] = None) -> Path:
+        """Write `config.json` and safetensors weights into directory `path` (each file atomically)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = state_dict if state_dict is not None else self.state_dict()
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        _atomic_write(path / weights_name, lambda f: save_file(state, f, metadata={"format": "pt"}))
+        _atomic_write(path / CONFIG_NAME,
+                      lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: Union[str, Path], ema: bool = True,
+                        config: Optional[MagiConfig] = None, device=None, **hub_kwargs) -> "Magi":
+        """Load from a local directory or a Hugging Face Hub repo id. With `ema`, `ema.safetensors` is
+        preferred when present. If `config` is given, a checkpoint of a different config is refused
+        with the mismatching fields named."""
+        path = resolve_pretrained(path_or_id, **hub_kwargs)
+        saved = load_config(path)
+        if config is not None:
+            diff = config.diff(saved)
+            if diff:
+                raise ValueError(f"{path}: checkpoint config differs from the expected one in "
+                                 + ", ".join(f"{k} (expected {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items()))
+        model = cls(saved)
+        model.load_weights(path, ema=ema)
+        return model.to(device) if device is not None else model
+
+    def load_pretrained(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+        """Load a checkpoint into this model; refuses one of another config, naming the fields."""
+        path = Path(path)
+        saved = load_config(path)
+        diff = self.config.diff(saved)
+        if diff:
+            raise ValueError(f"{path}: checkpoint config differs from this model's in "
+                             + ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items()))
+        return self.load_weights(path, ema=ema)
+
+    def load_weights(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+        path = Path(path)
+        file = path / EMA_WEIGHTS_NAME if ema and (path / EMA_WEIGHTS_NAME).is_file() else path / WEIGHTS_NAME
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} (or {EMA_WEIGHTS_NAME}) found")
+        state = load_file(str(file))
+        missing, unexpected = self.state_dict().keys() - state.keys(), state.keys() - self.state_dict().keys()
+        if missing or unexpected:
+            raise ValueError(f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        own = self.state_dict()
+        bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+        if bad:
+            raise ValueError(f"{file}: tensor shapes differ from the model: {'; '.join(bad[:5])}")
+        self.load_state_dict(state)
+        return self
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write via a temporary file in the same directory, then rename over `target`."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_pretrained(path_or_id: Union[str, Path], **hub_kwargs) -> Path:
+    """A local directory as is; otherwise a Hugging Face Hub repo id, downloaded (or from cache)."""
+    path = Path(path_or_id)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path}: expected a checkpoint directory, found a file")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(path_or_id), allow_patterns=["*.json", "*.safetensors"],
+                                      **hub_kwargs))
+    except Exception as e:
+        raise FileNotFoundError(f"{path_or_id}: not a local directory and could not be fetched from "
+                                f"the Hugging Face Hub ({type(e).__name__}: {e})") from e
+
+
+def load_config(path: Union[str, Path]) -> MagiConfig:
+    file = Path(path) / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME}")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON: {e}") from e
+    return MagiConfig.from_dict(data)

@@ -1,0 +1,146 @@
+"""The spatial-temporal backbone: token embedding, positions, conditioning, and the block stack.
+
+Each block is a spatial layer (full attention inside one frame) then a temporal layer (attention over
+the tokens of the visible frames, under the CTF or MTF mask in training, over the KV cache at
+inference). Each layer is pre-norm attention + MLP. The backbone turns patchified latent tokens into
+the conditions z that the diffusion head denoises.
+
+Legend: B batch, S slots (frames of a training sequence), N tokens per frame, D width,
+H heads, Dh head width, P token channels (C·p²).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from magi.config import MagiConfig
+from magi.model.attention import FlexKernel, KVCache, TemporalMask, attend
+from magi.model.diffusion_head import ScalarEmbedder
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: Optional[TemporalMask] = None, kernel: str = "sdpa",
+                flex: Optional[FlexKernel] = None, cache: Optional[KVCache] = None,
+                layer: int = 0) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        # q, k, v: (B, H, L, Dh)
+        if cache is not None:
+            out = cache.attend(layer, q, k, v)
+        else:
+            out = attend(q, k, v, mask, kernel, flex)  # (B, H, L, Dh)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+
+
+class Layer(nn.Module):
+    """Pre-norm attention then pre-norm MLP, both residual."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = SelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_dim, width))
+
+    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), **attn_kwargs)
+        return x + self.mlp(self.norm2(x))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.spatial = Layer(width, heads, mlp_dim)
+        self.temporal = Layer(width, heads, mlp_dim)
+
+
+class MagiTransformer(nn.Module):
+    def __init__(self, config: MagiConfig):
+        super().__init__()
+        self.config = config
+        c, D = config, config.width
+        self.token_embed = nn.Linear(c.token_dim, D)
+        self.mask_token = nn.Parameter(torch.zeros(D))
+        self.pos_spatial = nn.Parameter(torch.zeros(c.tokens_per_frame, D))
+        self.pos_temporal = nn.Parameter(torch.zeros(c.num_frames, D))
+        self.class_embed = nn.Embedding(c.num_classes + 1, D)  # last row: the null class
+        self.interval_embed = ScalarEmbedder(D)
+        self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim) for _ in range(c.depth))
+        self.norm_out = nn.LayerNorm(D, eps=1e-6)
+        self.flex = FlexKernel(compile=c.compile_flex)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.mask_token, self.pos_spatial, self.pos_temporal, self.class_embed.weight):
+            nn.init.normal_(p, std=0.02)
+        for lin in (self.interval_embed.mlp[0], self.interval_embed.mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def condition(self, labels: torch.Tensor, intervals: torch.Tensor) -> torch.Tensor:
+        """Class embedding + interval embedding: (B,) longs -> (B, D), added to every token."""
+        return self.class_embed(labels) + self.interval_embed(intervals)
+
+    def temporal_table(self, num_positions: int) -> torch.Tensor:
+        """The temporal position table, linearly interpolated to `num_positions` rows when longer
+        than the training length (the paper's recipe for long videos). (num_positions, D)"""
+        table = self.pos_temporal
+        if num_positions <= table.shape[0]:
+            return table
+        # (1, D, T) -> (1, D, L) -> (L, D)
+        return F.interpolate(table.T[None], size=num_positions, mode="linear", align_corners=True)[0].T
+
+    def embed(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], frames: torch.Tensor,
+              cond: torch.Tensor, num_positions: int) -> torch.Tensor:
+        """tokens (B, S, N, P), token_mask (B, S, N) True = masked, frames (S,) frame index per slot,
+        cond (B, D) -> (B, S, N, D)."""
+        x = self.token_embed(tokens)  # (B, S, N, D)
+        if token_mask is not None:
+            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+        pos_t = self.temporal_table(num_positions)[frames]  # (S, D)
+        return x + self.pos_spatial[None, None] + pos_t[None, :, None] + cond[:, None, None]
+
+    def forward(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], mask: TemporalMask,
+                cond: torch.Tensor, kernel: str = "flex") -> torch.Tensor:
+        """A whole training sequence: tokens (B, S, N, P) laid out as `mask` says -> z (B, S, N, D)."""
+        x = self.embed(tokens, token_mask, mask.slot_frames, cond, self.config.num_frames)
+        B, S, N, D = x.shape
+        for block in self.blocks:
+            x = block.spatial(x.reshape(B * S, N, D))  # spatial: (B*S, N, D), no mask
+            x = block.temporal(x.reshape(B, S * N, D), mask=mask, kernel=kernel, flex=self.flex)
+            # temporal: (B, S*N, D) under the CTF / MTF mask
+        return self.norm_out(x).view(B, S, N, D)
+
+    def step(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], frame: int,
+             cond: torch.Tensor, cache: KVCache, num_positions: int) -> torch.Tensor:
+        """One frame at inference: tokens (B, N, P) at temporal position `frame`, attending to the
+        clean frames in `cache` and itself -> z (B, N, D). The frame's keys/values are written to the
+        cache's next slot; `cache.commit()` keeps them."""
+        frames = torch.tensor([frame], device=tokens.device)
+        x = self.embed(tokens[:, None], None if token_mask is None else token_mask[:, None],
+                       frames, cond, num_positions)[:, 0]  # (B, N, D)
+        for i, block in enumerate(self.blocks):
+            x = block.spatial(x)  # (B, N, D)
+            x = block.temporal(x, cache=cache, layer=i)  # (B, N, D) over cache + self
+        return self.norm_out(x)
+
+    def new_cache(self, max_frames: int) -> KVCache:
+        return KVCache(len(self.blocks), self.config.tokens_per_frame, max_frames)
