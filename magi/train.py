@@ -434,7 +434,8 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self) -> dict[str, Any]:
-        """Continue held-out clips with the EMA model; write GIF+MP4 (truth | prediction) and log PSNR.
+        """Continue held-out clips with the EMA model; write GIF+MP4 (truth | prediction, predicted frames
+        in a red border) and log the PSNR of the predicted frames.
 
         Under DDP only rank 0 samples; under FSDP2 every rank takes part (the EMA is sharded).
         """
@@ -443,8 +444,8 @@ class Trainer:
         if not (self.info.is_main or fsdp):
             barrier()
             return {}
-        from magi.visualize import (frame_grid, psnr, side_by_side, stack_rows, to_uint8, upscale,
-                                    write_gif, write_mp4)
+        from magi.visualize import (comparison_image, mark_frames, psnr, side_by_side, stack_rows,
+                                    to_uint8, upscale, write_gif, write_mp4)
 
         n = min(sc.num_videos, len(self.sample_dataset))
         batch = collate([self.sample_dataset[i] for i in range(n)])
@@ -467,15 +468,17 @@ class Trainer:
             truth = batch["video"] if "video" in batch else self.vae.decode(latents.float()).cpu()
             video = self.vae.decode(pred.float()).cpu()  # (B, T, 3, H, W)
             truth = truth.to(video.dtype)
-            t0 = sc.context_frames * getattr(self.vae, "temporal_stride", 1)
+            k = sc.context_frames  # video frames given as context; the rest are predicted
+            t0 = self.vae.video_frames(k) if hasattr(self.vae, "video_frames") else k
             score = float(psnr(video[:, t0:], truth[:, t0:], dims=(-4, -3, -2, -1)).mean())
-            rows = [side_by_side(upscale(to_uint8(truth[i]), 4), upscale(to_uint8(video[i]), 4))
-                    for i in range(n)]
-            grid = stack_rows(rows)  # (T, H, W, 3)
+            scale = max(1, 128 // truth.shape[-1])  # small videos are shown at ~128 px
+            truth_u8 = [upscale(to_uint8(truth[i]), scale) for i in range(n)]  # (T, H, W, 3) each
+            pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), t0) for i in range(n)]
+            grid = stack_rows([side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)])  # (T, H, W, 3)
             base = self.out_dir / "samples" / f"step_{self.step:07d}"
             paths = [write_gif(base.with_suffix(".gif"), grid, sc.fps),
                      write_mp4(base.with_suffix(".mp4"), grid, sc.fps)]
-            self.logger.log_image("samples/truth_vs_ema", frame_grid(grid), self.step)
+            self.logger.log_image("samples/truth_vs_ema", comparison_image(truth_u8, pred_u8), self.step)
             self.logger.log(self.step, {"sample/psnr_predicted": score})
             self.samples += paths
             self.last_sample_psnr = score

@@ -1,7 +1,7 @@
 """Turning videos into files people look at: side-by-side frames, GIF, MP4, frame grids, PSNR.
 
 Videos are float tensors (T, 3, H, W) or (B, T, 3, H, W) in [-1, 1] (the data convention) or uint8
-arrays (T, H, W, 3). GIF is written with Pillow, MP4 (H.264) with PyAV.
+arrays (T, H, W, 3). GIF is written with Pillow, MP4 (H.264) with PyAV via `magi.data.video.write_video`.
 """
 
 from __future__ import annotations
@@ -57,9 +57,30 @@ def frame_grid(video: np.ndarray, gap: int = 2) -> np.ndarray:
     return out
 
 
+def comparison_image(truth: list[np.ndarray], pred: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """One image of clips as frame strips: for each clip a row of ground-truth frames above a row of
+    predicted frames (uint8 videos (T, H, W, 3)); clips separated by a wider white gap."""
+    rows = []
+    for i, (t, p) in enumerate(zip(truth, pred)):
+        pair = np.concatenate([frame_grid(t, gap), np.full((gap, frame_grid(t, gap).shape[1], 3), 255, np.uint8),
+                               frame_grid(p, gap)], axis=0)  # (2H + gap, T*W, 3)
+        if i:
+            rows.append(np.full((4 * gap, pair.shape[1], 3), 255, np.uint8))
+        rows.append(pair)
+    return np.concatenate(rows, axis=0)
+
+
 def upscale(video: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour upscaling of (T, H, W, 3) so small videos are visible."""
     return video.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else video
+
+
+def mark_frames(video: np.ndarray, start: int, color=(220, 40, 40), width: int = 2) -> np.ndarray:
+    """A copy of uint8 video (T, H, W, 3) with a coloured border on frames `start`.. (e.g. predicted ones)."""
+    video = video.copy()
+    v = video[start:]
+    v[:, :width], v[:, -width:], v[:, :, :width], v[:, :, -width:] = color, color, color, color
+    return video
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
@@ -75,25 +96,10 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
-    """Write uint8 frames (T, H, W, 3) as H.264 MP4 (yuv420p; sides padded to even sizes)."""
-    import av
+    """Write uint8 frames (T, H, W, 3) as H.264 MP4 (the data package's PyAV writer)."""
+    from magi.data.video import write_video as write_mp4_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t, h, w, _ = frames.shape
-    ph, pw = h + h % 2, w + w % 2
-    if (ph, pw) != (h, w):
-        frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": "18"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_mp4_file(path, np.ascontiguousarray(frames), fps=fps)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
@@ -106,5 +112,5 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
     raise ValueError(f"{path}: expected a .gif or .mp4 file name")
 
 
-__all__ = ["to_uint8", "psnr", "side_by_side", "stack_rows", "frame_grid", "upscale", "write_gif",
+__all__ = ["to_uint8", "psnr", "side_by_side", "stack_rows", "frame_grid", "comparison_image", "upscale", "mark_frames", "write_gif",
            "write_mp4", "write_video"]
