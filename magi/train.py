@@ -470,7 +470,8 @@ class Trainer:
             truth = truth.to(video.dtype)
             k = sc.context_frames  # video frames given as context; the rest are predicted
             t0 = self.vae.video_frames(k) if hasattr(self.vae, "video_frames") else k
-            score = float(psnr(video[:, t0:], truth[:, t0:], dims=(-4, -3, -2, -1)).mean())
+            # PSNR of the predicted frames against the truth: meaningful only when continuing a context
+            score = float(psnr(video[:, t0:], truth[:, t0:], dims=(-4, -3, -2, -1)).mean()) if k else None
             scale = max(1, 128 // truth.shape[-1])  # small videos are shown at ~128 px
             truth_u8 = [upscale(to_uint8(truth[i]), scale) for i in range(n)]  # (T, H, W, 3) each
             pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), t0) for i in range(n)]
@@ -479,7 +480,8 @@ class Trainer:
             paths = [write_gif(base.with_suffix(".gif"), grid, sc.fps),
                      write_mp4(base.with_suffix(".mp4"), grid, sc.fps)]
             self.logger.log_image("samples/truth_vs_ema", comparison_image(truth_u8, pred_u8), self.step)
-            self.logger.log(self.step, {"sample/psnr_predicted": score})
+            if score is not None:
+                self.logger.log(self.step, {"sample/psnr_predicted": score})
             self.samples += paths
             self.last_sample_psnr = score
             result = {"psnr": score, "paths": paths}
