@@ -118,12 +118,13 @@ def plot_loss(metrics_jsonl: Path, png: Path, reference: list[list[float]] | Non
     return png
 
 
-def train_short(config: Path, out: Path, minutes: float, reference: list[list[float]] | None) -> dict[str, Any]:
+def train_short(config: Path, out: Path, minutes: float, reference: list[list[float]] | None,
+                overrides: list[str] = ()) -> dict[str, Any]:
     """Part 2: train the demo model from scratch for `minutes`; loss curve, checkpoint, samples."""
     from magi.distributed import destroy_distributed
     from magi.train import train
 
-    run = RunConfig.load(config, [f"train.max_minutes={minutes}"])
+    run = RunConfig.load(config, [f"train.max_minutes={minutes}", *overrides])
     result = train(run, out)
     destroy_distributed()
     png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", reference)
@@ -140,6 +141,42 @@ def train_short(config: Path, out: Path, minutes: float, reference: list[list[fl
     }
 
 
+def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]:
+    """Copy a finished run's newest checkpoint into `dest` as a small `from_pretrained` directory:
+    config.json, ema.safetensors, train_config.yaml and training.json (wall time, steps, final loss,
+    the loss curve and the command that reproduces it)."""
+    import shutil
+
+    from magi.checkpoint import latest_checkpoint
+    from magi.logging_utils import read_jsonl
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
+    state = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    losses = [(r["step"], r["train/loss"]) for r in recs if isinstance(r.get("train/loss"), float)]
+    psnrs = [(r["step"], r["sample/psnr_predicted"]) for r in recs if "sample/psnr_predicted" in r]
+    tail = [v for s, v in losses if s > state["step"] - 500]
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "ema.safetensors", "train_config.yaml"):
+        shutil.copy2(ckpt / name, dest / name)
+    info = {
+        "source_checkpoint": str(ckpt),
+        "steps": int(state["step"]),
+        "wall_time_s": round(float(state["wall_time_s"]), 1),
+        "skipped_steps": int(state.get("skipped_total", 0)),
+        "final_loss_mean_last_500_steps": round(sum(tail) / len(tail), 5) if tail else None,
+        "sample_psnr_predicted_db": [[s, round(v, 2)] for s, v in psnrs],
+        "loss_curve": [[s, round(v, 5)] for s, v in losses],
+        "torch": str(torch.__version__),
+        "threads": RunConfig.load(ckpt / "train_config.yaml").train.num_threads,
+        "command": command,
+    }
+    (dest / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="magi demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/demo", help="output directory")
@@ -147,9 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(DEMO_CONFIG), help="run config for part 2")
     p.add_argument("--train-minutes", type=float, default=4.0, help="training time of part 2")
     p.add_argument("--videos", type=int, default=8, help="held-out clips predicted in part 1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override of the part-2 config, repeatable (e.g. train.lr=5e-4)")
     p.add_argument("--skip-predict", action="store_true")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--export-pretrained", metavar="RUN_DIR",
+                   help="instead of the demo: copy RUN_DIR's newest checkpoint (EMA) into --pretrained")
     args = p.parse_args(argv)
+    if args.export_pretrained:
+        info = export_pretrained(Path(args.export_pretrained), Path(args.pretrained),
+                                 command="make pretrained  # magi train --config configs/demo_pretrained.yaml "
+                                         "--out runs/demo_pretrained --resume auto")
+        print(f"exported step {info['steps']} ({info['wall_time_s'] / 60:.1f} min of training, final loss "
+              f"{info['final_loss_mean_last_500_steps']}) to {args.pretrained}")
+        return 0
 
     t0 = time.time()
     out, pretrained = Path(args.out), Path(args.pretrained)
@@ -171,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_train:
         print(f"\n[2/2] training the demo model from scratch for {args.train_minutes:g} minutes "
               f"({args.config}) ...")
-        summary["train"] = train_short(Path(args.config), out / "train", args.train_minutes, reference)
+        summary["train"] = train_short(Path(args.config), out / "train", args.train_minutes, reference, args.set)
 
     summary["wall_time_s"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
