@@ -465,6 +465,8 @@ class Trainer:
             self.ema.reshard()
         result: dict[str, Any] = {}
         if self.info.is_main:
+            if self.vae is None:  # latents from a cache: the VAE is needed only now, to decode
+                self.vae = build_vae(self.run.vae.spec, self.run.vae.options).to(self.device).eval()
             truth = batch["video"] if "video" in batch else self.vae.decode(latents.float()).cpu()
             video = self.vae.decode(pred.float()).cpu()  # (B, T, 3, H, W)
             truth = truth.to(video.dtype)

@@ -222,3 +222,21 @@ def test_bad_config_fails_before_training_naming_the_key(tmp_path, capsys, overr
 def test_yaml_floats_in_exponent_form(tmp_path):
     run = RunConfig.load(write_config(tmp_path / "run.yaml"), ["train.lr=3e-4"])
     assert run.train.lr == 3e-4
+
+
+def test_training_from_a_latent_cache(tmp_path):
+    """`data.kind: latents` skips the VAE in the loop; samples build it to decode."""
+    from magi.data import MovingDigits, cache_latents
+    from magi.vae import load_vae
+
+    source = MovingDigits(num_videos=8, num_frames=3, size=8, digit_size=4, num_digits=1)
+    cache_latents(source, load_vae("pixels:2:gray"), tmp_path / "cache", progress=False)
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["data"] = {"kind": "latents", "options": {"root": str(tmp_path / "cache"), "num_frames": 3,
+                                                   "progress": False}}
+    data["train"].update(max_steps=2, sample={"num_videos": 2, "context_frames": 1})
+    trainer = Trainer(RunConfig.from_dict(data), tmp_path / "run")
+    assert trainer.vae is None
+    result = trainer.fit()
+    assert result.step == 2 and math.isfinite(result.final_loss)
+    assert result.sample_psnr is not None and all(p.stat().st_size > 0 for p in result.samples)
