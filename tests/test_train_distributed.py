@@ -51,3 +51,15 @@ def test_two_gloo_processes_match_one_process(tmp_path, parallel):
                  "--set", "train.max_steps=4", "--resume", "auto"]) == 0
     state = torch.load(tmp_path / "two" / "checkpoints" / "4" / "training_state.pt", weights_only=True)
     assert state["step"] == 4 and state["world_size"] == 1
+
+
+@pytest.mark.slow
+def test_fsdp_resume_across_processes_is_exact(tmp_path):
+    cfg = write_config(tmp_path / "run.yaml")
+    sets = ["--set", "train.parallel=fsdp", "--set", "train.precision=fp32"]
+    runs = [("a", ["--set", "train.max_steps=4"]), ("b", ["--set", "train.max_steps=2"]),
+            ("b", ["--set", "train.max_steps=4", "--resume", "auto"])]
+    for name, extra in runs:
+        proc = torchrun(2, "--config", str(cfg), "--out", str(tmp_path / name), *sets, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    compare(tmp_path / "a" / "checkpoints" / "4", tmp_path / "b" / "checkpoints" / "4", atol=0.0)
