@@ -13,7 +13,8 @@ and is loadable without executing pickled code (safetensors; `torch.load(weights
 written into a hidden temporary directory next to the final one and renamed into place only when every
 file is on disk, so a run killed mid-write leaves the previous checkpoints intact and at worst a
 `.tmp-*` directory that the next save or resume removes. Saving and loading are collective: every
-rank calls them (FSDP2 gathers or scatters shards); only rank 0 writes the shared files.
+rank calls them (FSDP2 gathers or scatters shards); only rank 0 writes the shared files, and the output
+directory must be visible to every rank (one shared filesystem across nodes, as usual for torchrun).
 """
 
 from __future__ import annotations
