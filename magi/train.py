@@ -126,6 +126,23 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc `malloc_trim`; a no-op elsewhere).
+
+    The masked-token count changes every step, so CPU training allocates tensors of ever-new sizes and
+    glibc's heap fragments: measured on the demo run, RSS grew ~1 MB per step to 3 GB by step 6,600 and
+    `malloc_trim(0)` brought it back to 0.65 GB. Called at every log step.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
+
+
 def build_dataset(kind: str, options: dict[str, Any], where: str = "data.options") -> Dataset:
     """`magi.data.build_dataset(kind, **options)` with errors that name the config keys."""
     from magi import data as data_mod
@@ -594,6 +611,8 @@ class Trainer:
             if k not in ("loss", "grad_norm", "lr", "skipped"):
                 scalars[f"train/{k}"] = float(np.mean([m[k] for m in window if k in m]))
         self.logger.log(self.step, scalars)
+        if self.device.type == "cpu":
+            release_free_memory()
         progress.set_postfix(loss=f"{loss:.4f}" if loss is not None else "nan",
                              lr=f"{scalars['train/lr']:.2e}", refresh=False)
         return loss
