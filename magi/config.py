@@ -425,7 +425,8 @@ class TrainConfig:
     eps: float = 1e-8
     warmup_steps: int = 10_000
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.0  # final lr of cosine / decay as a fraction of lr
+    decay_steps: int = 0  # constant only: decay linearly to min_lr_ratio over the last decay_steps (WSD)
     grad_clip: float = 3.0  # max global grad norm; 0 = off
     # numerics
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 = autocast with fp32 master weights
@@ -477,6 +478,10 @@ class TrainConfig:
             raise ValueError(f"train.eps: expected > 0, got {self.eps}")
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps: expected >= 0, got {self.warmup_steps}")
+        if self.decay_steps < 0:
+            raise ValueError(f"train.decay_steps: expected >= 0, got {self.decay_steps}")
+        if self.decay_steps and self.lr_schedule != "constant":
+            raise ValueError("train.decay_steps: only with lr_schedule: constant (cosine already decays)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train.min_lr_ratio: expected in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0:

@@ -58,16 +58,22 @@ def step_seed(seed: int, step: int, micro_index: int) -> int:
 
 class LRSchedule:
     """lr factor at a step: linear warm-up to 1 over `warmup` steps, then constant or cosine decay to
-    `min_ratio` at `total` steps. A picklable-free callable, so LambdaLR's state_dict stays plain."""
+    `min_ratio` at `total` steps. `decay` > 0 (constant only) ends with a linear decay to `min_ratio`
+    over the last `decay` steps (warmup-stable-decay). A plain callable object, so LambdaLR's
+    state_dict stays plain data."""
 
-    def __init__(self, warmup: int, total: int, kind: str = "constant", min_ratio: float = 0.0):
-        self.warmup, self.total, self.kind, self.min_ratio = warmup, total, kind, min_ratio
+    def __init__(self, warmup: int, total: int, kind: str = "constant", min_ratio: float = 0.0,
+                 decay: int = 0):
+        self.warmup, self.total, self.kind, self.min_ratio, self.decay = warmup, total, kind, min_ratio, decay
 
     def __call__(self, step: int) -> float:
         if self.warmup > 0 and step < self.warmup:
             return (step + 1) / self.warmup
         if self.kind == "constant":
-            return 1.0
+            start = self.total - self.decay
+            if self.decay <= 0 or step < start:
+                return 1.0
+            return 1.0 - (1.0 - self.min_ratio) * min(1.0, (step - start + 1) / self.decay)
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -238,7 +244,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(unwrap(self.model), tc.weight_decay), lr=tc.lr,
                                            betas=tc.betas, eps=tc.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, LRSchedule(tc.warmup_steps, self.max_steps, tc.lr_schedule, tc.min_lr_ratio))
+            self.optimizer, LRSchedule(tc.warmup_steps, self.max_steps, tc.lr_schedule, tc.min_lr_ratio,
+                                       tc.decay_steps))
         self.forward_model = torch.compile(self.model) if tc.compile else self.model
         self.autocast_dtype = torch.bfloat16 if tc.precision == "bf16" else None
 

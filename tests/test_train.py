@@ -50,6 +50,8 @@ def test_lr_schedule_warmup_constant_and_cosine():
     assert c(7) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert c(12) == pytest.approx(0.1) and c(50) == pytest.approx(0.1)
     assert all(c(i) >= c(i + 1) for i in range(2, 20))
+    w = LRSchedule(warmup=2, total=10, kind="constant", min_ratio=0.1, decay=4)  # warmup-stable-decay
+    assert [round(w(i), 3) for i in range(11)] == [0.5, 1, 1, 1, 1, 1, 0.775, 0.55, 0.325, 0.1, 0.1]
 
 
 def test_param_groups_follow_no_weight_decay():
