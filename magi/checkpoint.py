@@ -290,7 +290,11 @@ def load_checkpoint(
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
     if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
+        # Only the position: the schedule's shape (lambdas, base lrs) comes from the current config,
+        # not from the checkpoint (LambdaLR would otherwise restore the old run's total steps).
+        sched = {k: v for k, v in state["scheduler"].items() if k not in ("base_lrs", "_last_lr")}
+        sched["lr_lambdas"] = [None] * len(sched.get("lr_lambdas") or [None])
+        scheduler.load_state_dict(sched)
     rng_file = path / "rng" / f"rank_{info.rank}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))

@@ -64,7 +64,9 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> 
     scale = max(1, 128 // truth.shape[-1])
     truth_u8 = [upscale(to_uint8(truth[i]), scale) for i in range(len(truth))]  # (T, H, W, 3) each
     pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), k_video) for i in range(len(truth))]
-    grid = stack_rows([side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)])  # truth | prediction
+    pairs = [side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)]  # truth | prediction, (T, H, W, 3)
+    cols = 2 if len(pairs) % 2 == 0 else 1  # two clips per row keeps the GIF roughly square
+    grid = stack_rows([side_by_side(*pairs[i:i + cols], gap=8) for i in range(0, len(pairs), cols)])
     gif = write_gif(out / "prediction_vs_truth.gif", grid, fps=sc.fps)
     mp4 = write_mp4(out / "prediction_vs_truth.mp4", grid, fps=sc.fps)
     from PIL import Image

@@ -322,6 +322,7 @@ class Trainer:
         self.skipped_total = int(state.get("skipped_total", 0))
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
         self.wall_time_before = float(state.get("wall_time_s", 0.0))
+        self._apply_config_hyperparameters()
         if state.get("global_batch_size") not in (None, self.cfg.global_batch_size):
             warnings.warn(f"{path}: saved with global batch {state['global_batch_size']}, resuming with "
                           f"{self.cfg.global_batch_size}; the data position is recomputed", stacklevel=2)
@@ -329,6 +330,16 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {path} at step {self.step}")
         return path
+
+    def _apply_config_hyperparameters(self) -> None:
+        """After loading optimizer state: lr (from the schedule at this step), betas, eps and weight
+        decay come from the current config, so a resumed run follows its YAML file, not the old one."""
+        tc = self.cfg
+        factor = self.scheduler.lr_lambdas[0](self.step)
+        for group, decay in zip(self.optimizer.param_groups, (tc.weight_decay, 0.0)):
+            group.update(lr=tc.lr * factor, initial_lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=decay)
+        self.scheduler.base_lrs = [tc.lr] * len(self.optimizer.param_groups)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # ---- one optimizer step
     def _latents(self, batch: dict[str, Any]) -> torch.Tensor:

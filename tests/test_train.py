@@ -242,3 +242,21 @@ def test_training_from_a_latent_cache(tmp_path):
     result = trainer.fit()
     assert result.step == 2 and math.isfinite(result.final_loss)
     assert result.sample_psnr is not None and all(p.stat().st_size > 0 for p in result.samples)
+
+
+def test_resume_follows_the_current_config_schedule(tmp_path):
+    """A resumed run takes lr, schedule length and decay from its (possibly edited) config."""
+    cfg = write_config(tmp_path / "run.yaml")
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--out", str(out), "--set", "train.max_steps=2"]) == 0
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["train"].update(max_steps=8, decay_steps=4, min_lr_ratio=0.5, lr=2e-3)
+    trainer = Trainer(RunConfig.from_dict(data), out)
+    trainer.resume("auto")
+    assert trainer.step == 2
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)
+    trainer.fit()
+    lrs = {r["step"]: r["train/lr"] for r in map(eval, (out / "metrics.jsonl").read_text().splitlines())}
+    # a record at step s logs the lr of the step that produced it (index s - 1); decay spans indices 4..7
+    assert lrs[4] == pytest.approx(2e-3) and lrs[6] == pytest.approx(2e-3 * 0.75)
+    assert lrs[8] == pytest.approx(2e-3 * 0.5)
