@@ -7,7 +7,7 @@ the last context frame.
 
 Part 2, train: train the same small model from scratch for a few minutes on the same data, to show the
 loop works on this machine: loss curve (PNG, next to the pretrained run's), a checkpoint and samples
-(expected to be rough after minutes; the pretrained model had an hour).
+(expected to be rough after minutes; the pretrained model had 1.5 hours).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def plot_loss(metrics_jsonl: Path, png: Path, reference: list[list[float]] | Non
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     if reference:
         ax.plot([s for s, _ in reference], [v for _, v in reference], color="0.7", lw=1,
-                label="pretrained run (1 core, ~1 h)")
+                label="pretrained run (1 core, ~1.5 h)")
     ax.plot([r["step"] for r in recs], [r["train/loss"] for r in recs], color="C0", lw=1.5,
             label="this run")
     ax.set_xlabel("step")
