@@ -9,11 +9,12 @@ the same `from_dict` / `load_yaml` machinery.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -114,6 +115,25 @@ def to_dict(obj: Any) -> dict:
     return plain(dataclasses.asdict(obj))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 SafeLoader that also reads `1e-4` / `3E5` as floats (plain YAML 1.1 makes them strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`"a.b=3"` -> (["a", "b"], 3); the value is parsed as YAML so numbers, bools and lists work."""
     if "=" not in text:
@@ -122,7 +142,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"override {text!r}: empty key")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+    return key.split("."), _yaml_load(raw) if raw.strip() else ""
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -148,7 +168,7 @@ def load_yaml(path: str | Path, overrides: list[str] | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -320,5 +340,225 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-__all__ = ["MagiConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "apply_overrides",
-           "parse_override"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The run config: model + data + VAE + training recipe, one YAML file per experiment
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to train on: `magi.data.build_dataset(kind, **options)`.
+
+    Items carry either `video` (T, 3, H, W) in [-1, 1], encoded by the VAE on the fly, or `latents`
+    (T, C, h, w) from a latent cache (kind "latents"), plus `label` and `interval`.
+    """
+
+    kind: str = "moving-digits"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Options overriding `options` for the held-out clips that periodic samples continue (e.g. another
+    # seed or split); empty = the first clips of the training set.
+    sample_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        if not self.kind:
+            raise ValueError("data.kind: expected a dataset kind, got an empty string")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers: expected >= 0, got {self.num_workers}")
+
+
+@dataclass
+class VAEConfig:
+    """The latent space: `magi.vae.load_vae(spec, **options)` ("pixels:4", a local path, a hub id)."""
+
+    spec: str = "pixels:4"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.spec:
+            raise ValueError("vae.spec: expected a VAE spec such as 'pixels:4', got an empty string")
+
+
+@dataclass
+class SampleConfig:
+    """Periodic samples from the EMA model: continue held-out clips from `context_frames` frames."""
+
+    num_videos: int = 4  # 0 = no samples
+    context_frames: int = 1  # latent frames given; the rest of the model's num_frames are generated
+    mask_steps: int = 64
+    diffusion_steps: int = 100
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    cfg: float = 1.0
+    temperature: float = 1.0
+    fps: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_videos < 0:
+            raise ValueError(f"train.sample.num_videos: expected >= 0 (0 = off), got {self.num_videos}")
+        for name in ("mask_steps", "diffusion_steps", "fps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.sample.{name}: expected > 0, got {getattr(self, name)}")
+        if self.context_frames < 0:
+            raise ValueError(f"train.sample.context_frames: expected >= 0, got {self.context_frames}")
+        if self.cfg < 0 or self.temperature <= 0:
+            raise ValueError("train.sample.cfg must be >= 0 and train.sample.temperature > 0, got "
+                             f"{self.cfg} and {self.temperature}")
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (DESIGN §1): AdamW, warm-up then constant lr, bf16 autocast, EMA in fp32.
+
+    `global_batch_size` is the number of clips per optimizer step summed over all ranks; each rank
+    runs `micro_batch_size` clips per forward and accumulates gradients
+    `global_batch_size / (world_size * micro_batch_size)` times.
+    """
+
+    # length: exactly one of max_steps / epochs
+    max_steps: Optional[int] = None
+    epochs: Optional[float] = None
+    max_minutes: Optional[float] = None  # also stop (with a checkpoint) after this much wall time
+    # batch
+    global_batch_size: int = 128
+    micro_batch_size: Optional[int] = None  # per rank and forward; None = global / world (no accumulation)
+    # optimizer (AdamW; norms, biases, embeddings and position tables are not decayed)
+    lr: float = 2e-4
+    weight_decay: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup_steps: int = 10_000
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0  # final lr of cosine / decay as a fraction of lr
+    decay_steps: int = 0  # constant only: decay linearly to min_lr_ratio over the last decay_steps (WSD)
+    grad_clip: float = 3.0  # max global grad norm; 0 = off
+    # numerics
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 = autocast with fp32 master weights
+    ema_decay: float = 0.9999
+    # parallelism and device
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Optional[int] = None  # torch.set_num_threads per process; None = torch's default
+    compile: bool = False
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    sample_every: int = 0  # 0 = only at the end when sample.num_videos > 0
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    max_nonfinite: int = 20  # consecutive non-finite steps before the run stops (after saving)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+
+    def validate(self) -> None:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("train.max_steps / train.epochs: set exactly one of them, got "
+                             f"max_steps={self.max_steps!r}, epochs={self.epochs!r}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"train.max_steps: expected > 0, got {self.max_steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"train.epochs: expected > 0, got {self.epochs}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"train.max_minutes: expected > 0, got {self.max_minutes}")
+        if self.global_batch_size <= 0:
+            raise ValueError(f"train.global_batch_size: expected > 0, got {self.global_batch_size}")
+        if self.micro_batch_size is not None and not 0 < self.micro_batch_size <= self.global_batch_size:
+            raise ValueError(f"train.micro_batch_size: expected in 1..global_batch_size "
+                             f"({self.global_batch_size}), got {self.micro_batch_size}")
+        if self.micro_batch_size is not None and self.global_batch_size % self.micro_batch_size:
+            raise ValueError(f"train.global_batch_size: {self.global_batch_size} is not a multiple of "
+                             f"train.micro_batch_size {self.micro_batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr: expected > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay: expected >= 0, got {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas: expected two values in [0, 1), got {list(self.betas)}")
+        if self.eps <= 0:
+            raise ValueError(f"train.eps: expected > 0, got {self.eps}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps: expected >= 0, got {self.warmup_steps}")
+        if self.decay_steps < 0:
+            raise ValueError(f"train.decay_steps: expected >= 0, got {self.decay_steps}")
+        if self.decay_steps and self.lr_schedule != "constant":
+            raise ValueError("train.decay_steps: only with lr_schedule: constant (cosine already decays)")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio: expected in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ValueError(f"train.grad_clip: expected >= 0 (0 = off), got {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay: expected in [0, 1), got {self.ema_decay}")
+        if self.num_threads is not None and self.num_threads <= 0:
+            raise ValueError(f"train.num_threads: expected > 0, got {self.num_threads}")
+        for name in ("log_every", "checkpoint_every", "keep_last", "max_nonfinite"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name}: expected > 0, got {getattr(self, name)}")
+        if self.sample_every < 0:
+            raise ValueError(f"train.sample_every: expected >= 0 (0 = at the end), got {self.sample_every}")
+        self.sample.validate()
+
+
+@dataclass
+class RunConfig:
+    """One experiment: `model` (a MagiConfig, `preset:` allowed), `data`, `vae` and `train`.
+
+    Saved as `train_config.yaml` in every checkpoint, so a run is rebuilt from its checkpoint alone.
+    """
+
+    model: MagiConfig = dataclasses.field(default_factory=MagiConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """Build and validate; unknown keys, wrong types and impossible values raise naming the key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"run config: expected a mapping, got {data!r}")
+        unknown = sorted(set(data) - {"model", "data", "vae", "train"})
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known: data, model, train, vae")
+        model = data.get("model", {})
+        if not isinstance(model, dict):
+            raise ValueError(f"model: expected a mapping, got {model!r}")
+        run = cls(
+            model=MagiConfig.from_dict(model),
+            data=from_dict(DataConfig, data.get("data", {}) or {}, prefix="data."),
+            vae=from_dict(VAEConfig, data.get("vae", {}) or {}, prefix="vae."),
+            train=from_dict(TrainConfig, data.get("train", {}) or {}, prefix="train."),
+        )
+        run.validate()
+        return run
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "RunConfig":
+        """Read a YAML run config, apply dotted overrides (`train.lr=1e-4`), validate; errors name the file."""
+        data = load_yaml(path, overrides)
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.vae.validate()
+        self.train.validate()
+        if self.train.sample.context_frames >= self.model.num_frames:
+            raise ValueError(f"train.sample.context_frames: {self.train.sample.context_frames} leaves "
+                             f"nothing to generate with model.num_frames={self.model.num_frames}")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+__all__ = ["MagiConfig", "PRESETS", "RunConfig", "DataConfig", "VAEConfig", "TrainConfig", "SampleConfig",
+           "from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override"]

@@ -1,0 +1,249 @@
+"""`magi demo` / `make demo`: the first thing to run, ten minutes at most on a 2-core CPU.
+
+Part 1, predict: load the small checkpoint shipped in `pretrained/` (trained by this project's own code
+with `make pretrained`), continue held-out moving-digit clips from their first frames, and write the
+predictions next to the ground truth (GIF and MP4) with their PSNR, against the baseline of repeating
+the last context frame.
+
+Part 2, train: train the same small model from scratch for a few minutes on the same data, to show the
+loop works on this machine: loss curve (PNG, next to the pretrained run's), a checkpoint and samples
+(expected to be rough after minutes; the pretrained model had 1.5 hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magi.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAINED = REPO / "pretrained"
+DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+
+
+def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Part 1: predictions of the shipped checkpoint on held-out clips, with PSNR and a baseline."""
+    from magi import Magi
+    from magi.train import build_dataset, build_vae, collate
+    from magi.visualize import (comparison_image, mark_frames, psnr, side_by_side, stack_rows, to_uint8,
+                                upscale, write_gif, write_mp4)
+
+    t0 = time.time()
+    if not (pretrained / "config.json").is_file():
+        raise FileNotFoundError(f"{pretrained}: no pretrained checkpoint (config.json); it ships with the "
+                                f"repository, or rebuild it with `make pretrained`")
+    run = RunConfig.load(pretrained / "train_config.yaml")
+    model = Magi.from_pretrained(pretrained).eval()  # EMA weights
+    sc = run.train.sample
+    data = build_dataset(run.data.kind, {**run.data.options, **run.data.sample_options},
+                         where="data.sample_options")  # held-out digits and trajectories
+    vae = build_vae(run.vae.spec, run.vae.options)
+    batch = collate([data[i] for i in range(min(num_videos, len(data)))])
+    with torch.no_grad():
+        latents = vae.encode(batch["video"])  # (B, T, C, h, w)
+        k = sc.context_frames
+        pred = model.generate(latents.shape[1], context=latents[:, :k], labels=batch["label"],
+                              intervals=batch["interval"], cfg=sc.cfg, mask_steps=sc.mask_steps,
+                              diffusion_steps=sc.diffusion_steps, temperature=sc.temperature,
+                              sampler=sc.sampler, generator=torch.Generator().manual_seed(seed))
+        video = vae.decode(pred)  # (B, T, 3, H, W)
+    truth = batch["video"]
+    k_video = vae.video_frames(k) if hasattr(vae, "video_frames") else k
+    per_frame = psnr(video[:, k_video:], truth[:, k_video:], dims=(-3, -2, -1)).mean(0)  # (T - k,)
+    repeat = truth[:, k_video - 1:k_video].expand_as(truth[:, k_video:])  # baseline: last context frame
+    baseline = psnr(repeat, truth[:, k_video:], dims=(-3, -2, -1)).mean(0)
+
+    out.mkdir(parents=True, exist_ok=True)
+    scale = max(1, 128 // truth.shape[-1])
+    truth_u8 = [upscale(to_uint8(truth[i]), scale) for i in range(len(truth))]  # (T, H, W, 3) each
+    pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), k_video) for i in range(len(truth))]
+    pairs = [side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)]  # truth | prediction, (T, H, W, 3)
+    cols = 2 if len(pairs) % 2 == 0 else 1  # two clips per row keeps the GIF roughly square
+    grid = stack_rows([side_by_side(*pairs[i:i + cols], gap=8) for i in range(0, len(pairs), cols)])
+    gif = write_gif(out / "prediction_vs_truth.gif", grid, fps=sc.fps)
+    mp4 = write_mp4(out / "prediction_vs_truth.mp4", grid, fps=sc.fps)
+    from PIL import Image
+
+    png = out / "prediction_vs_truth_frames.png"
+    Image.fromarray(comparison_image(truth_u8, pred_u8)).save(png)
+    result = {
+        "checkpoint": str(pretrained),
+        "videos": len(truth),
+        "context_frames": k,
+        "predicted_frames": int(truth.shape[1] - k_video),
+        "psnr_db_per_predicted_frame": [round(float(x), 2) for x in per_frame],
+        "psnr_db_mean": round(float(per_frame.mean()), 2),
+        "baseline_repeat_last_frame_psnr_db_per_frame": [round(float(x), 2) for x in baseline],
+        "baseline_repeat_last_frame_psnr_db_mean": round(float(baseline.mean()), 2),
+        "sampling": {"mask_steps": sc.mask_steps, "diffusion_steps": sc.diffusion_steps,
+                     "temperature": sc.temperature, "cfg": sc.cfg, "sampler": sc.sampler, "seed": seed},
+        "seconds": round(time.time() - t0, 1),
+        "files": {"gif": str(gif), "mp4": str(mp4), "frames_png": str(png)},
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def plot_loss(metrics_jsonl: Path, png: Path, reference: list[list[float]] | None = None) -> Path:
+    """Training loss against step (the pretrained run's curve in grey for reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from magi.logging_utils import read_jsonl
+
+    recs = [r for r in read_jsonl(metrics_jsonl) if isinstance(r.get("train/loss"), float)]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    if reference:
+        ax.plot([s for s, _ in reference], [v for _, v in reference], color="0.7", lw=1,
+                label="pretrained run (1 core, ~1.5 h)")
+    ax.plot([r["step"] for r in recs], [r["train/loss"] for r in recs], color="C0", lw=1.5,
+            label="this run")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    if reference and recs:
+        ax.set_xlim(0, max(recs[-1]["step"] * 3, 100))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def train_short(config: Path, out: Path, minutes: float, reference: list[list[float]] | None,
+                overrides: list[str] = ()) -> dict[str, Any]:
+    """Part 2: train the demo model from scratch for `minutes`; loss curve, checkpoint, samples."""
+    from magi.distributed import destroy_distributed
+    from magi.train import train
+
+    run = RunConfig.load(config, [f"train.max_minutes={minutes}", *overrides])
+    result = train(run, out)
+    destroy_distributed()
+    png = plot_loss(out / "metrics.jsonl", out / "loss_curve.png", reference)
+    return {
+        "steps": result.step,
+        "final_loss": None if result.final_loss is None else round(result.final_loss, 4),
+        "wall_time_s": round(result.wall_time_s, 1),
+        "checkpoint": str(result.checkpoint),
+        "samples": [str(p) for p in result.samples],
+        "sample_psnr_predicted_db": None if result.sample_psnr is None else round(result.sample_psnr, 2),
+        "loss_curve": str(png),
+        "metrics": str(out / "metrics.jsonl"),
+        "tensorboard": str(out / "tensorboard"),
+    }
+
+
+def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]:
+    """Copy a finished run's newest checkpoint into `dest` as a small `from_pretrained` directory:
+    config.json, ema.safetensors, train_config.yaml and training.json (wall time, steps, final loss,
+    the loss curve and the command that reproduces it)."""
+    import shutil
+
+    from magi.checkpoint import latest_checkpoint
+    from magi.logging_utils import read_jsonl
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to export")
+    state = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=True)
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    losses = [(r["step"], r["train/loss"]) for r in recs if isinstance(r.get("train/loss"), float)]
+    psnrs = [(r["step"], r["sample/psnr_predicted"]) for r in recs if "sample/psnr_predicted" in r]
+    tail = [v for s, v in losses if s > state["step"] - 500]
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "ema.safetensors", "train_config.yaml"):
+        shutil.copy2(ckpt / name, dest / name)
+    info = {
+        "source_checkpoint": str(ckpt),
+        "steps": int(state["step"]),
+        "wall_time_s": round(float(state["wall_time_s"]), 1),
+        "skipped_steps": int(state.get("skipped_total", 0)),
+        "final_loss_mean_last_500_steps": round(sum(tail) / len(tail), 5) if tail else None,
+        "sample_psnr_predicted_db": [[s, round(v, 2)] for s, v in psnrs],
+        "loss_curve": [[s, round(v, 5)] for s, v in losses],
+        "torch": str(torch.__version__),
+        "threads": RunConfig.load(ckpt / "train_config.yaml").train.num_threads,
+        "command": command,
+    }
+    (dest / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="magi demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/demo", help="output directory")
+    p.add_argument("--pretrained", default=str(PRETRAINED), help="checkpoint directory for part 1")
+    p.add_argument("--config", default=str(DEMO_CONFIG), help="run config for part 2")
+    p.add_argument("--train-minutes", type=float, default=4.0, help="training time of part 2")
+    p.add_argument("--videos", type=int, default=8, help="held-out clips predicted in part 1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override of the part-2 config, repeatable (e.g. train.lr=5e-4)")
+    p.add_argument("--skip-predict", action="store_true")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--export-pretrained", metavar="RUN_DIR",
+                   help="instead of the demo: copy RUN_DIR's newest checkpoint (EMA) into --pretrained")
+    args = p.parse_args(argv)
+    if args.export_pretrained:
+        info = export_pretrained(Path(args.export_pretrained), Path(args.pretrained),
+                                 command="make pretrained  # magi train --config configs/demo_pretrained.yaml "
+                                         "--out runs/demo_pretrained --resume auto")
+        print(f"exported step {info['steps']} ({info['wall_time_s'] / 60:.1f} min of training, final loss "
+              f"{info['final_loss_mean_last_500_steps']}) to {args.pretrained}")
+        return 0
+
+    t0 = time.time()
+    out, pretrained = Path(args.out), Path(args.pretrained)
+    summary: dict[str, Any] = {}
+    print(f"magi demo: torch {torch.__version__}, {torch.get_num_threads()} threads, output {out}")
+    reference = None
+    info_file = pretrained / "training.json"
+    if info_file.is_file():
+        reference = json.loads(info_file.read_text()).get("loss_curve")
+
+    if not args.skip_predict:
+        print("\n[1/2] predicting held-out moving digits with the shipped checkpoint "
+              f"({pretrained}) ...")
+        r = predict(pretrained, out / "pretrained", num_videos=args.videos)
+        summary["predict"] = r
+        print(f"  PSNR over the {r['predicted_frames']} predicted frames: {r['psnr_db_mean']:.2f} dB "
+              f"(per frame {r['psnr_db_per_predicted_frame']}); repeating the last context frame: "
+              f"{r['baseline_repeat_last_frame_psnr_db_mean']:.2f} dB  [{r['seconds']:.0f} s]")
+    if not args.skip_train:
+        print(f"\n[2/2] training the demo model from scratch for {args.train_minutes:g} minutes "
+              f"({args.config}) ...")
+        summary["train"] = train_short(Path(args.config), out / "train", args.train_minutes, reference, args.set)
+
+    summary["wall_time_s"] = round(time.time() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    print(f"\nmagi demo finished in {summary['wall_time_s'] / 60:.1f} min. Outputs:")
+    if "predict" in summary:
+        f = summary["predict"]["files"]
+        print(f"  pretrained predictions (GIF/MP4: truth left, prediction right; PNG: truth row above "
+              f"prediction row; red border = predicted frame):\n"
+              f"    {f['gif']}\n    {f['mp4']}\n    {f['frames_png']}\n"
+              f"    PSNR {summary['predict']['psnr_db_mean']:.2f} dB -> {out / 'pretrained' / 'metrics.json'}")
+    if "train" in summary:
+        t = summary["train"]
+        print(f"  short training run: {t['steps']} steps in {t['wall_time_s']:.0f} s, final loss "
+              f"{t['final_loss']}\n    loss curve  {t['loss_curve']}\n    checkpoint  {t['checkpoint']}")
+        for s in t["samples"]:
+            print(f"    samples     {s}")
+        print(f"    logs        {t['metrics']}, TensorBoard: tensorboard --logdir {t['tensorboard']}")
+    print(f"  summary: {out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

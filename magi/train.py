@@ -1,0 +1,692 @@
+"""The training loop: `magi train`, `python -m magi.train` and `torchrun -m magi.train`, same arguments.
+
+    magi train --config configs/ucf101_cosmos.yaml --out runs/ucf [--set train.lr=1e-4 ...] [--resume auto]
+
+One script from one CPU process to many GPU nodes (DESIGN §5, §7): DDP by default, FSDP2 by
+`train.parallel: fsdp`; the global batch is split into per-rank micro-batches with gradient
+accumulation. The recipe (DESIGN §1): AdamW with decay only on matrices, linear warm-up then constant
+(or cosine) lr, gradient clipping, bf16 autocast over fp32 master weights, EMA in fp32.
+
+Reproducibility: the data order is a function of (seed, epoch) and each micro-batch reseeds the torch
+RNG from (seed, step, global micro-batch index) before the forward, so the model's masking, diffusion
+timesteps and label dropout depend on which clips a micro-batch holds, not on the world size or on
+whether the run was resumed. Resuming is therefore exact, and N ranks reproduce one process that runs
+the same micro-batches with accumulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from magi.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint,
+                             remove_stale_temporaries, save_checkpoint)
+from magi.config import RunConfig
+from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object,
+                              destroy_distributed, init_distributed, is_fsdp, shard_fsdp, unwrap,
+                              wrap_model)
+from magi.ema import make_ema, update_ema
+from magi.logging_utils import MetricsLogger
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `train.max_nonfinite` consecutive steps with a non-finite loss or gradient."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces of the recipe
+
+
+def step_seed(seed: int, step: int, micro_index: int) -> int:
+    """A well-mixed 63-bit seed for one micro-batch, independent of world size and resumption."""
+    return int(np.random.SeedSequence([seed, step, micro_index]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class LRSchedule:
+    """lr factor at a step: linear warm-up to 1 over `warmup` steps, then constant or cosine decay to
+    `min_ratio` at `total` steps. `decay` > 0 (constant only) ends with a linear decay to `min_ratio`
+    over the last `decay` steps (warmup-stable-decay). A plain callable object, so LambdaLR's
+    state_dict stays plain data."""
+
+    def __init__(self, warmup: int, total: int, kind: str = "constant", min_ratio: float = 0.0,
+                 decay: int = 0):
+        self.warmup, self.total, self.kind, self.min_ratio, self.decay = warmup, total, kind, min_ratio, decay
+
+    def __call__(self, step: int) -> float:
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            start = self.total - self.decay
+            if self.decay <= 0 or step < start:
+                return 1.0
+            return 1.0 - (1.0 - self.min_ratio) * min(1.0, (step - start + 1) / self.decay)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only; no decay on what `model.no_weight_decay()` names
+    (norms, biases, embeddings, position tables) nor on any 0/1-d tensor."""
+    no_decay_names = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name in no_decay_names or p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """This rank's micro-batches of one epoch, from global batch `start` on.
+
+    Epoch `e` is a permutation of the dataset drawn from (seed, e); global batch `s` is its slice
+    [s*G, (s+1)*G) (the incomplete tail is dropped), split into `world * accum` micro-batches of size
+    `micro`; rank r takes micro-batches r*accum .. r*accum+accum-1 of every global batch. The order is
+    a function of (seed, epoch) only, so the position to resume from is just the step.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, micro: int, accum: int, rank: int,
+                 seed: int, epoch: int, start: int = 0):
+        self.num_items, self.global_batch, self.micro, self.accum = num_items, global_batch, micro, accum
+        self.rank, self.seed, self.epoch, self.start = rank, seed, epoch, start
+        self.batches_per_epoch = num_items // global_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.num_items, generator=g).tolist()
+        for s in range(self.start, self.batches_per_epoch):
+            batch = perm[s * self.global_batch:(s + 1) * self.global_batch]
+            for i in range(self.accum):
+                j = self.rank * self.accum + i  # global micro-batch index
+                yield batch[j * self.micro:(j + 1) * self.micro]
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start) * self.accum
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack `video` / `latents`, `label` and `interval` of dataset items; keep paths as a list."""
+    out: dict[str, Any] = {}
+    for key in ("video", "latents"):
+        if key in items[0]:
+            out[key] = torch.stack([it[key] for it in items])  # (B, T, C, H, W)
+    for key in ("label", "interval"):
+        if key in items[0] and items[0][key] is not None:
+            out[key] = torch.as_tensor([int(it[key]) for it in items], dtype=torch.long)  # (B,)
+    out["path"] = [str(it.get("path", "")) for it in items]
+    return out
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc `malloc_trim`; a no-op elsewhere).
+
+    The masked-token count changes every step, so CPU training allocates tensors of ever-new sizes and
+    glibc's heap fragments: measured on the demo run, RSS grew ~1 MB per step to 3 GB by step 6,600 and
+    `malloc_trim(0)` brought it back to 0.65 GB. Called at every log step.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
+
+
+def build_dataset(kind: str, options: dict[str, Any], where: str = "data.options") -> Dataset:
+    """`magi.data.build_dataset(kind, **options)` with errors that name the config keys."""
+    from magi import data as data_mod
+
+    try:
+        return data_mod.build_dataset(kind, **options)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e} (data.kind={kind!r})") from e
+    except ValueError as e:
+        raise ValueError(f"data.kind={kind!r}, {where}: {e}") from e
+
+
+def build_vae(spec: str, options: dict[str, Any]):
+    from magi.vae import load_vae
+
+    try:
+        return load_vae(spec, **options)
+    except TypeError as e:
+        raise ValueError(f"vae.options: {e} (vae.spec={spec!r})") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run leaves behind."""
+
+    out_dir: Path
+    step: int
+    checkpoint: Path | None
+    final_loss: float | None
+    skipped_steps: int
+    wall_time_s: float
+    interrupted_by: str | None = None
+    samples: list[Path] = field(default_factory=list)
+    sample_psnr: float | None = None
+
+
+class Trainer:
+    """Owns the model, EMA, optimizer, data and the loop. `fit()` runs to `max_steps` or a signal."""
+
+    def __init__(self, run: RunConfig, out_dir: str | Path, *, model: nn.Module | None = None,
+                 dataset: Dataset | None = None, sample_dataset: Dataset | None = None, vae=None,
+                 info: DistInfo | None = None):
+        self.run, self.cfg = run, run.train
+        self.out_dir = Path(out_dir)
+        self.info = info or init_distributed(self.cfg.device)
+        if self.cfg.num_threads is not None:
+            torch.set_num_threads(self.cfg.num_threads)
+        self.device = self.info.device
+        tc = self.cfg
+
+        # batch arithmetic: global batch -> world * accum micro-batches
+        world = self.info.world_size
+        self.micro = tc.micro_batch_size or tc.global_batch_size // world
+        if self.micro == 0 or tc.global_batch_size % (world * self.micro):
+            raise ValueError(
+                f"train.global_batch_size: {tc.global_batch_size} is not a multiple of world size "
+                f"{world} x train.micro_batch_size {self.micro or tc.micro_batch_size}")
+        self.accum = tc.global_batch_size // (world * self.micro)
+
+        # data and latent space
+        self.dataset = dataset if dataset is not None else build_dataset(run.data.kind, run.data.options)
+        n = len(self.dataset)
+        self.steps_per_epoch = n // tc.global_batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is larger than the dataset "
+                             f"({n} clips, data.kind={run.data.kind!r})")
+        self.max_steps = tc.max_steps or math.ceil(tc.epochs * self.steps_per_epoch)
+        self._sample_dataset = sample_dataset
+        self.vae = vae
+        first = self.dataset[0]
+        if "latents" not in first and self.vae is None:
+            self.vae = build_vae(run.vae.spec, run.vae.options)
+        if isinstance(self.vae, nn.Module):
+            self.vae.to(self.device).eval().requires_grad_(False)
+
+        # model, EMA (a frozen fp32 copy made before wrapping), optimizer, lr schedule
+        if model is None:
+            from magi import Magi
+
+            torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP2 shards them as is)
+            model = Magi(run.model)
+        self._check_latents(first)
+        model.to(self.device).train()
+        self.num_params = sum(p.numel() for p in model.parameters())
+        self.ema = make_ema(model)
+        self.model = wrap_model(model, self.info, tc.parallel)
+        if is_fsdp(self.model):
+            shard_fsdp(self.ema, self.info)
+        self.optimizer = torch.optim.AdamW(param_groups(unwrap(self.model), tc.weight_decay), lr=tc.lr,
+                                           betas=tc.betas, eps=tc.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, LRSchedule(tc.warmup_steps, self.max_steps, tc.lr_schedule, tc.min_lr_ratio,
+                                       tc.decay_steps))
+        self.forward_model = torch.compile(self.model) if tc.compile else self.model
+        self.autocast_dtype = torch.bfloat16 if tc.precision == "bf16" else None
+
+        # loop state
+        self.step = 0
+        self.skipped_total = 0
+        self.consecutive_nonfinite = 0
+        self.wall_time_before = 0.0  # seconds spent in earlier (resumed-from) segments
+        self.stop_signal: int | None = None  # agreed by all ranks (all-reduced each step)
+        self._signal_local: int | None = None  # set by this process's signal handler
+        self.out_of_time = False  # train.max_minutes reached (agreed by all ranks)
+        self.t_start = time.time()
+        self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main)
+        self.last_checkpoint: Path | None = None
+        self.samples: list[Path] = []
+        self.last_sample_psnr: float | None = None
+
+    # ---- setup helpers
+    def _check_latents(self, item: dict[str, Any]) -> None:
+        """Fail before training when the data/VAE latents do not fit the model config."""
+        mc = self.run.model
+        if "latents" in item:
+            shape = tuple(item["latents"].shape)  # (T, C, h, w)
+        else:
+            video = item["video"][None].to(self.device)  # (1, T, 3, H, W)
+            try:
+                with torch.no_grad():
+                    shape = tuple(self.vae.encode(video).shape[1:])  # (T', C, h, w)
+            except ValueError as e:
+                raise ValueError(f"vae.spec={self.run.vae.spec!r} cannot encode the data "
+                                 f"(data.kind={self.run.data.kind!r}): {e}") from e
+        t, c, h, w = shape
+        problems = []
+        if c != mc.latent_channels:
+            problems.append(f"model.latent_channels={mc.latent_channels} but the latents have {c} channels")
+        if (h, w) != mc.grid:
+            problems.append(f"model.latent_size={mc.latent_size} but the latent grid is {h}x{w}")
+        if t > mc.num_frames:
+            problems.append(f"model.num_frames={mc.num_frames} but clips have {t} latent frames")
+        data_classes = getattr(self.dataset, "num_classes", None)
+        if mc.num_classes and data_classes and data_classes > mc.num_classes:
+            problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes")
+        if problems:
+            raise ValueError("the data does not fit the model: " + "; ".join(problems) +
+                             f" (data.kind={self.run.data.kind!r}, vae.spec={self.run.vae.spec!r})")
+        self.latent_frames = t
+        self.tokens_per_clip = t * mc.tokens_per_frame
+
+    def resume(self, resume: str | None) -> Path | None:
+        """`auto`: continue from the newest good checkpoint in OUT (if any); a path: from that one."""
+        if not resume or resume == "none":
+            return None
+        if self.info.is_main:
+            removed = remove_stale_temporaries(self.out_dir)
+            if removed:
+                print(f"removed {len(removed)} incomplete checkpoint(s) left by an interrupted save")
+        barrier()
+        if resume == "auto":
+            found, existing = None, []
+            if self.info.is_main:
+                found, existing = latest_checkpoint(self.out_dir), list_checkpoints(self.out_dir)
+            path = broadcast_object(str(found) if found else ("" if existing else None))
+            if path == "":
+                raise ValueError(f"{self.out_dir}: --resume auto found checkpoints but none is loadable "
+                                 f"(see the warnings above); refusing to start over in that directory")
+            if path is None:
+                return None
+        else:
+            path = resume
+        path = Path(path)
+        state = load_checkpoint(path, model=self.model, ema=self.ema, optimizer=self.optimizer,
+                                scheduler=self.scheduler, info=self.info)
+        self.step = int(state["step"])
+        self.skipped_total = int(state.get("skipped_total", 0))
+        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        self.wall_time_before = float(state.get("wall_time_s", 0.0))
+        self._apply_config_hyperparameters()
+        if state.get("global_batch_size") not in (None, self.cfg.global_batch_size):
+            warnings.warn(f"{path}: saved with global batch {state['global_batch_size']}, resuming with "
+                          f"{self.cfg.global_batch_size}; the data position is recomputed", stacklevel=2)
+        self.last_checkpoint = path
+        if self.info.is_main:
+            print(f"resumed from {path} at step {self.step}")
+        return path
+
+    def _apply_config_hyperparameters(self) -> None:
+        """After loading optimizer state: lr (from the schedule at this step), betas, eps and weight
+        decay come from the current config, so a resumed run follows its YAML file, not the old one."""
+        tc = self.cfg
+        factor = self.scheduler.lr_lambdas[0](self.step)
+        for group, decay in zip(self.optimizer.param_groups, (tc.weight_decay, 0.0)):
+            group.update(lr=tc.lr * factor, initial_lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=decay)
+        self.scheduler.base_lrs = [tc.lr] * len(self.optimizer.param_groups)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    # ---- one optimizer step
+    def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "latents" in batch:
+            return batch["latents"].to(self.device, non_blocking=True)  # (B, T, C, h, w)
+        video = batch["video"].to(self.device, non_blocking=True)  # (B, T, 3, H, W)
+        with torch.no_grad():
+            return self.vae.encode(video)  # (B, T', C, h, w)
+
+    def _labels(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        nc = self.run.model.num_classes
+        if nc == 0 or "label" not in batch:
+            return None
+        labels = batch["label"]
+        if labels.min() < 0 or labels.max() >= nc:
+            raise ValueError(f"labels {labels.tolist()} outside 0..{nc - 1} (model.num_classes={nc}) in "
+                             f"{batch['path']}")
+        return labels.to(self.device, non_blocking=True)
+
+    def _no_sync(self, last: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if is_fsdp(self.model):
+            self.model.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        if hasattr(self.model, "no_sync") and not last:
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """Forward/backward over this rank's micro-batches, then clip, step, EMA. Returns step metrics."""
+        tc = self.cfg
+        loss_sum = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), device=self.device)
+        extras: dict[str, float] = {}
+        for i, batch in enumerate(micro_batches):
+            latents = self._latents(batch)
+            labels = self._labels(batch)
+            intervals = batch["interval"].to(self.device) if "interval" in batch else None
+            torch.manual_seed(step_seed(tc.seed, self.step, self.info.rank * self.accum + i))
+            with self._no_sync(last=i == len(micro_batches) - 1):
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                    enabled=self.autocast_dtype is not None):
+                    out = self.forward_model(latents, labels=labels, intervals=intervals)
+                loss = out["loss"].float()
+                (loss / self.accum).backward()
+            finite = torch.isfinite(loss.detach())
+            loss_sum += torch.where(finite, loss.detach(), torch.zeros_like(loss))
+            nonfinite += (~finite).float()
+            for k, v in out.items():
+                if k != "loss" and torch.is_tensor(v) and v.numel() == 1:
+                    extras[k] = extras.get(k, 0.0) + float(v.detach()) / len(micro_batches)
+
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a replicated DTensor
+            grad_norm = grad_norm.full_tensor()
+        stop = torch.tensor(float(self._signal_local or 0), device=self.device)
+        late = torch.tensor(float(tc.max_minutes is not None and
+                                  time.time() - self.t_start > 60 * tc.max_minutes), device=self.device)
+        stats = all_reduce_sum(torch.stack([loss_sum, nonfinite, stop, late]))  # one collective per step
+        self.out_of_time = float(stats[3]) > 0  # agreed by all ranks
+        loss_mean = float(stats[0]) / (self.accum * self.info.world_size)
+        bad = float(stats[1]) > 0 or not math.isfinite(float(grad_norm))
+        if float(stats[2]) > 0:  # some rank was signalled: every rank stops after this step
+            self.stop_signal = self._signal_local or signal.SIGTERM
+        if bad:
+            self.skipped_total += 1
+            self.consecutive_nonfinite += 1
+        else:
+            self.optimizer.step()
+            update_ema(self.ema, unwrap(self.model), tc.ema_decay)
+            self.consecutive_nonfinite = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        with warnings.catch_warnings():  # a skipped step advances the schedule without optimizer.step()
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        self.step += 1
+        return {"loss": loss_mean if not bad else float("nan"), "grad_norm": float(grad_norm), "lr": lr,
+                "skipped": float(bad), **extras}
+
+    # ---- data
+    def _micro_batches(self) -> Iterator[list[dict[str, Any]]]:
+        """This rank's micro-batches, grouped per optimizer step, from the current step on."""
+        while True:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            if hasattr(self.dataset, "set_epoch"):  # e.g. dynamic intervals re-drawn per epoch
+                self.dataset.set_epoch(epoch)
+            sampler = GlobalBatchSampler(len(self.dataset), self.cfg.global_batch_size, self.micro,
+                                         self.accum, self.info.rank, self.cfg.seed, epoch, start)
+            loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                                num_workers=self.run.data.num_workers,
+                                pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(step_seed(self.cfg.seed, epoch, start)))
+            group: list[dict[str, Any]] = []
+            for batch in loader:
+                group.append(batch)
+                if len(group) == self.accum:
+                    yield group
+                    group = []
+
+    # ---- checkpoints and samples
+    def save(self) -> Path:
+        state = {
+            "epoch": self.step // self.steps_per_epoch,
+            "batch_in_epoch": self.step % self.steps_per_epoch,  # the data sampler's position
+            "skipped_total": self.skipped_total,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+            "global_batch_size": self.cfg.global_batch_size,
+            "wall_time_s": self.wall_time_before + (time.time() - self.t_start),
+            "torch_version": str(torch.__version__),
+        }
+        path = save_checkpoint(self.out_dir, self.step, model=self.model, ema=self.ema,
+                               optimizer=self.optimizer, scheduler=self.scheduler,
+                               model_config=_model_config_json(self.run), run_config_yaml=self.run.to_yaml(),
+                               state=state, info=self.info, keep_last=self.cfg.keep_last)
+        self.last_checkpoint = path
+        return path
+
+    @property
+    def sample_dataset(self) -> Dataset:
+        if self._sample_dataset is None:
+            opts = self.run.data.sample_options
+            self._sample_dataset = (self.dataset if not opts else build_dataset(
+                self.run.data.kind, {**self.run.data.options, **opts}, where="data.sample_options"))
+        return self._sample_dataset
+
+    @torch.no_grad()
+    def sample(self) -> dict[str, Any]:
+        """Continue held-out clips with the EMA model; write GIF+MP4 (truth | prediction, predicted frames
+        in a red border) and log the PSNR of the predicted frames.
+
+        Under DDP only rank 0 samples; under FSDP2 every rank takes part (the EMA is sharded).
+        """
+        sc = self.cfg.sample
+        fsdp = is_fsdp(self.ema)
+        if not (self.info.is_main or fsdp):
+            barrier()
+            return {}
+        from magi.visualize import (comparison_image, mark_frames, psnr, side_by_side, stack_rows,
+                                    to_uint8, upscale, write_gif, write_mp4)
+
+        n = min(sc.num_videos, len(self.sample_dataset))
+        batch = collate([self.sample_dataset[i] for i in range(n)])
+        latents = self._latents(batch)  # (B, T, C, h, w)
+        labels = self._labels(batch)
+        intervals = batch["interval"].to(self.device) if "interval" in batch else None
+        gen = torch.Generator(device=self.device).manual_seed(sc.seed)
+        if fsdp:
+            self.ema.unshard()
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            pred = self.ema.generate(latents.shape[1], context=latents[:, :sc.context_frames],
+                                     labels=labels, intervals=intervals, cfg=sc.cfg,
+                                     mask_steps=sc.mask_steps, diffusion_steps=sc.diffusion_steps,
+                                     temperature=sc.temperature, sampler=sc.sampler, generator=gen)
+        if fsdp:
+            self.ema.reshard()
+        result: dict[str, Any] = {}
+        if self.info.is_main:
+            if self.vae is None:  # latents from a cache: the VAE is needed only now, to decode
+                self.vae = build_vae(self.run.vae.spec, self.run.vae.options).to(self.device).eval()
+            truth = batch["video"] if "video" in batch else self.vae.decode(latents.float()).cpu()
+            video = self.vae.decode(pred.float()).cpu()  # (B, T, 3, H, W)
+            truth = truth.to(video.dtype)
+            k = sc.context_frames  # video frames given as context; the rest are predicted
+            t0 = self.vae.video_frames(k) if hasattr(self.vae, "video_frames") else k
+            # PSNR of the predicted frames against the truth: meaningful only when continuing a context
+            score = float(psnr(video[:, t0:], truth[:, t0:], dims=(-4, -3, -2, -1)).mean()) if k else None
+            scale = max(1, 128 // truth.shape[-1])  # small videos are shown at ~128 px
+            truth_u8 = [upscale(to_uint8(truth[i]), scale) for i in range(n)]  # (T, H, W, 3) each
+            pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), t0) for i in range(n)]
+            grid = stack_rows([side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)])  # (T, H, W, 3)
+            base = self.out_dir / "samples" / f"step_{self.step:07d}"
+            paths = [write_gif(base.with_suffix(".gif"), grid, sc.fps),
+                     write_mp4(base.with_suffix(".mp4"), grid, sc.fps)]
+            self.logger.log_image("samples/truth_vs_ema", comparison_image(truth_u8, pred_u8), self.step)
+            if score is not None:
+                self.logger.log(self.step, {"sample/psnr_predicted": score})
+            self.samples += paths
+            self.last_sample_psnr = score
+            result = {"psnr": score, "paths": paths}
+        if not fsdp:
+            barrier()
+        return result
+
+    # ---- the loop
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def handler(signum, frame):  # noqa: ARG001
+            if self._signal_local is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self._signal_local = signum
+            if self.info.is_main:
+                print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then exiting",
+                      file=sys.stderr)
+
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    def fit(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        tc = self.cfg
+        self.t_start = time.time()
+        old_handlers = self._install_signal_handlers()
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "train_config.yaml").write_text(self.run.to_yaml())
+            print(f"magi train: {self.num_params / 1e6:.2f}M parameters, world size {self.info.world_size}, "
+                  f"global batch {tc.global_batch_size} = {self.info.world_size} ranks x {self.accum} "
+                  f"accumulation x {self.micro} clips, {self.max_steps} steps, device {self.device}, "
+                  f"{tc.precision}, {tc.parallel}; output {self.out_dir}")
+        progress = tqdm(total=self.max_steps, initial=self.step, disable=not (tc.progress and self.info.is_main),
+                        desc="train", dynamic_ncols=True)
+        window: list[dict[str, float]] = []
+        t_window, steps_window = time.time(), 0
+        final_loss = None
+        try:
+            batches = self._micro_batches()
+            while self.step < self.max_steps and self.stop_signal is None and not self.out_of_time:
+                metrics = self.train_step(next(batches))
+                window.append(metrics)
+                steps_window += 1
+                progress.update(1)
+                if self.consecutive_nonfinite >= tc.max_nonfinite:
+                    path = self.save()
+                    raise NonFiniteLossError(
+                        f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+                        f"(train.max_nonfinite={tc.max_nonfinite}) at step {self.step}; the last good "
+                        f"weights are saved in {path}. Lower train.lr, raise train.warmup_steps or check "
+                        f"the data.")
+                if self.step % tc.log_every == 0 or self.step == self.max_steps:
+                    final_loss = self._log_window(window, time.time() - t_window, steps_window, progress)
+                    window, t_window, steps_window = [], time.time(), 0
+                if self.step % tc.checkpoint_every == 0 and self.step < self.max_steps:
+                    self.save()
+                if (tc.sample_every and tc.sample.num_videos and self.step % tc.sample_every == 0
+                        and self.step < self.max_steps):
+                    self.sample()
+            if window:
+                final_loss = self._log_window(window, time.time() - t_window, steps_window, progress)
+            if self.step > 0 and (self.last_checkpoint is None or
+                                  self.last_checkpoint.name != str(self.step)):
+                self.save()
+            if self.stop_signal is None and tc.sample.num_videos > 0 and self.step > 0:
+                self.sample()
+        finally:
+            progress.close()
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+        wall = self.wall_time_before + (time.time() - self.t_start)
+        interrupted = signal.Signals(self.stop_signal).name if self.stop_signal is not None else None
+        result = TrainResult(self.out_dir, self.step, self.last_checkpoint, final_loss, self.skipped_total,
+                             wall, interrupted, list(self.samples), self.last_sample_psnr)
+        if self.info.is_main:
+            summary = {"step": self.step, "max_steps": self.max_steps, "final_loss": final_loss,
+                       "skipped_steps": self.skipped_total, "wall_time_s": wall,
+                       "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                       "sample_psnr_predicted": self.last_sample_psnr, "interrupted_by": interrupted}
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if interrupted:
+                print(f"stopped by {interrupted} at step {self.step}; checkpoint {self.last_checkpoint}; "
+                      f"continue with --resume auto")
+        self.logger.close()
+        return result
+
+    def _log_window(self, window: list[dict[str, float]], seconds: float, steps: int, progress) -> float | None:
+        good = [m for m in window if not m["skipped"]]
+        loss = float(np.mean([m["loss"] for m in good])) if good else None
+        seconds = max(seconds, 1e-9)
+        scalars = {
+            "train/lr": window[-1]["lr"],
+            "train/grad_norm": float(np.mean([m["grad_norm"] for m in good])) if good else float("nan"),
+            "train/skipped_steps": float(self.skipped_total),
+            "perf/samples_per_s": steps * self.cfg.global_batch_size / seconds,
+            "perf/tokens_per_s": steps * self.cfg.global_batch_size * self.tokens_per_clip / seconds,
+            "perf/step_time_s": seconds / steps,
+        }
+        if loss is not None:
+            scalars["train/loss"] = loss
+        for k in window[-1]:
+            if k not in ("loss", "grad_norm", "lr", "skipped"):
+                scalars[f"train/{k}"] = float(np.mean([m[k] for m in window if k in m]))
+        self.logger.log(self.step, scalars)
+        if self.device.type == "cpu":
+            release_free_memory()
+        progress.set_postfix(loss=f"{loss:.4f}" if loss is not None else "nan",
+                             lr=f"{scalars['train/lr']:.2e}", refresh=False)
+        return loss
+
+
+def _model_config_json(run: RunConfig) -> dict:
+    """config.json of a checkpoint: the model config, as `Magi.save_pretrained` writes it."""
+    return run.model.to_dict()
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def train(run: RunConfig, out_dir: str | Path, resume: str | None = None, **components) -> TrainResult:
+    """Build a Trainer (optionally with a prebuilt `model`, `dataset`, `vae`), resume, and fit."""
+    trainer = Trainer(run, out_dir, **components)
+    trainer.resume(resume)
+    return trainer.fit()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="magi train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="run config YAML (model, data, vae, train)")
+    p.add_argument("--out", required=True, help="output directory (checkpoints, logs, samples)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, repeatable: --set train.lr=1e-4 --set model.width=256")
+    p.add_argument("--resume", default=None,
+                   help="'auto' = newest good checkpoint in --out (start fresh if none), or a checkpoint dir")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run = RunConfig.load(args.config, args.set)  # every config error surfaces here, before any work
+    except (ValueError, FileNotFoundError) as e:
+        print(f"magi train: {e}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            trainer = Trainer(run, args.out)  # data/model mismatches also fail here, before training
+        except (ValueError, FileNotFoundError) as e:
+            print(f"magi train: {e}", file=sys.stderr)
+            return 2
+        trainer.resume(args.resume)
+        result = trainer.fit()
+    except NonFiniteLossError as e:
+        print(f"magi train: {e}", file=sys.stderr)
+        return 3
+    finally:
+        destroy_distributed()
+    if result.interrupted_by:
+        return 128 + int(getattr(signal, result.interrupted_by))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Turning videos into files people look at: side-by-side frames, GIF, MP4, frame grids, PSNR.
+
+Videos are float tensors (T, 3, H, W) or (B, T, 3, H, W) in [-1, 1] (the data convention) or uint8
+arrays (T, H, W, 3). GIF is written with Pillow, MP4 (H.264) with PyAV via `magi.data.video.write_video`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(..., T, 3, H, W) float in [-1, 1] -> (..., T, H, W, 3) uint8."""
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()  # (..., T, H, W, 3)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...] = (-3, -2, -1)) -> torch.Tensor:
+    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2), reduced over `dims` (per frame by default)."""
+    mse = (pred.float().clamp(-1, 1) - target.float().clamp(-1, 1)).pow(2).mean(dim=dims)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Place uint8 videos (T, H, W, 3) of the same T and H next to each other with a white gap."""
+    t, h = videos[0].shape[:2]
+    parts = []
+    for i, v in enumerate(videos):
+        if v.shape[:2] != (t, h):
+            raise ValueError(f"side_by_side: video {i} has shape {v.shape}, expected T={t}, H={h}")
+        if i:
+            parts.append(np.full((t, h, gap, 3), 255, np.uint8))
+        parts.append(v)
+    return np.concatenate(parts, axis=2)  # (T, H, sum W, 3)
+
+
+def stack_rows(videos: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Stack uint8 videos (T, H, W, 3) of the same T and W vertically with a white gap."""
+    t, _, w = videos[0].shape[:3]
+    parts = []
+    for i, v in enumerate(videos):
+        if i:
+            parts.append(np.full((t, gap, w, 3), 255, np.uint8))
+        parts.append(v)
+    return np.concatenate(parts, axis=1)  # (T, sum H, W, 3)
+
+
+def frame_grid(video: np.ndarray, gap: int = 2) -> np.ndarray:
+    """All frames of a uint8 video (T, H, W, 3) left to right as one image (H, T*W, 3)."""
+    t, h, w, _ = video.shape
+    out = np.full((h, t * w + (t - 1) * gap, 3), 255, np.uint8)
+    for i in range(t):
+        out[:, i * (w + gap): i * (w + gap) + w] = video[i]
+    return out
+
+
+def comparison_image(truth: list[np.ndarray], pred: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """One image of clips as frame strips: for each clip a row of ground-truth frames above a row of
+    predicted frames (uint8 videos (T, H, W, 3)); clips separated by a wider white gap."""
+    rows = []
+    for i, (t, p) in enumerate(zip(truth, pred)):
+        pair = np.concatenate([frame_grid(t, gap), np.full((gap, frame_grid(t, gap).shape[1], 3), 255, np.uint8),
+                               frame_grid(p, gap)], axis=0)  # (2H + gap, T*W, 3)
+        if i:
+            rows.append(np.full((4 * gap, pair.shape[1], 3), 255, np.uint8))
+        rows.append(pair)
+    return np.concatenate(rows, axis=0)
+
+
+def upscale(video: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of (T, H, W, 3) so small videos are visible."""
+    return video.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else video
+
+
+def mark_frames(video: np.ndarray, start: int, color=(220, 40, 40), width: int = 2) -> np.ndarray:
+    """A copy of uint8 video (T, H, W, 3) with a coloured border on frames `start`.. (e.g. predicted ones)."""
+    video = video.copy()
+    v = video[start:]
+    v[:, :width], v[:, -width:], v[:, :, :width], v[:, :, -width:] = color, color, color, color
+    return video
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
+    """Write uint8 frames (T, H, W, 3) as a looping GIF."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
+                   loop=0, optimize=False, disposal=1)
+    return path
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
+    """Write uint8 frames (T, H, W, 3) as H.264 MP4 (the data package's PyAV writer)."""
+    from magi.data.video import write_video as write_mp4_file
+
+    return write_mp4_file(path, np.ascontiguousarray(frames), fps=fps)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
+    """GIF or MP4 by the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return write_gif(path, frames, fps)
+    if suffix == ".mp4":
+        return write_mp4(path, frames, fps)
+    raise ValueError(f"{path}: expected a .gif or .mp4 file name")
+
+
+__all__ = ["to_uint8", "psnr", "side_by_side", "stack_rows", "frame_grid", "comparison_image", "upscale", "mark_frames", "write_gif",
+           "write_mp4", "write_video"]
