@@ -32,8 +32,8 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> 
     """Part 1: predictions of the shipped checkpoint on held-out clips, with PSNR and a baseline."""
     from magi import Magi
     from magi.train import build_dataset, build_vae, collate
-    from magi.visualize import (comparison_image, mark_frames, psnr, side_by_side, stack_rows, to_uint8,
-                                upscale, write_gif, write_mp4)
+    from magi.video_io import side_by_side, write_gif, write_mp4
+    from magi.visualize import comparison_image, mark_frames, psnr, stack_rows, to_uint8, upscale
 
     t0 = time.time()
     if not (pretrained / "config.json").is_file():
@@ -66,7 +66,7 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> 
     pred_u8 = [mark_frames(upscale(to_uint8(video[i]), scale), k_video) for i in range(len(truth))]
     pairs = [side_by_side(t, p) for t, p in zip(truth_u8, pred_u8)]  # truth | prediction, (T, H, W, 3)
     cols = 2 if len(pairs) % 2 == 0 else 1  # two clips per row keeps the GIF roughly square
-    grid = stack_rows([side_by_side(*pairs[i:i + cols], gap=8) for i in range(0, len(pairs), cols)])
+    grid = stack_rows([side_by_side(*pairs[i:i + cols], pad=8) for i in range(0, len(pairs), cols)])
     gif = write_gif(out / "prediction_vs_truth.gif", grid, fps=sc.fps)
     mp4 = write_mp4(out / "prediction_vs_truth.mp4", grid, fps=sc.fps)
     from PIL import Image

@@ -479,8 +479,8 @@ class Trainer:
         if not (self.info.is_main or fsdp):
             barrier()
             return {}
-        from magi.visualize import (comparison_image, mark_frames, psnr, side_by_side, stack_rows,
-                                    to_uint8, upscale, write_gif, write_mp4)
+        from magi.video_io import side_by_side, write_gif, write_mp4
+        from magi.visualize import comparison_image, mark_frames, psnr, stack_rows, to_uint8, upscale
 
         n = min(sc.num_videos, len(self.sample_dataset))
         batch = collate([self.sample_dataset[i] for i in range(n)])

@@ -1,40 +1,27 @@
-"""Turning videos into files people look at: side-by-side frames, GIF, MP4, frame grids, PSNR.
+"""Composing prediction-vs-truth pictures for training samples and the demo: stacked rows, frame
+strips, upscaling, marked predicted frames, PSNR of float videos.
 
 Videos are float tensors (T, 3, H, W) or (B, T, 3, H, W) in [-1, 1] (the data convention) or uint8
-arrays (T, H, W, 3). GIF is written with Pillow, MP4 (H.264) with PyAV via `magi.data.video.write_video`.
+arrays (T, H, W, 3). Writing GIF/MP4 and joining clips side by side live in `magi.video_io`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from magi import video_io
+
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(..., T, 3, H, W) float in [-1, 1] -> (..., T, H, W, 3) uint8."""
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()  # (..., T, H, W, 3)
+    """(..., T, 3, H, W) float in [-1, 1] -> (..., T, H, W, 3) uint8 numpy."""
+    return video_io.to_uint8(video.detach()).movedim(-3, -1).cpu().numpy()  # (..., T, H, W, 3)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...] = (-3, -2, -1)) -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1] (peak-to-peak 2), reduced over `dims` (per frame by default)."""
     mse = (pred.float().clamp(-1, 1) - target.float().clamp(-1, 1)).pow(2).mean(dim=dims)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
-
-
-def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
-    """Place uint8 videos (T, H, W, 3) of the same T and H next to each other with a white gap."""
-    t, h = videos[0].shape[:2]
-    parts = []
-    for i, v in enumerate(videos):
-        if v.shape[:2] != (t, h):
-            raise ValueError(f"side_by_side: video {i} has shape {v.shape}, expected T={t}, H={h}")
-        if i:
-            parts.append(np.full((t, h, gap, 3), 255, np.uint8))
-        parts.append(v)
-    return np.concatenate(parts, axis=2)  # (T, H, sum W, 3)
 
 
 def stack_rows(videos: list[np.ndarray], gap: int = 2) -> np.ndarray:
@@ -83,34 +70,4 @@ def mark_frames(video: np.ndarray, start: int, color=(220, 40, 40), width: int =
     return video
 
 
-def write_gif(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
-    """Write uint8 frames (T, H, W, 3) as a looping GIF."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
-                   loop=0, optimize=False, disposal=1)
-    return path
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
-    """Write uint8 frames (T, H, W, 3) as H.264 MP4 (the data package's PyAV writer)."""
-    from magi.data.video import write_video as write_mp4_file
-
-    return write_mp4_file(path, np.ascontiguousarray(frames), fps=fps)
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path:
-    """GIF or MP4 by the file's suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".gif":
-        return write_gif(path, frames, fps)
-    if suffix == ".mp4":
-        return write_mp4(path, frames, fps)
-    raise ValueError(f"{path}: expected a .gif or .mp4 file name")
-
-
-__all__ = ["to_uint8", "psnr", "side_by_side", "stack_rows", "frame_grid", "comparison_image", "upscale", "mark_frames", "write_gif",
-           "write_mp4", "write_video"]
+__all__ = ["to_uint8", "psnr", "stack_rows", "frame_grid", "comparison_image", "upscale", "mark_frames"]
