@@ -217,9 +217,8 @@ class Magi(nn.Module):
         for t in range(T):
             out.append(self.backbone.step(tokens[:, t], mask[:, t].bool(), t, cond, cache,
                                           self.config.num_frames))
-            if t < T - 1:
-                self.backbone.step(tokens[:, t], None, t, cond, cache, self.config.num_frames)
-                cache.commit()
+            if t < T - 1:  # the complete frame joins the cache exactly as in generation
+                self._commit(tokens[:, t], t, cond, cache, self.config.num_frames)
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
