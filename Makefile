@@ -27,7 +27,7 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/magi demo --out outputs/demo
 
-# Rebuild pretrained/ (about 1.5 hours on one core; resumable): train, then export the EMA weights.
+# Rebuild pretrained/ (6 min on one H100, ~10 hours on one CPU core; resumable): train, then export the EMA weights.
 pretrained: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/demo_pretrained --pretrained pretrained

@@ -13,10 +13,13 @@ On the CPU torch has no FlexAttention backward, so the flex rows time the compil
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's magi, installed or not
 from common import median_time, print_table, write_results
 
 from magi.model.attention import FlexKernel, TemporalMask
@@ -45,7 +48,8 @@ def main() -> None:
     print_table(rows, cols)
     write_results("attention", {"args": vars(args), "rows": rows,
                                 "note": "work = (query, key) pairs the kernel computes; CTF flex "
-                                        "fwd+bwd is not timed on the CPU (no backward in torch)"})
+                                        "fwd+bwd is not timed on the CPU (no backward in torch)"},
+                  device.type)
 
 
 def run_shape(T: int, N: int, args, device, dtype) -> list[dict]:
@@ -74,6 +78,7 @@ def run_shape(T: int, N: int, args, device, dtype) -> list[dict]:
     variants = [
         ("CTF flex (frame-aligned blocks)", ctf, lambda q, k, v: flex(q, k, v, ctf.block_mask), ctf.computed_pairs(), True),
         ("CTF flex (128-token blocks)", ctf128, lambda q, k, v: flex(q, k, v, ctf128.block_mask), ctf128.computed_pairs(), True),
+        ("MTF flex (frame-aligned blocks)", mtf, lambda q, k, v: flex(q, k, v, mtf.block_mask), mtf.computed_pairs(), True),
         ("CTF dense (SDPA + bool mask)", ctf, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=ctf.dense), ctf.seq_len ** 2, False),
         ("MTF dense (SDPA + bool mask)", mtf, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mtf.dense), mtf.seq_len ** 2, False),
     ]

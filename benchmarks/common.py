@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -11,7 +12,8 @@ from typing import Callable
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+# MAGI_RESULTS_DIR redirects the result files (e.g. to a GPU machine's output folder).
+RESULTS = Path(os.environ.get("MAGI_RESULTS_DIR") or Path(__file__).resolve().parent.parent / "results")
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -49,9 +51,10 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def write_results(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, payload: dict, device: str = "cpu") -> Path:
+    """Write `results/<name>.json` (`<name>_cuda.json` for GPU runs, so CPU results are kept)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / (f"{name}.json" if device == "cpu" else f"{name}_{device}.json")
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     print(f"wrote {path}")
     return path

@@ -1,5 +1,7 @@
 """The CTF / MTF masks (DESIGN §3), pinned by enumeration, by sparsity, and by perturbing inputs."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -175,3 +177,48 @@ def test_compiled_flex_matches_sdpa():
     mask = torch.rand(2, 4, 16) < 0.7
     with torch.no_grad():
         torch.testing.assert_close(flex.conditions(x, mask), dense.conditions(x, mask), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled FlexAttention's Triton kernel needs CUDA")
+@pytest.mark.parametrize("tokens_per_frame", [16, 64, 256])
+@pytest.mark.parametrize("teacher_forcing", ["ctf", "mtf"])
+def test_compiled_flex_matches_sdpa_on_cuda(teacher_forcing, tokens_per_frame):
+    """The Triton kernel, forward and backward, on frame-aligned blocks smaller than its default tiles
+    (16 and 64 tokens: the paper's UCF-101 shape) and on 128-token blocks."""
+    from magi.model.attention import FlexKernel
+
+    mask = TemporalMask(teacher_forcing, 5, tokens_per_frame, torch.device("cuda"))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 4, mask.seq_len, 64, device="cuda", generator=gen, requires_grad=True)
+               for _ in range(3))
+    kernel = FlexKernel(compile=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="compiled FlexAttention unavailable")  # no fallback
+        out = kernel(q, k, v, mask.block_mask)
+    assert kernel.compile
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)  # TF32 inside the Triton kernel
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=5e-2, atol=5e-2)
+
+
+def test_coarse_block_mask_is_the_same_mask():
+    """The 128-token-block twin used for compiled bf16 training masks exactly the same pairs."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from magi.model.attention import FlexKernel
+
+    mask = TemporalMask("ctf", 5, 16, CPU)
+    kernel = FlexKernel(compile=False)
+    coarse = kernel.coarse(mask.block_mask)
+    assert mask.block_mask.BLOCK_SIZE == (16, 16) and coarse.BLOCK_SIZE == (128, 128)
+    assert kernel.coarse(mask.block_mask) is coarse  # cached
+    q, k, v = (torch.randn(1, 2, mask.seq_len, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fine_out = flex_attention(q, k, v, block_mask=mask.block_mask)
+        coarse_out = flex_attention(q, k, v, block_mask=coarse)
+    torch.testing.assert_close(coarse_out, fine_out)
+    torch.testing.assert_close(fine_out, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense))

@@ -38,6 +38,7 @@ def test_demo_configs_fit_their_data(tmp_path, name):
     from magi.train import Trainer
 
     path = next(p for p in CONFIGS if p.stem == name)
-    run = RunConfig.load(path, ["data.options.num_videos=16", "data.sample_options.num_videos=4"])
+    run = RunConfig.load(path, ["data.options.num_videos=16", "data.sample_options.num_videos=4",
+                                "train.global_batch_size=8"])
     trainer = Trainer(run, tmp_path)  # builds data, VAE and model; raises if the latents do not fit
     assert trainer.latent_frames == run.model.num_frames
