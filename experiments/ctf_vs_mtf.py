@@ -1,0 +1,134 @@
+"""CTF versus MTF at equal training steps and data (the paper's central claim, Table 4 / Figure 5).
+
+Trains the same ~2M-parameter model twice on one dataset, once with Complete Teacher Forcing and once
+with Masked Teacher Forcing, then scores both on held-out videos:
+- the validation masked-prediction loss under the inference condition (complete context frames, as in
+  generation), next to each model's loss under its own training condition;
+- per-frame PSNR/SSIM of predictions from 2 context frames over 12 frames (twice the training length),
+  for several sampling seeds (mean and spread), and the adjacent-frame L2 curves.
+
+    python experiments/ctf_vs_mtf.py --dataset digits          # train both arms, then evaluate
+    python experiments/ctf_vs_mtf.py --dataset atari --only mtf --stage train   # one arm (side by side)
+
+CPU budget (2-core machine, one thread per job): per arm at the default 3,000 steps of batch 8, ~20 min
+for CTF (0.35-0.45 s/step) and ~14 min for MTF (0.24-0.3 s/step); recording Atari ~2 min once;
+evaluation ~3 min per dataset. Resumable: a run continues from its newest checkpoint.
+Writes results/reproduction/ctf_vs_mtf_<dataset>.{json,png} and GIFs of the worst and typical clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (CONTEXT, HORIZON, RESULTS, TRAIN_FRAMES, eval_clips, inference_loss, load,  # noqa: E402
+                    predict, prepare_atari, run_config, save_gif, threads_from_env, train, video_metrics,
+                    write_json)
+
+ARMS = ("ctf", "mtf")
+
+
+def evaluate(dataset: str, steps: int, num_clips: int, seeds: list[int]) -> dict:
+    results = {"dataset": dataset, "steps": steps, "context_frames": CONTEXT, "horizon": HORIZON,
+               "train_frames": TRAIN_FRAMES, "num_clips": num_clips, "sampling_seeds": seeds, "arms": {}}
+    short = eval_clips(dataset, TRAIN_FRAMES, num_clips, seed=1)
+    long = eval_clips(dataset, CONTEXT + HORIZON, num_clips, seed=2)
+    for arm in ARMS:
+        model, vae, _ = load(f"{dataset}_{arm}")
+        with torch.no_grad():
+            latents = vae.encode(short["video"])  # (B, T, C, h, w)
+        r = inference_loss(model, latents, short["label"], short["interval"])
+        runs = []
+        for s in seeds:
+            pred = predict(model, vae, long, CONTEXT + HORIZON, seed=s)
+            runs.append(video_metrics(pred, long["video"]))
+            if s == seeds[0]:
+                psnr_clip = _clip_psnr(pred, long["video"])
+                order = torch.argsort(psnr_clip)  # worst first
+                save_gif(RESULTS / f"ctf_vs_mtf_{dataset}_{arm}_worst.gif", pred[order], long["video"][order])
+                save_gif(RESULTS / f"ctf_vs_mtf_{dataset}_{arm}.gif", pred, long["video"])
+        r["per_seed"] = runs
+        r["psnr"] = [m["psnr"] for m in runs]
+        r["psnr_last"] = [m["psnr_last"] for m in runs]
+        r["ssim"] = [m["ssim"] for m in runs]
+        r["psnr_predicted_frames"] = torch.tensor([m["psnr_predicted_frames"] for m in runs]).mean(0).tolist()
+        r["l2_pred"] = torch.tensor([m["l2_pred"] for m in runs]).mean(0).tolist()
+        r["l2_truth"] = runs[0]["l2_truth"]
+        results["arms"][arm] = r
+    c, m = results["arms"]["ctf"], results["arms"]["mtf"]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    results["relative"] = {
+        "inference_loss_mtf_over_ctf": m["inference_loss"] / c["inference_loss"],
+        "psnr_last_ctf_minus_mtf_db": mean(c["psnr_last"]) - mean(m["psnr_last"]),
+        "psnr_ctf_minus_mtf_db": mean(c["psnr"]) - mean(m["psnr"]),
+    }
+    write_json(RESULTS / f"ctf_vs_mtf_{dataset}.json", results)
+    plot(results, RESULTS / f"ctf_vs_mtf_{dataset}.png")
+    return results
+
+
+def _clip_psnr(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    from magi.evaluate.metrics import psnr
+    from magi.video_io import to_uint8
+
+    ps = psnr(to_uint8(pred), to_uint8(truth))[:, CONTEXT:]  # (B, H)
+    return torch.where(torch.isfinite(ps), ps, torch.full_like(ps, 99.0)).mean(1)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
+    for arm, color in (("ctf", "C0"), ("mtf", "C3")):
+        r = results["arms"][arm]
+        per_seed = torch.tensor([m["psnr_predicted_frames"] for m in r["per_seed"]])  # (seeds, H)
+        x = range(1, per_seed.shape[1] + 1)
+        axes[0].plot(x, per_seed.mean(0), color=color, label=arm.upper())
+        axes[0].fill_between(x, per_seed.min(0).values, per_seed.max(0).values, color=color, alpha=0.2)
+        axes[1].plot(range(len(r["inference_loss_per_frame"])), r["inference_loss_per_frame"], "o-",
+                     color=color, label=arm.upper())
+        axes[2].plot(range(1, len(r["l2_pred"]) + 1), r["l2_pred"], color=color, label=arm.upper())
+    axes[2].plot(range(1, len(r["l2_truth"]) + 1), r["l2_truth"], "k--", label="ground truth")
+    axes[0].axvline(TRAIN_FRAMES - CONTEXT + 0.5, color="0.6", ls=":", lw=1)
+    axes[0].set(xlabel="predicted frame", ylabel="PSNR (dB)", title="prediction from 2 frames")
+    axes[1].set(xlabel="frame index", ylabel="diffusion loss", title="inference-condition val. loss")
+    axes[2].set(xlabel="frame t", ylabel="L2(x_t, x_t-1)", title="adjacent-frame L2")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.suptitle(f"CTF vs MTF on {results['dataset']} ({results['steps']} steps each)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=["digits", "atari"], required=True)
+    p.add_argument("--stage", choices=["train", "eval", "all"], default="all")
+    p.add_argument("--only", choices=ARMS, help="train one arm only")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--clips", type=int, default=32, help="held-out clips")
+    p.add_argument("--sampling-seeds", default="0,1,2")
+    args = p.parse_args()
+    threads_from_env()
+    if args.dataset == "atari":
+        prepare_atari()
+    if args.stage in ("train", "all"):
+        for arm in ([args.only] if args.only else ARMS):
+            train(f"{args.dataset}_{arm}", run_config(args.dataset, arm, args.steps, seed=args.seed))
+    if args.stage in ("eval", "all"):
+        evaluate(args.dataset, args.steps, args.clips, [int(s) for s in args.sampling_seeds.split(",")])
+
+
+if __name__ == "__main__":
+    main()
