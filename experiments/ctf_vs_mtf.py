@@ -10,9 +10,10 @@ with Masked Teacher Forcing, then scores both on held-out videos:
     python experiments/ctf_vs_mtf.py --dataset digits          # train both arms, then evaluate
     python experiments/ctf_vs_mtf.py --dataset atari --only mtf --stage train   # one arm (side by side)
 
-CPU budget (2-core machine, one thread per job): per arm at the default 3,000 steps of batch 8, ~20 min
-for CTF (0.35-0.45 s/step) and ~14 min for MTF (0.24-0.3 s/step); recording Atari ~2 min once;
-evaluation ~3 min per dataset. Resumable: a run continues from its newest checkpoint.
+CPU budget (2-core machine, one thread per job, two jobs side by side): digits, 5,000 steps of batch 8
+per arm: ~34 min CTF (0.35-0.45 s/step), ~24 min MTF; Atari, 3,000 steps: ~38 min CTF, ~30 min MTF with
+a third job running (alone ~0.4 / 0.3 s/step); recording Atari <1 min once; evaluation ~2-4 min per
+dataset. Resumable: a run continues from its newest checkpoint.
 Writes results/reproduction/ctf_vs_mtf_<dataset>.{json,png} and GIFs of the worst and typical clips.
 """
 
@@ -115,12 +116,13 @@ def main() -> None:
     p.add_argument("--dataset", choices=["digits", "atari"], required=True)
     p.add_argument("--stage", choices=["train", "eval", "all"], default="all")
     p.add_argument("--only", choices=ARMS, help="train one arm only")
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, help="training steps per arm (default: 5000 digits, 3000 atari)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--clips", type=int, default=32, help="held-out clips")
     p.add_argument("--sampling-seeds", default="0,1,2")
     args = p.parse_args()
     threads_from_env()
+    args.steps = args.steps or {"digits": 5000, "atari": 3000}[args.dataset]
     if args.dataset == "atari":
         prepare_atari()
     if args.stage in ("train", "all"):
