@@ -436,6 +436,7 @@ class TrainConfig:
     # numerics
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 = autocast with fp32 master weights
     ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)); see magi.ema.ema_decay_at
     # parallelism and device
     parallel: Literal["ddp", "fsdp"] = "ddp"
     device: Literal["auto", "cpu", "cuda"] = "auto"

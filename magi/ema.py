@@ -21,6 +21,18 @@ def make_ema(model: nn.Module) -> nn.Module:
     return ema
 
 
+def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
+    """The decay for the EMA update after optimizer step `step` (0-based).
+
+    With `warmup`, min(decay, (1 + step) / (10 + step)) (the usual EMA warm-up, as in diffusers'
+    EMAModel): early on the average covers only the last ~step/9 updates, so a short run's EMA does not
+    keep a share of the random initial weights (decay**steps: 5% after 3,000 steps at 0.999) or of the
+    early, poor weights. It reaches 0.999 after ~9,000 steps and 0.9999 after ~90,000; without `warmup`,
+    `decay` from the first step (MAR's and DiT's plain EMA).
+    """
+    return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
+
+
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The rank-local shard of a DTensor (FSDP2), or the tensor itself."""
     return t.to_local() if hasattr(t, "to_local") else t
@@ -42,4 +54,4 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(b)
 
 
-__all__ = ["make_ema", "update_ema"]
+__all__ = ["make_ema", "update_ema", "ema_decay_at"]

@@ -39,7 +39,7 @@ from magi.config import RunConfig
 from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object,
                               destroy_distributed, init_distributed, is_fsdp, shard_fsdp, unwrap,
                               wrap_model)
-from magi.ema import make_ema, update_ema
+from magi.ema import ema_decay_at, make_ema, update_ema
 from magi.logging_utils import MetricsLogger
 
 
@@ -410,7 +410,7 @@ class Trainer:
             self.consecutive_nonfinite += 1
         else:
             self.optimizer.step()
-            update_ema(self.ema, unwrap(self.model), tc.ema_decay)
+            update_ema(self.ema, unwrap(self.model), ema_decay_at(self.step, tc.ema_decay, tc.ema_warmup))
             self.consecutive_nonfinite = 0
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]

@@ -221,4 +221,5 @@ def test_coarse_block_mask_is_the_same_mask():
         fine_out = flex_attention(q, k, v, block_mask=mask.block_mask)
         coarse_out = flex_attention(q, k, v, block_mask=coarse)
     torch.testing.assert_close(coarse_out, fine_out)
-    torch.testing.assert_close(fine_out, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense))
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense)
+    torch.testing.assert_close(fine_out, dense)

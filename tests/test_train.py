@@ -54,6 +54,27 @@ def test_lr_schedule_warmup_constant_and_cosine():
     assert [round(w(i), 3) for i in range(11)] == [0.5, 1, 1, 1, 1, 1, 0.775, 0.55, 0.325, 0.1, 0.1]
 
 
+def test_ema_warmup_forgets_the_initial_weights():
+    """EMA from 0 toward constant weights 1: after 100 updates at decay 0.999 the plain EMA still holds
+    0.999**100 = 90% of the start, the warmed-up one none of it; the warm-up caps at the decay."""
+    from magi.ema import ema_decay_at, make_ema, update_ema
+
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(10**6, 0.999) == 0.999 and ema_decay_at(0, 0.999, warmup=False) == 0.999
+    finals = {}
+    for warmup in (True, False):
+        model = torch.nn.Linear(3, 2)
+        ema = make_ema(model)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            ema.weight.zero_()
+        for step in range(100):
+            update_ema(ema, model, ema_decay_at(step, 0.999, warmup))
+        finals[warmup] = ema.weight
+    torch.testing.assert_close(finals[True], torch.ones(2, 3))
+    torch.testing.assert_close(finals[False], torch.full((2, 3), 1 - 0.999**100))
+
+
 def test_param_groups_follow_no_weight_decay():
     from magi import Magi, MagiConfig
 

@@ -50,7 +50,8 @@ def test_shipped_checkpoint_matches_its_config_and_loads():
     committed = RunConfig.load(ROOT / "configs" / "demo_pretrained.yaml")
     assert shipped.model == committed.model
     assert dataclasses.replace(shipped.data, num_workers=0) == dataclasses.replace(committed.data, num_workers=0)
-    for key in ("max_steps", "global_batch_size", "lr", "warmup_steps", "decay_steps", "ema_decay", "sample"):
+    for key in ("max_steps", "global_batch_size", "lr", "warmup_steps", "decay_steps", "ema_decay", "ema_warmup",
+                "sample"):
         assert getattr(shipped.train, key) == getattr(committed.train, key), key
     model = Magi.from_pretrained(ROOT / "pretrained")
     assert model.config == committed.model
