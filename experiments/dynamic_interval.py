@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (CONTEXT, RESULTS, TRAIN_FRAMES, eval_clips, load, predict, run_config,  # noqa: E402
+from common import (CONTEXT, RESULTS, TRAIN_FRAMES, eval_clips, load, predict, reference, run_config,  # noqa: E402
                     save_gif, threads_from_env, train, video_metrics, write_json)
 
 ARMS = {"fixed": "digits_ctf", "dynamic": "digits_ctf_dynamic"}
@@ -39,15 +39,16 @@ LENGTH = 4 * TRAIN_FRAMES
 def evaluate(num_clips: int, seed: int) -> dict:
     results = {"length": LENGTH, "context_frames": CONTEXT, "intervals": list(INTERVALS),
                "num_clips": num_clips, "arms": {}}
-    truth = {i: eval_clips("digits", LENGTH, num_clips, interval=i, seed=3) for i in INTERVALS}
+    clips = {i: eval_clips("digits", LENGTH, num_clips, interval=i, seed=3) for i in INTERVALS}
     for arm, name in ARMS.items():
         model, vae, _ = load(name)
         per = {}
         for i in INTERVALS:
-            batch = truth[i]
+            batch = clips[i]
             cond = torch.ones_like(batch["interval"]) if arm == "fixed" else batch["interval"]
             pred = predict(model, vae, batch, LENGTH, seed=seed, interval=cond)
-            m = video_metrics(pred, batch["video"])
+            truth = reference(vae, batch)  # equal to the clips for the gray digits
+            m = video_metrics(pred, truth)
             gen, gt = torch.tensor(m["l2_pred"]), torch.tensor(m["l2_truth"])
             fut = slice(CONTEXT, None)  # adjacent pairs involving generated frames
             m["l2_abs_gap"] = float((gen[fut] - gt[fut]).abs().mean())
@@ -55,7 +56,7 @@ def evaluate(num_clips: int, seed: int) -> dict:
             per[str(i)] = {k: m[k] for k in ("psnr", "psnr_predicted_frames", "l2_pred", "l2_truth",
                                              "l2_abs_gap", "l2_ratio_last_quarter", "ssim")}
             if i == 4:
-                save_gif(RESULTS / f"dynamic_interval_{arm}_interval4.gif", pred, batch["video"])
+                save_gif(RESULTS / f"dynamic_interval_{arm}_interval4.gif", pred, truth)
         results["arms"][arm] = per
     write_json(RESULTS / "dynamic_interval.json", results)
     plot(results, RESULTS / "dynamic_interval.png")

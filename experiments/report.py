@@ -22,9 +22,10 @@ def _ms(xs: list[float], digits: int = 2) -> str:
 
 
 def ctf_vs_mtf() -> None:
-    print("| dataset | arm | val. loss, inference condition | val. loss, own training condition | "
-          "PSNR over 12 predicted frames (dB) | PSNR at predicted frame 12 (dB) | SSIM |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dataset | arm | val. loss, inference condition | on moving tokens | on training clips | "
+          "PSNR over 12 predicted frames (dB) | PSNR at predicted frame 12 (dB) | SSIM | digit kept, "
+          "predicted frame 1 / 12 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rel = []
     for dataset in ("digits", "atari"):
         path = RESULTS / f"ctf_vs_mtf_{dataset}.json"
@@ -33,16 +34,26 @@ def ctf_vs_mtf() -> None:
         d = json.loads(path.read_text())
         for arm in ("ctf", "mtf"):
             a = d["arms"][arm]
-            ssim = _ms(a["ssim"], 3) if all(s is not None for s in a["ssim"]) else "n/a (16 px < 11 px window x2)"
+            ssim = _ms(a["ssim"], 3) if all(s is not None for s in a["ssim"]) else "n/a"
+            kept = f"{a['digit_kept'][0]:.2f} / {a['digit_kept'][-1]:.2f}" if "digit_kept" in a else "n/a"
             print(f"| {dataset} ({d['steps']} steps) | {arm.upper()} | {a['inference_loss']:.4f} | "
-                  f"{a['training_condition_loss']:.4f} | {_ms(a['psnr'])} | {_ms(a['psnr_last'])} | {ssim} |")
-        rel.append((dataset, d["relative"]))
+                  f"{a['inference_loss_moving_tokens']:.4f} ({100 * a['moving_token_fraction']:.0f}% of tokens) | "
+                  f"{a['train_clips']['inference_loss']:.4f} | {_ms(a['psnr'])} | {_ms(a['psnr_last'])} | {ssim} | "
+                  f"{kept} |")
+        rel.append((dataset, d))
     print()
-    print("| dataset | MTF / CTF inference-condition loss | CTF − MTF PSNR, all 12 frames | CTF − MTF PSNR, frame 12 |")
-    print("|---|---|---|---|")
-    for dataset, r in rel:
-        print(f"| {dataset} | {r['inference_loss_mtf_over_ctf']:.3f} ({100 * (r['inference_loss_mtf_over_ctf'] - 1):+.1f}%) "
-              f"| {r['psnr_ctf_minus_mtf_db']:+.2f} dB | {r['psnr_last_ctf_minus_mtf_db']:+.2f} dB |")
+    print("| dataset | training seed | MTF / CTF inference-condition loss | on moving tokens | "
+          "CTF − MTF PSNR, all 12 frames | CTF − MTF PSNR, frame 12 |")
+    print("|---|---|---|---|---|---|")
+    for dataset, d in rel:
+        rows = dict(d.get("relative_by_train_seed", {}))
+        if len(rows) != 1:
+            rows["mean"] = d["relative"]
+        for seed, r in rows.items():
+            print(f"| {dataset} | {seed} | {r['inference_loss_mtf_over_ctf']:.3f} "
+                  f"({100 * (r['inference_loss_mtf_over_ctf'] - 1):+.1f}%) | "
+                  f"{r['moving_token_loss_mtf_over_ctf']:.3f} ({100 * (r['moving_token_loss_mtf_over_ctf'] - 1):+.1f}%) "
+                  f"| {r['psnr_ctf_minus_mtf_db']:+.2f} dB | {r['psnr_last_ctf_minus_mtf_db']:+.2f} dB |")
     print()
 
 

@@ -59,6 +59,13 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> 
     per_frame = psnr(video[:, k_video:], truth[:, k_video:], dims=(-3, -2, -1)).mean(0)  # (T - k,)
     repeat = truth[:, k_video - 1:k_video].expand_as(truth[:, k_video:])  # baseline: last context frame
     baseline = psnr(repeat, truth[:, k_video:], dims=(-3, -2, -1)).mean(0)
+    kept = None
+    o = {**run.data.options, **run.data.sample_options}
+    if run.data.kind == "moving-digits" and o.get("num_digits") == 1:  # is each digit still itself?
+        from magi.evaluate import DigitClassifier
+
+        clf = DigitClassifier(o["size"], o.get("digit_size") or o["size"] // 2)
+        kept = clf.agreement(video[:, k_video:], truth[:, k_video:])  # (T - k,)
 
     out.mkdir(parents=True, exist_ok=True)
     scale = max(1, 128 // truth.shape[-1])
@@ -82,6 +89,8 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, seed: int = 0) -> 
         "psnr_db_mean": round(float(per_frame.mean()), 2),
         "baseline_repeat_last_frame_psnr_db_per_frame": [round(float(x), 2) for x in baseline],
         "baseline_repeat_last_frame_psnr_db_mean": round(float(baseline.mean()), 2),
+        # share of clips whose predicted frame a digit classifier reads as the digit of the true frame
+        "digit_kept_per_predicted_frame": None if kept is None else [round(float(x), 3) for x in kept],
         "sampling": {"mask_steps": sc.mask_steps, "diffusion_steps": sc.diffusion_steps,
                      "temperature": sc.temperature, "cfg": sc.cfg, "sampler": sc.sampler, "seed": seed},
         "seconds": round(time.time() - t0, 1),
@@ -219,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  PSNR over the {r['predicted_frames']} predicted frames: {r['psnr_db_mean']:.2f} dB "
               f"(per frame {r['psnr_db_per_predicted_frame']}); repeating the last context frame: "
               f"{r['baseline_repeat_last_frame_psnr_db_mean']:.2f} dB  [{r['seconds']:.0f} s]")
+        if r["digit_kept_per_predicted_frame"] is not None:
+            print(f"  digit kept (a classifier reads the true frame's digit in the prediction), per predicted "
+                  f"frame: {r['digit_kept_per_predicted_frame']}")
     if not args.skip_train:
         print(f"\n[2/2] training the demo model from scratch for {args.train_minutes:g} minutes "
               f"({args.config}) ...")

@@ -95,3 +95,20 @@ def test_save_curves_json_and_png(tmp_path):
     assert record["curves"]["generated"]["x"] == [1, 2]
     assert record["curves"]["ground truth"]["mean"] == pytest.approx(gt.mean(0).tolist())
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digit_classifier_reads_held_out_digits_and_notices_a_changed_digit():
+    from magi.data import MovingDigits
+    from magi.evaluate import DigitClassifier
+    from magi.train import collate
+
+    clf = DigitClassifier(16, 8, num_videos=1500)
+    data = MovingDigits(num_videos=100, num_frames=3, size=16, digit_size=8, num_digits=1, speed=(0.5, 1.5),
+                        split="test", seed=1)  # digit images the classifier never saw
+    batch = collate([data[i] for i in range(len(data))])
+    assert clf.accuracy(batch["video"], batch["label"]).min() > 0.8
+    assert clf.agreement(batch["video"], batch["video"]).min() == 1.0
+    other = batch["video"].roll(1, 0)  # each clip's frames replaced by another clip's digit
+    assert clf.agreement(other, batch["video"]).mean() < 0.3
+    with pytest.raises(ValueError, match="16x16"):
+        clf.predict(torch.zeros(1, 1, 3, 32, 32))
