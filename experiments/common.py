@@ -258,6 +258,25 @@ def save_gif(path: Path, pred: torch.Tensor, truth: torch.Tensor, count: int = 8
     return write_gif(path, stack_rows(rows), fps=fps)
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+    print(f"wrote {path}")
+    return path
+
+
 def write_json(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (CONTEXT, DIGITS, HORIZON, RESULTS, TRAIN_FRAMES, eval_clips, inference_loss, load,  # noqa: E402
                     predict, prepare_atari, reference, run_config, save_gif, threads_from_env, train,
-                    video_metrics, write_json)
+                    pyplot, save_figure, video_metrics, write_json)
 
 ARMS = ("ctf", "mtf")
 
@@ -121,11 +121,7 @@ def _clip_psnr(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     kept = "digit_kept" in results["arms"]["ctf"]
     fig, axes = plt.subplots(1, 4 if kept else 3, figsize=(17 if kept else 13, 3.6), dpi=110)
     for arm, color in (("ctf", "C0"), ("mtf", "C3")):
@@ -151,10 +147,7 @@ def plot(results: dict, path: Path) -> None:
     for ax in axes:
         ax.legend(fontsize=8)
     fig.suptitle(f"CTF vs MTF on {results['dataset']} ({results['steps']} steps each)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:

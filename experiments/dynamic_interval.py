@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (CONTEXT, RESULTS, TRAIN_FRAMES, eval_clips, load, predict, reference, run_config,  # noqa: E402
-                    save_gif, threads_from_env, train, video_metrics, write_json)
+                    pyplot, save_figure, save_gif, threads_from_env, train, video_metrics, write_json)
 
 ARMS = {"fixed": "digits_ctf", "dynamic": "digits_ctf_dynamic"}
 INTERVALS = (1, 2, 4, 6)
@@ -64,11 +64,7 @@ def evaluate(num_clips: int, seed: int) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(results["intervals"])
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.2), dpi=110, sharey=True)
     for ax, i in zip(axes, results["intervals"]):
@@ -81,10 +77,7 @@ def plot(results: dict, path: Path) -> None:
     axes[0].set_ylabel("adjacent-frame L2")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Generated {results['length']}-frame videos (4x training length) vs ground truth")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (CONTEXT, RESULTS, TRAIN_FRAMES, eval_clips, load, predict, reference, save_gif,  # noqa: E402
-                    threads_from_env, video_metrics, write_json)
+                    pyplot, save_figure, threads_from_env, video_metrics, write_json)
 
 MODES = ("interpolate", "window")
 LENGTH = 4 * TRAIN_FRAMES
@@ -49,11 +49,7 @@ def evaluate(datasets: list[str], num_clips: int, seed: int) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(results["datasets"])
     fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 6.4), dpi=110, squeeze=False)
     for col, dataset in enumerate(names):
@@ -68,10 +64,7 @@ def plot(results: dict, path: Path) -> None:
             ax.legend(fontsize=8)
         axes[0, col].set(title=f"{dataset}: {results['length']} frames", ylabel="PSNR (dB)")
         axes[1, col].set(xlabel="frame t", ylabel="adjacent-frame L2")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:
