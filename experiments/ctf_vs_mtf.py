@@ -61,7 +61,8 @@ def evaluate(dataset: str, steps: int, num_clips: int, seeds: list[int], train_s
         r = per_train_seed[0]  # the first training seed in full, every seed summarised below
         r["by_train_seed"] = {str(t): {k: x[k] for k in ("inference_loss", "inference_loss_moving_tokens")}
                               | {k: mean(x[k]) for k in ("psnr", "psnr_last")}
-                              | ({"digit_kept_last": x["digit_kept"][-1]} if digits is not None else {})
+                              | ({"digit_kept_first": x["digit_kept"][0], "digit_kept_last": x["digit_kept"][-1]}
+                                 if digits is not None else {})
                               for t, x in zip(train_seeds, per_train_seed)}
         results["arms"][arm] = r
     by_seed = {t: (results["arms"]["ctf"]["by_train_seed"][t], results["arms"]["mtf"]["by_train_seed"][t])
