@@ -8,6 +8,7 @@ with Masked Teacher Forcing, then scores both on held-out videos:
   for several sampling seeds (mean and spread), and the adjacent-frame L2 curves.
 
     python experiments/ctf_vs_mtf.py --dataset digits          # train both arms, then evaluate
+    python experiments/ctf_vs_mtf.py --dataset digits --train-seeds 0,1,2   # three runs per arm (the report)
     python experiments/ctf_vs_mtf.py --dataset atari --only mtf --stage train   # one arm (side by side)
 
 CPU budget (2-core machine, one thread per job, two jobs side by side): digits, 5,000 steps of batch 8
