@@ -41,12 +41,6 @@ def ctf_vs_mtf() -> None:
                   f"{a['train_clips']['inference_loss']:.4f} | {_ms(a['psnr'])} | {_ms(a['psnr_last'])} | {ssim} | "
                   f"{kept} |")
         rel.append((dataset, d))
-    kept_by_seed = {}  # (dataset, seed) -> "CTF / MTF" digit kept at predicted frame 1
-    for dataset, d in rel:
-        c, m = d["arms"]["ctf"].get("by_train_seed", {}), d["arms"]["mtf"].get("by_train_seed", {})
-        for seed in c:
-            if "digit_kept_first" in c[seed]:
-                kept_by_seed[dataset, seed] = f"{c[seed]['digit_kept_first']:.2f} / {m[seed]['digit_kept_first']:.2f}"
     print()
     print("| dataset | training seed | MTF / CTF inference-condition loss | on moving tokens | "
           "CTF − MTF PSNR, all 12 frames | CTF − MTF PSNR, frame 12 | digit kept at predicted frame 1, CTF / MTF |")
@@ -56,11 +50,14 @@ def ctf_vs_mtf() -> None:
         if len(rows) != 1:
             rows["mean"] = d["relative"]
         for seed, r in rows.items():
+            c, m = (d["arms"][arm].get("by_train_seed", {}).get(seed, {}) for arm in ("ctf", "mtf"))
+            kept = (f"{c['digit_kept_first']:.2f} / {m['digit_kept_first']:.2f}" if "digit_kept_first" in c
+                    else "n/a")  # digit kept at predicted frame 1
             print(f"| {dataset} | {seed} | {r['inference_loss_mtf_over_ctf']:.3f} "
                   f"({100 * (r['inference_loss_mtf_over_ctf'] - 1):+.1f}%) | "
                   f"{r['moving_token_loss_mtf_over_ctf']:.3f} ({100 * (r['moving_token_loss_mtf_over_ctf'] - 1):+.1f}%) "
                   f"| {r['psnr_ctf_minus_mtf_db']:+.2f} dB | {r['psnr_last_ctf_minus_mtf_db']:+.2f} dB | "
-                  f"{kept_by_seed.get((dataset, seed), 'n/a')} |")
+                  f"{kept} |")
     print()
 
 
