@@ -443,6 +443,9 @@ class TrainConfig:
     num_threads: Optional[int] = None  # torch.set_num_threads per process; None = torch's default
     compile: bool = False
     seed: int = 0
+    # fine-tuning: a pretrained or checkpoint directory whose weights (EMA preferred) start a fresh run;
+    # the optimizer, schedule and step start anew. A resumed run takes everything from its checkpoint.
+    init_from: Optional[str] = None
     # bookkeeping
     log_every: int = 10
     checkpoint_every: int = 1000

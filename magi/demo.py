@@ -169,6 +169,7 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
     losses = [(r["step"], r["train/loss"]) for r in recs if isinstance(r.get("train/loss"), float)]
     psnrs = [(r["step"], r["sample/psnr_predicted"]) for r in recs if "sample/psnr_predicted" in r]
     tail = [v for s, v in losses if s > state["step"] - 500]
+    run = RunConfig.load(ckpt / "train_config.yaml")
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "ema.safetensors", "train_config.yaml"):
         shutil.copy2(ckpt / name, dest / name)
@@ -182,9 +183,13 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
         "loss_curve": [[s, round(v, 5)] for s, v in losses],
         "torch": str(torch.__version__),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "threads": RunConfig.load(ckpt / "train_config.yaml").train.num_threads,
+        "threads": run.train.num_threads,
         "command": command,
     }
+    if run.train.init_from:  # a fine-tuning stage: keep the record of the weights it started from
+        earlier = Path(run.train.init_from) / "training.json"
+        info["init_from"] = {"path": run.train.init_from,
+                             "training": json.loads(earlier.read_text()) if earlier.is_file() else None}
     (dest / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 

@@ -235,6 +235,12 @@ class Trainer:
             torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP2 shards them as is)
             model = Magi(run.model)
         self._check_latents(first)
+        if tc.init_from:
+            init = Path(tc.init_from)
+            if not init.is_dir():
+                raise ValueError(f"train.init_from: {init} is not a directory (expected a pretrained or "
+                                 "checkpoint directory with config.json and ema/model.safetensors)")
+            model.load_pretrained(init)  # refuses another model config, naming the fields
         model.to(self.device).train()
         self.num_params = sum(p.numel() for p in model.parameters())
         self.ema = make_ema(model)

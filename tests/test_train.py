@@ -281,3 +281,26 @@ def test_resume_follows_the_current_config_schedule(tmp_path):
     # a record at step s logs the lr of the step that produced it (index s - 1); decay spans indices 4..7
     assert lrs[4] == pytest.approx(2e-3) and lrs[6] == pytest.approx(2e-3 * 0.75)
     assert lrs[8] == pytest.approx(2e-3 * 0.5)
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_ema(tmp_path):
+    """`train.init_from` loads a checkpoint's EMA weights into model and EMA, then trains from step 0
+    with a fresh optimizer; a directory that is missing or of another model config is refused by name."""
+    cfg = write_config(tmp_path / "run.yaml")
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "a"), "--set", "train.max_steps=2"]) == 0
+    source = tmp_path / "a" / "checkpoints" / "2"
+    trainer = _trainer(tmp_path, init_from=str(source), max_steps=1)
+    ema = weights(source, "ema.safetensors")
+    for module in (trainer.model, trainer.ema):
+        assert all(torch.equal(module.state_dict()[k], ema[k]) for k in ema)
+    assert trainer.step == 0 and not trainer.optimizer.state
+    trainer.fit()
+    assert any(not torch.equal(trainer.model.state_dict()[k], ema[k]) for k in ema)
+
+    with pytest.raises(ValueError, match="train.init_from"):
+        _trainer(tmp_path, init_from=str(tmp_path / "missing"))
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["model"]["width"] = 16
+    data["train"]["init_from"] = str(source)
+    with pytest.raises(ValueError, match="width"):
+        Trainer(RunConfig.from_dict(data), tmp_path / "other")

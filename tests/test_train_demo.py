@@ -27,6 +27,11 @@ def test_export_then_demo_end_to_end(tmp_path):
     assert info["steps"] == 4 and len(info["loss_curve"]) == 4 and info["wall_time_s"] > 0
     assert sorted(p.name for p in pretrained.iterdir()) == ["config.json", "ema.safetensors",
                                                              "train_config.yaml", "training.json"]
+    # a fine-tuning stage started from that export keeps its record
+    assert train_main(["--config", str(cfg), "--out", str(tmp_path / "stage2"), "--set", "train.max_steps=2",
+                       "--set", f"train.init_from={pretrained}"]) == 0
+    stage2 = export_pretrained(tmp_path / "stage2", tmp_path / "pretrained2", command="test")
+    assert stage2["init_from"]["path"] == str(pretrained) and stage2["init_from"]["training"]["steps"] == 4
     out = tmp_path / "demo"
     assert demo_main(["--out", str(out), "--pretrained", str(pretrained), "--config", str(cfg),
                       "--videos", "2", "--train-minutes", "0.001", "--set", "train.max_steps=3"]) == 0
