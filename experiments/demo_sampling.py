@@ -42,12 +42,18 @@ def main() -> None:
     p.add_argument("--pretrained", default=str(ROOT / "pretrained"))
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--out", default=str(ROOT / "results" / "demo_sampling.json"))
+    p.add_argument("--setting", action="append", metavar="CFG,TEMPERATURE,MASK_STEPS,SAMPLER",
+                   help="score only these settings (repeatable), e.g. 3,0.1,4,ddpm")
     args = p.parse_args()
+    settings = SETTINGS
+    if args.setting:
+        settings = [(float(c), float(t), int(m), s) for c, t, m, s in (x.split(",") for x in args.setting)]
     torch.set_num_threads(1)
 
     run = RunConfig.load(Path(args.pretrained) / "train_config.yaml")
     model = Magi.from_pretrained(args.pretrained).eval()
     o = {**run.data.options, **run.data.sample_options}
+    o["num_videos"] = max(o["num_videos"], args.clips)  # the same held-out clips first, then more
     data = build_dataset(run.data.kind, o, where="data.sample_options")  # held-out digits
     vae = build_vae(run.vae.spec, run.vae.options)
     batch = collate([data[i] for i in range(args.clips)])
@@ -57,7 +63,7 @@ def main() -> None:
         latents = vae.encode(batch["video"])  # (B, T, C, h, w)
     truth = batch["video"][:, k:]  # (B, T-k, 3, H, W)
     rows = []
-    for cfg, temperature, mask_steps, sampler in tqdm(SETTINGS, desc="settings"):
+    for cfg, temperature, mask_steps, sampler in tqdm(settings, desc="settings"):
         t0, kept, db = time.time(), [], []
         for seed in (0, 1):
             with torch.no_grad():

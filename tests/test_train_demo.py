@@ -34,10 +34,10 @@ def test_export_then_demo_end_to_end(tmp_path):
     assert stage2["init_from"]["path"] == str(pretrained) and stage2["init_from"]["training"]["steps"] == 4
     out = tmp_path / "demo"
     assert demo_main(["--out", str(out), "--pretrained", str(pretrained), "--config", str(cfg),
-                      "--videos", "2", "--train-minutes", "0.001", "--set", "train.max_steps=3"]) == 0
+                      "--videos", "2", "--score-videos", "3", "--train-minutes", "0.001", "--set", "train.max_steps=3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     pred = summary["predict"]
-    assert pred["videos"] == 2 and pred["predicted_frames"] == 2
+    assert pred["videos"] == 2 and pred["scored_videos"] == 3 and pred["predicted_frames"] == 2
     assert len(pred["psnr_db_per_predicted_frame"]) == 2
     for f in pred["files"].values():
         assert Path(f).stat().st_size > 0
