@@ -47,8 +47,8 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, score_videos: int 
     run = RunConfig.load(pretrained / "train_config.yaml")
     model = Magi.from_pretrained(pretrained).eval()  # EMA weights
     sc = run.train.sample
-    data = build_dataset(run.data.kind, {**run.data.options, **run.data.sample_options},
-                         where="data.sample_options")  # held-out digits and trajectories
+    o = {**run.data.options, **run.data.sample_options}
+    data = build_dataset(run.data.kind, o, where="data.sample_options")  # held-out digits and trajectories
     vae = build_vae(run.vae.spec, run.vae.options)
     batch = collate([data[i] for i in range(min(max(num_videos, score_videos), len(data)))])
     with torch.no_grad():
@@ -67,12 +67,11 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, score_videos: int 
     repeat = truth[:, k_video - 1:k_video].expand_as(truth[:, k_video:])  # baseline: last context frame
     baseline = psnr(repeat, truth[:, k_video:], dims=(0, -3, -2, -1))  # (T - k,)
     kept = None
-    o = {**run.data.options, **run.data.sample_options}
     if run.data.kind == "moving-digits" and o.get("num_digits") == 1:  # is each digit still itself?
         from magi.evaluate import DigitClassifier
 
         clf = DigitClassifier(o["size"], o.get("digit_size") or o["size"] // 2)
-        kept_clips = (clf.predict(video[:, k_video:]) == clf.predict(truth[:, k_video:])).float()  # (B, T - k)
+        kept_clips = clf.kept(video[:, k_video:], truth[:, k_video:])  # (B, T - k)
         kept = kept_clips.mean(0)  # (T - k,)
     video, truth = video[:num_videos], truth[:num_videos]  # the clips shown
 

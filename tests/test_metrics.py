@@ -110,5 +110,6 @@ def test_digit_classifier_reads_held_out_digits_and_notices_a_changed_digit():
     assert clf.agreement(batch["video"], batch["video"]).min() == 1.0
     other = batch["video"].roll(1, 0)  # each clip's frames replaced by another clip's digit
     assert clf.agreement(other, batch["video"]).mean() < 0.3
+    assert clf.kept(other, batch["video"]).shape == (100, 3)
     with pytest.raises(ValueError, match="16x16"):
         clf.predict(torch.zeros(1, 1, 3, 32, 32))

@@ -74,10 +74,14 @@ class DigitClassifier:
         """(T,) share of clips whose frame t is classified as the clip's label."""
         return (self.predict(video) == labels.reshape(-1, 1)).float().mean(0)
 
+    def kept(self, video: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """(B, T) 1.0 where frame t of clip b is read as the same digit as the true frame: "the digit is
+        kept", insensitive to the classifier's misreadings of odd handwriting that truth shares."""
+        return (self.predict(video) == self.predict(truth)).float()
+
     def agreement(self, video: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """(T,) share of clips whose frame t is read as the same digit as the true frame t: "the digit
-        is kept", insensitive to the classifier's misreadings of odd handwriting that truth shares."""
-        return (self.predict(video) == self.predict(truth)).float().mean(0)
+        """(T,) share of clips whose frame t keeps the true frame's digit (`kept`, averaged over clips)."""
+        return self.kept(video, truth).mean(0)
 
 
 __all__ = ["DigitClassifier"]
