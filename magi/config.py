@@ -205,6 +205,10 @@ class MagiConfig:
     class_dropout: float = 0.1
     max_interval: int = 25  # intervals 1..max_interval are drawn in dynamic-interval training
     default_interval: int = 1  # the interval conditioned on when none is given
+    # actions (world models, DESIGN §8): frame t is conditioned on the action that led into it;
+    # 0 = no action conditioning. Row `num_actions` of the action table is the null action.
+    num_actions: int = 0
+    action_dropout: float = 0.1  # training: per (sample, frame) probability of the null action
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -262,6 +266,10 @@ class MagiConfig:
             raise ValueError(f"MagiConfig.mlp_ratio: expected > 0, got {self.mlp_ratio}")
         if self.num_classes < 0:
             raise ValueError(f"MagiConfig.num_classes: expected >= 0, got {self.num_classes}")
+        if isinstance(self.num_actions, bool) or not isinstance(self.num_actions, int) or self.num_actions < 0:
+            raise ValueError(f"MagiConfig.num_actions: expected an integer >= 0 (0 = off), got {self.num_actions!r}")
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ValueError(f"MagiConfig.action_dropout: expected in [0, 1), got {self.action_dropout}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"MagiConfig.class_dropout: expected in [0, 1), got {self.class_dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:

@@ -15,6 +15,7 @@ p patch size, P = C·p² token channels.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -135,6 +136,46 @@ class Magi(nn.Module):
             raise ValueError(f"intervals: expected {batch} positive integers, got {intervals.tolist()}")
         return intervals
 
+    @property
+    def null_action(self) -> int:
+        return self.config.num_actions
+
+    def _action_tensor(self, actions, batch: int, device, name: str = "actions") -> torch.Tensor:
+        """Actions as longs (B, L) from (B, L) (or (L,) when B = 1), checked: indices
+        0..num_actions-1, or -1 / num_actions for none (mapped to the null action)."""
+        if self.config.num_actions == 0:
+            raise ValueError(f"{name}: the model has no action conditioning (num_actions=0)")
+        a = torch.as_tensor(actions, device=device, dtype=torch.long)
+        if a.dim() == 1 and batch == 1:
+            a = a[None]
+        if a.dim() != 2 or a.shape[0] != batch:
+            raise ValueError(f"{name}: expected ({batch}, frames) action indices, got shape {tuple(a.shape)}")
+        if ((a < -1) | (a > self.null_action)).any():
+            raise ValueError(f"{name}: expected action indices in 0..{self.null_action - 1} (-1 or "
+                             f"{self.null_action} for none), got values {sorted(set(a.flatten().tolist()))[:8]}")
+        return torch.where(a < 0, torch.full_like(a, self.null_action), a)
+
+    def _prev_actions(self, actions, batch: int, frames: int, device, drop: bool = False):
+        """The action that led into each frame, (B, T): `actions[:, t-1]`, the null action at frame 0
+        (DESIGN §8). `actions` (B, T or T-1) follows the recordings: actions[t] is taken at frame t.
+        In training (`drop`) each (sample, frame) falls back to the null action with `action_dropout`.
+        None when the model has no action conditioning."""
+        if self.config.num_actions == 0:
+            if actions is not None:
+                raise ValueError("actions: the model has no action conditioning (num_actions=0)")
+            return None
+        null = torch.full((batch, 1), self.null_action, device=device, dtype=torch.long)
+        if actions is None:
+            return null.expand(batch, frames)
+        a = self._action_tensor(actions, batch, device)
+        if a.shape[1] < frames - 1:
+            raise ValueError(f"actions: {frames} frames need at least {frames - 1} actions, got {a.shape[1]}")
+        prev = torch.cat([null, a[:, : frames - 1]], dim=1)  # (B, T)
+        if drop and self.config.action_dropout > 0:
+            dropped = torch.rand(prev.shape, device=device) < self.config.action_dropout
+            prev = torch.where(dropped, torch.full_like(prev, self.null_action), prev)
+        return prev
+
     def _cond(self, labels, intervals, batch: int, device, drop_labels: bool = False) -> torch.Tensor:
         """(B, D) conditioning vector; in training labels are dropped to the null class (CFG)."""
         labels = self._labels(labels, batch, device)
@@ -153,13 +194,17 @@ class Magi(nn.Module):
         return self._masks[key]
 
     def _masked_stream_conditions(self, tokens: torch.Tensor, token_mask: torch.Tensor,
-                                  cond: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T, N, P), token_mask (B, T, N) -> z of the masked stream (B, T, N, D)."""
+                                  cond: torch.Tensor, prev_actions: Optional[torch.Tensor] = None
+                                  ) -> torch.Tensor:
+        """tokens (B, T, N, P), token_mask (B, T, N), cond (B, D), prev_actions (B, T) or None
+        -> z of the masked stream (B, T, N, D)."""
         T = tokens.shape[1]
         if T > self.config.num_frames:
             raise ValueError(f"latents: {T} frames, but the model was built for at most "
                              f"num_frames={self.config.num_frames} in training")
         mask = self.temporal_mask(T, tokens.device)
+        if prev_actions is not None:  # per frame; a slot takes its frame's (clean and masked alike)
+            cond = self.backbone.frame_condition(cond, prev_actions)[:, mask.slot_frames]  # (B, S, D)
         if self.config.teacher_forcing == "ctf":
             clean_mask = torch.zeros_like(token_mask[:, : T - 1])
             seq = torch.cat([tokens[:, : T - 1], tokens], dim=1)  # (B, 2T-1, N, P)
@@ -170,19 +215,23 @@ class Magi(nn.Module):
         return z[:, -T:]  # the masked stream: (B, T, N, D)
 
     def conditions(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
-                   intervals=None) -> torch.Tensor:
+                   intervals=None, actions=None) -> torch.Tensor:
         """The backbone output for every masked-stream token given an explicit token mask
-        (B, T, N), True = masked, as in a training forward (no label dropout). -> (B, T, N, D)"""
+        (B, T, N), True = masked, as in a training forward (no label or action dropout).
+        `actions` (B, T): actions[:, t] is taken at frame t and conditions frame t+1. -> (B, T, N, D)"""
         self._check_latents(latents)
         tokens = self.patchify(latents)
+        B, T = tokens.shape[:2]
         if mask.shape != tokens.shape[:3]:
             raise ValueError(f"mask: expected shape {tuple(tokens.shape[:3])} (B, T, N), got {tuple(mask.shape)}")
-        cond = self._cond(labels, intervals, latents.shape[0], latents.device)
-        return self._masked_stream_conditions(tokens, mask.bool(), cond)
+        cond = self._cond(labels, intervals, B, latents.device)
+        prev = self._prev_actions(actions, B, T, latents.device)
+        return self._masked_stream_conditions(tokens, mask.bool(), cond, prev)
 
-    def forward(self, latents: torch.Tensor, labels=None, intervals=None) -> dict:
-        """Training loss on `latents` (B, T, C, h, w). Randomness (masks, label dropout, diffusion
-        timesteps and noise) comes from the global torch RNG, so seeding makes a step reproducible."""
+    def forward(self, latents: torch.Tensor, labels=None, intervals=None, actions=None) -> dict:
+        """Training loss on `latents` (B, T, C, h, w); `actions` (B, T) for world models (actions[:, t]
+        taken at frame t). Randomness (masks, label and action dropout, diffusion timesteps and noise)
+        comes from the global torch RNG, so seeding makes a step reproducible."""
         self._check_latents(latents)
         c = self.config
         B, T = latents.shape[:2]
@@ -190,7 +239,8 @@ class Magi(nn.Module):
         token_mask = random_token_mask(B, T, c.tokens_per_frame, c.mask_ratio_min, c.mask_ratio_std,
                                        latents.device)  # (B, T, N)
         cond = self._cond(labels, intervals, B, latents.device, drop_labels=self.training)
-        z = self._masked_stream_conditions(tokens, token_mask, cond)  # (B, T, N, D)
+        prev = self._prev_actions(actions, B, T, latents.device, drop=self.training)  # (B, T) or None
+        z = self._masked_stream_conditions(tokens, token_mask, cond, prev)  # (B, T, N, D)
         loss = self.head(tokens[token_mask], z[token_mask])  # (M, P), (M, D)
         return {"loss": loss, "mask_ratio": token_mask.float().mean().detach()}
 
@@ -199,54 +249,71 @@ class Magi(nn.Module):
         names = set()
         for name, p in self.named_parameters():
             if p.ndim < 2 or name.startswith(("backbone.pos_", "backbone.mask_token",
-                                              "backbone.class_embed")):
+                                              "backbone.class_embed", "backbone.action_embed")):
                 names.add(name)
         return names
 
     # ------------------------------------------------------------------ generation
     def conditions_incremental(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
-                               intervals=None) -> torch.Tensor:
+                               intervals=None, actions=None) -> torch.Tensor:
         """Same as `conditions`, computed the way generation does: frame by frame over a KV cache of
-        the earlier complete frames. -> (B, T, N, D)"""
+        the earlier complete frames, each committed with its action. -> (B, T, N, D)"""
         self._check_latents(latents)
         tokens = self.patchify(latents)
         B, T = tokens.shape[:2]
         cond = self._cond(labels, intervals, B, latents.device)
+        prev = self._prev_actions(actions, B, T, latents.device)
         cache = self.backbone.new_cache(T)
         out = []
         for t in range(T):
-            out.append(self.backbone.step(tokens[:, t], mask[:, t].bool(), t, cond, cache,
+            cond_t = cond if prev is None else self._frame_cond(cond, prev[:, t])
+            out.append(self.backbone.step(tokens[:, t], mask[:, t].bool(), t, cond_t, cache,
                                           self.config.num_frames))
             if t < T - 1:  # the complete frame joins the cache exactly as in generation
-                self._commit(tokens[:, t], t, cond, cache, self.config.num_frames)
+                self._commit(tokens[:, t], t, cond_t, cache, self.config.num_frames)
         return torch.stack(out, dim=1)
+
+    def _frame_cond(self, cond: torch.Tensor, prev_action: torch.Tensor) -> torch.Tensor:
+        """cond (B or 2B, D) of one frame plus its action (B,); a CFG batch repeats the actions."""
+        prev = prev_action.repeat(cond.shape[0] // prev_action.shape[0])  # (B or 2B,)
+        return self.backbone.frame_condition(cond, prev[:, None])[:, 0]  # (B or 2B, D)
 
     @torch.no_grad()
     def generate(self, num_frames: int, context: Optional[torch.Tensor] = None, labels=None,
                  intervals=None, cfg: float = 1.0, mask_steps: int = 64, diffusion_steps: int = 100,
                  temperature: float = 1.0, sampler: str = "ddpm",
                  generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
-                 long_video: str = "interpolate", progress: bool = False) -> torch.Tensor:
+                 long_video: str = "interpolate", progress: bool = False, actions=None) -> torch.Tensor:
         """Generate a video of `num_frames` latent frames, context included: (B, T, C, h, w).
 
         `context` (B, k, C, h, w) are given first frames; `labels`/`intervals` condition every frame;
         `cfg` > 1 is classifier-free guidance with MAR's linear schedule; `long_video` is how frames
         past the training length are positioned: "interpolate" (stretch the temporal table) or
         "window" (keep the last num_frames-1 frames of the training length, recompute their cache).
+        `actions` (world models): (B, >= num_frames-1), actions[:, t] taken at frame t, or a callable
+        (see `stream`).
         """
         frames = list(self.stream(num_frames, context, labels, intervals, cfg, mask_steps,
                                   diffusion_steps, temperature, sampler, generator, batch_size,
-                                  long_video, progress))
+                                  long_video, progress, actions=actions))
         new = torch.stack(frames, dim=1)  # (B, T-k, C, h, w)
         return new if context is None else torch.cat([context.to(new.dtype), new], dim=1)
 
     @torch.no_grad()
-    def stream(self, num_frames: int, context: Optional[torch.Tensor] = None, labels=None,
+    def stream(self, num_frames: Optional[int], context: Optional[torch.Tensor] = None, labels=None,
                intervals=None, cfg: float = 1.0, mask_steps: int = 64, diffusion_steps: int = 100,
                temperature: float = 1.0, sampler: str = "ddpm",
                generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
-               long_video: str = "interpolate", progress: bool = False) -> Iterator[torch.Tensor]:
-        """Like `generate`, yielding each new frame (B, C, h, w) as soon as it is done."""
+               long_video: str = "interpolate", progress: bool = False,
+               actions=None) -> Iterator[torch.Tensor]:
+        """Like `generate`, yielding each new frame (B, C, h, w) as soon as it is done.
+
+        `num_frames=None` streams without end (with `long_video="window"`). For a world model,
+        `actions` is either a tensor (B, L), actions[:, t] taken at frame t, or a callable
+        `actions(t) -> int or (B,)` giving the action taken at frame t: it is called once per frame, in
+        order, just before the frame after t is generated (for the context frames too), so an
+        interactive loop returns the player's current key from it between two frames (`magi play`).
+        """
         c = self.config
         device = next(self.parameters()).device
         k = 0 if context is None else context.shape[1]
@@ -259,7 +326,9 @@ class Magi(nn.Module):
             batch = batch_size or 1
         if batch_size is not None and batch_size != batch:
             raise ValueError(f"batch_size: {batch_size} disagrees with the {batch} given by context/labels")
-        if num_frames <= k:
+        if num_frames is None and long_video != "window":
+            raise ValueError("num_frames: an endless stream (None) needs long_video='window'")
+        if num_frames is not None and num_frames <= k:
             raise ValueError(f"num_frames: expected more than the {k} context frames, got {num_frames}")
         if mask_steps < 1:
             raise ValueError(f"mask_steps: expected >= 1, got {mask_steps}")
@@ -267,6 +336,7 @@ class Magi(nn.Module):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {long_video!r}")
         if cfg != 1.0 and c.num_classes == 0:
             raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0)")
+        prev_action = self._action_reader(actions, batch, num_frames, device)
 
         cond = self._cond(labels, intervals, batch, device)  # (B, D)
         if cfg != 1.0:
@@ -275,6 +345,9 @@ class Magi(nn.Module):
         window = long_video == "window"
         positions = c.num_frames if window else max(num_frames, c.num_frames)
 
+        def frame_cond(t: int) -> torch.Tensor:  # (B or 2B, D): frame t's conditioning
+            return cond if prev_action is None else self._frame_cond(cond, prev_action(t))
+
         history: list[torch.Tensor] = []  # tokens (B, N, P) of every frame so far
         if context is not None:
             history = list(self.patchify(context.to(device=device, dtype=torch.float32)).unbind(1))
@@ -282,17 +355,53 @@ class Magi(nn.Module):
 
         from tqdm.auto import tqdm
 
-        for t in tqdm(range(k, num_frames), desc="frames", disable=not progress, leave=False):
+        frames = range(k, num_frames) if num_frames is not None else itertools.count(k)
+        for t in tqdm(frames, desc="frames", disable=not progress, leave=False):
             if window and t >= c.num_frames:  # slide: the last T-1 frames at positions 0..T-2
                 offset = t - (c.num_frames - 1)
                 cache, cached = self.backbone.new_cache(positions), offset
-            while cached < t:  # complete frames enter the cache as clean frames
-                self._commit(history[cached], cached - offset, cond, cache, positions)
+            while cached < t:  # complete frames enter the cache as clean frames, with their actions
+                self._commit(history[cached], cached - offset, frame_cond(cached), cache, positions)
                 cached += 1
-            tokens = self._generate_frame(t - offset, cond, cache, positions, cfg, mask_steps,
+            tokens = self._generate_frame(t - offset, frame_cond(t), cache, positions, cfg, mask_steps,
                                           diffusion_steps, temperature, sampler, generator)
             history.append(tokens)
+            if window and len(history) > c.num_frames:
+                history[len(history) - c.num_frames - 1] = None  # out of every future window
             yield self.unpatchify(tokens[:, None])[:, 0]  # (B, C, h, w)
+
+    def _action_reader(self, actions, batch: int, num_frames: Optional[int], device):
+        """t -> (B,) the action that led into frame t (null at frame 0), reading a tensor or calling a
+        callable once per frame in order; None for a model without action conditioning."""
+        if self.config.num_actions == 0:
+            if actions is not None:
+                raise ValueError("actions: the model has no action conditioning (num_actions=0)")
+            return None
+        null = torch.full((batch,), self.null_action, device=device, dtype=torch.long)
+        if actions is None:
+            return lambda t: null
+        if callable(actions):
+            taken: list[torch.Tensor] = []  # taken[t]: the action taken at frame t
+
+            def read(t: int) -> torch.Tensor:
+                while len(taken) < t:
+                    a = torch.as_tensor(actions(len(taken)), device=device, dtype=torch.long).reshape(-1)
+                    a = a.expand(batch) if a.numel() == 1 else a
+                    taken.append(self._action_tensor(a[:, None], batch, device, "actions(t)")[:, 0])
+                return null if t == 0 else taken[t - 1]
+
+            return read
+        a = self._action_tensor(actions, batch, device)  # (B, L)
+        if num_frames is not None and a.shape[1] < num_frames - 1:
+            raise ValueError(f"actions: {num_frames} frames need at least {num_frames - 1} actions "
+                             f"(actions[:, t] taken at frame t), got {a.shape[1]}")
+
+        def read_tensor(t: int) -> torch.Tensor:
+            if t - 1 >= a.shape[1]:
+                raise ValueError(f"actions: frame {t} needs actions[:, {t - 1}], only {a.shape[1]} given")
+            return null if t == 0 else a[:, t - 1]
+
+        return read_tensor
 
     def _commit(self, tokens: torch.Tensor, frame: int, cond: torch.Tensor, cache, positions: int):
         reps = cond.shape[0] // tokens.shape[0]

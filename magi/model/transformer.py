@@ -76,6 +76,9 @@ class MagiTransformer(nn.Module):
         self.pos_temporal = nn.Parameter(torch.zeros(c.num_frames, D))
         self.class_embed = nn.Embedding(c.num_classes + 1, D)  # last row: the null class
         self.interval_embed = ScalarEmbedder(D)
+        # world models (DESIGN §8): the action that led into a frame, added to every token of it;
+        # absent when num_actions = 0, so checkpoints without actions load unchanged
+        self.action_embed = nn.Embedding(c.num_actions + 1, D) if c.num_actions else None
         self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(D, eps=1e-6)
         self.flex = FlexKernel(compile=c.compile_flex)
@@ -86,14 +89,25 @@ class MagiTransformer(nn.Module):
         self.interval_embed.reset_parameters()
         for p in (self.mask_token, self.pos_spatial, self.pos_temporal, self.class_embed.weight):
             nn.init.normal_(p, std=0.02)
+        if self.action_embed is not None:
+            nn.init.normal_(self.action_embed.weight, std=0.02)
 
     @property
     def null_class(self) -> int:
         return self.config.num_classes
 
+    @property
+    def null_action(self) -> int:
+        return self.config.num_actions
+
     def condition(self, labels: torch.Tensor, intervals: torch.Tensor) -> torch.Tensor:
         """Class embedding + interval embedding: (B,) longs -> (B, D), added to every token."""
         return self.class_embed(labels) + self.interval_embed(intervals)
+
+    def frame_condition(self, cond: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
+        """Per-frame conditioning: cond (B, D) + the embedding of the action that led into each frame,
+        prev_actions (B, T) longs (null action = `null_action`) -> (B, T, D)."""
+        return cond[:, None] + self.action_embed(prev_actions)
 
     def temporal_table(self, num_positions: int) -> torch.Tensor:
         """The temporal position table, linearly interpolated to `num_positions` rows when longer
@@ -107,16 +121,18 @@ class MagiTransformer(nn.Module):
     def embed(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], frames: torch.Tensor,
               cond: torch.Tensor, num_positions: int) -> torch.Tensor:
         """tokens (B, S, N, P), token_mask (B, S, N) True = masked, frames (S,) frame index per slot,
-        cond (B, D) -> (B, S, N, D)."""
+        cond (B, D) for every slot or (B, S, D) per slot -> (B, S, N, D)."""
         x = self.token_embed(tokens)  # (B, S, N, D)
         if token_mask is not None:
             x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
         pos_t = self.temporal_table(num_positions)[frames]  # (S, D)
-        return x + self.pos_spatial[None, None] + pos_t[None, :, None] + cond[:, None, None]
+        cond = cond[:, None, None] if cond.dim() == 2 else cond[:, :, None]  # (B, 1 or S, 1, D)
+        return x + self.pos_spatial[None, None] + pos_t[None, :, None] + cond
 
     def forward(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], mask: TemporalMask,
                 cond: torch.Tensor, kernel: str = "flex") -> torch.Tensor:
-        """A whole training sequence: tokens (B, S, N, P) laid out as `mask` says -> z (B, S, N, D)."""
+        """A whole training sequence: tokens (B, S, N, P) laid out as `mask` says, cond (B, D) or per
+        slot (B, S, D) -> z (B, S, N, D)."""
         x = self.embed(tokens, token_mask, mask.slot_frames, cond, self.config.num_frames)
         B, S, N, D = x.shape
         for block in self.blocks:
