@@ -120,11 +120,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack `video` / `latents`, `label` and `interval` of dataset items; keep paths as a list."""
+    """Stack `video` / `latents` / `actions`, `label` and `interval` of dataset items; keep paths as a list."""
     out: dict[str, Any] = {}
-    for key in ("video", "latents"):
+    for key in ("video", "latents", "actions"):
         if key in items[0]:
-            out[key] = torch.stack([it[key] for it in items])  # (B, T, C, H, W)
+            out[key] = torch.stack([it[key] for it in items])  # (B, T, C, H, W) or actions (B, T)
     for key in ("label", "interval"):
         if key in items[0] and items[0][key] is not None:
             out[key] = torch.as_tensor([int(it[key]) for it in items], dtype=torch.long)  # (B,)
@@ -291,6 +291,15 @@ class Trainer:
             problems.append(f"model.latent_size={mc.latent_size} but the latent grid is {h}x{w}")
         if t > mc.num_frames:
             problems.append(f"model.num_frames={mc.num_frames} but clips have {t} latent frames")
+        if mc.num_actions:
+            actions = item.get("actions")
+            if actions is None:
+                problems.append(f"model.num_actions={mc.num_actions} but the data has no actions (for "
+                                "recordings: data.options.actions: true)")
+            elif int(actions.max()) >= mc.num_actions:
+                problems.append(f"model.num_actions={mc.num_actions} but the data has action {int(actions.max())}")
+            elif t != item["video" if "video" in item else "latents"].shape[0]:
+                problems.append("actions need one latent frame per video frame; the VAE compresses time")
         data_classes = getattr(self.dataset, "num_classes", None)
         if mc.num_classes and data_classes and data_classes > mc.num_classes:
             problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes")
@@ -365,6 +374,12 @@ class Trainer:
                              f"{batch['path']}")
         return labels.to(self.device, non_blocking=True)
 
+    def _actions(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """(B, T) actions for a world model (model.num_actions > 0), else None."""
+        if self.run.model.num_actions == 0:
+            return None
+        return batch["actions"].to(self.device, non_blocking=True)
+
     def _no_sync(self, last: bool):
         """Skip the gradient all-reduce on all but the last micro-batch of a step."""
         if is_fsdp(self.model):
@@ -388,7 +403,8 @@ class Trainer:
             with self._no_sync(last=i == len(micro_batches) - 1):
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                     enabled=self.autocast_dtype is not None):
-                    out = self.forward_model(latents, labels=labels, intervals=intervals)
+                    out = self.forward_model(latents, labels=labels, intervals=intervals,
+                                             actions=self._actions(batch))
                 loss = out["loss"].float()
                 (loss / self.accum).backward()
             finite = torch.isfinite(loss.detach())
@@ -501,7 +517,8 @@ class Trainer:
             pred = self.ema.generate(latents.shape[1], context=latents[:, :sc.context_frames],
                                      labels=labels, intervals=intervals, cfg=sc.cfg,
                                      mask_steps=sc.mask_steps, diffusion_steps=sc.diffusion_steps,
-                                     temperature=sc.temperature, sampler=sc.sampler, generator=gen)
+                                     temperature=sc.temperature, sampler=sc.sampler, generator=gen,
+                                     actions=self._actions(batch))
         if fsdp:
             self.ema.reshard()
         result: dict[str, Any] = {}

@@ -74,6 +74,27 @@ def write_mp4(path: str | Path, video, fps: float = 8.0, crf: int = 18, codec: s
     return path
 
 
+def write_lossless(path: str | Path, video, fps: float = 8.0) -> Path:
+    """Encode losslessly with PyAV: FFV1 in 8-bit RGB (`bgr0`), normally in a `.mkv` file. Decoding
+    gives back exactly the frames written (the recordings a world model learns from)."""
+    import av
+    from fractions import Fraction
+
+    frames = _frames_thwc(video)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "bgr0"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():  # flush
+            container.mux(packet)
+    return path
+
+
 def write_gif(path: str | Path, video, fps: float = 8.0) -> Path:
     """Looping GIF through Pillow."""
     from PIL import Image

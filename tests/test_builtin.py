@@ -112,8 +112,8 @@ def test_record_atari_and_read_back(tmp_path):
     root = tmp_path / "rec"
     paths = record_atari(root, game=["Pong", "Breakout"], episodes=1, max_frames=40, size=32, seed=0,
                          progress=False)
-    assert [p.relative_to(root).as_posix() for p in paths] == ["Pong/episode_0000.mp4",
-                                                                  "Breakout/episode_0000.mp4"]
+    assert [p.relative_to(root).as_posix() for p in paths] == ["Pong/episode_0000.mkv",
+                                                                  "Breakout/episode_0000.mkv"]
     pong = paths[0]
     frames = read_all_frames(pong)
     actions = load_actions(pong)
@@ -135,6 +135,12 @@ def test_record_atari_and_read_back(tmp_path):
     assert ds.classes == ["Breakout", "Pong"] and len(ds) == 2
     item = ds[1]
     assert item["video"].shape == (8, 3, 32, 32) and item["label"] == 1
+    # the lossy codec, for viewing: an .mp4 beside the same actions
+    mp4 = record_atari(tmp_path / "h264", game="Pong", episodes=1, max_frames=40, size=32, seed=0,
+                       codec="h264", progress=False)[0]
+    assert mp4.suffix == ".mp4" and (load_actions(mp4) == actions).all()
+    with pytest.raises(ValueError, match="codec"):
+        record_atari(tmp_path / "x", game="Pong", episodes=1, codec="vp9", progress=False)
 
 
 def test_build_dataset_atari_records_then_reads(tmp_path):

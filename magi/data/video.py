@@ -413,6 +413,11 @@ class VideoFolder(torch.utils.data.Dataset):
         index_file: JSON file caching the probed frame counts (keyed by path, size and mtime), so a
             large dataset is probed once.
         probe_threads: threads probing headers while building the index.
+        actions: also return `actions` (int64 (T,)), read from `<video>.actions.npy` beside each video
+            (Atari recordings, `record_atari`): clip action j is the action taken at the clip's frame j,
+            the one leading toward frame j+1 (-1 where none was recorded). At an interval k > 1 it is
+            the first of the k actions taken between the two clip frames. A video without its actions
+            file is skipped like an unreadable one.
 
     Videos that cannot be opened are skipped with one `BadVideoWarning` each and listed in `bad`
     (`skipped` counts them); videos shorter than one clip (at interval 1 when dynamic) are counted in
@@ -435,6 +440,7 @@ class VideoFolder(torch.utils.data.Dataset):
         index_file=None,
         probe_threads: int = 4,
         progress: bool = True,
+        actions: bool = False,
     ) -> None:
         if interval != "dynamic" and (isinstance(interval, bool) or not isinstance(interval, int)
                                       or interval < 1):
@@ -446,6 +452,7 @@ class VideoFolder(torch.utils.data.Dataset):
             raise FileNotFoundError(f"VideoFolder: root folder not found: {self.root}")
         self.num_frames, self.size, self.interval = num_frames, size, interval
         self.max_interval, self.seed, self.random_start = max_interval, seed, random_start
+        self.actions = actions
         self.epoch = 0
 
         # 1. which files, with which class
@@ -482,6 +489,11 @@ class VideoFolder(torch.utils.data.Dataset):
 
         # 2. probe headers (frame counts), skipping what cannot be opened
         counts, self.bad = self._probe_all(candidates, index_file, probe_threads, progress)
+        if actions:
+            for rel in [r for r in counts if not (self.root / r).with_suffix(".actions.npy").is_file()]:
+                del counts[rel]
+                self.bad.append({"path": str(self.root / rel),
+                                 "error": f"no actions file {Path(rel).with_suffix('.actions.npy').name}"})
         for entry in self.bad:
             _warn_bad(VideoError(entry["path"], entry["error"]))
         self.skipped = len(self.bad)
@@ -604,8 +616,26 @@ class VideoFolder(torch.utils.data.Dataset):
     def _load(self, index: int) -> dict:
         interval, start = self.choose(index)
         clip = self.frames(index, interval=interval, start=start)
-        return {"video": to_float_video(clip), "label": self.records[index].label, "interval": interval,
+        item = {"video": to_float_video(clip), "label": self.records[index].label, "interval": interval,
                 "path": self.path_of(index)}
+        if self.actions:
+            item["actions"] = self.actions_of(index, start, interval)
+        return item
+
+    def actions_of(self, index: int, start: int, interval: int = 1, num_frames: int | None = None
+                   ) -> torch.Tensor:
+        """int64 (T,): the recorded action taken at each clip frame (see `actions` in the class doc)."""
+        num_frames = self.num_frames if num_frames is None else num_frames
+        path = Path(self.path_of(index)).with_suffix(".actions.npy")
+        try:
+            recorded = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise VideoError(self.path_of(index), f"actions file {path.name} unreadable ({e})") from e
+        picked = np.full(num_frames, -1, np.int64)
+        at = start + interval * np.arange(num_frames)
+        inside = at < len(recorded)
+        picked[inside] = recorded[at[inside]]
+        return torch.from_numpy(picked)
 
     def __repr__(self) -> str:
         return (f"VideoFolder({str(self.root)!r}, videos={len(self)}, classes={len(self.classes)}, "

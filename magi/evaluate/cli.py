@@ -4,6 +4,7 @@
     magi eval fvd CHECKPOINT --protocol k600 --data-root k600/ --data-option list_file=val.csv --i3d ...
     magi eval fvd CHECKPOINT --protocol custom --data moving-digits --frames 16 --num-videos 256 --i3d ...
     magi eval predict CHECKPOINT --data moving-digits --context-frames 4 --frames 16 --num-videos 64
+    magi eval world-model RUN [RUN ...] --out DIR --rollouts 64 --horizon 32   (magi.evaluate.world_model)
 
 Protocols (every choice can be overridden and is written next to the score):
 
@@ -399,13 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("predict", help="PSNR/SSIM per frame and adjacent-frame L2 curves of predictions")
     _common(q)
     q.add_argument("--out", required=True, help="output directory")
+    from magi.evaluate import world_model
+
+    w = sub.add_parser("world-model", help="an action-conditioned model against the emulator: PSNR/SSIM "
+                       "per horizon step, player position error with true / shuffled / null actions",
+                       description=world_model.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    world_model.add_arguments(w)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "fvd":
+        if args.command == "world-model":
+            from magi.evaluate import world_model
+
+            world_model.run(args)
+        elif args.command == "fvd":
             if args.protocol == "custom" and args.num_videos is None:
                 raise ValueError("--num-videos is required with --protocol custom")
             run_fvd(args)

@@ -1,0 +1,153 @@
+"""World-model data and evaluation: lossless Atari recordings, actions aligned to clip frames, the
+scripted players, the player detector against the emulator RAM, and `magi eval world-model`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from magi.data import VideoFolder, build_dataset, load_actions, read_all_frames, record_atari
+from magi.data.builtin import _resize_frame, load_ram
+
+pytest.importorskip("ale_py")
+
+
+@pytest.fixture(scope="module")
+def boxing(tmp_path_factory):
+    """Two short Boxing episodes (sticky and scripted) + one validation episode, 64x64, lossless."""
+    root = tmp_path_factory.mktemp("boxing")
+    record_atari(root, game="Boxing", episodes=3, max_frames=60, size=64, policy="mix", progress=False)
+    return root
+
+
+def test_lossless_recording_decodes_to_the_emulators_frames(tmp_path):
+    import ale_py
+    import gymnasium
+
+    paths = record_atari(tmp_path, game="Boxing", episodes=1, max_frames=30, size=64, policy="sticky",
+                         progress=False)
+    assert paths[0].suffix == ".mkv"
+    meta = json.loads(paths[0].with_suffix(".json").read_text())
+    # replay the recorded actions in a fresh emulator: every decoded frame equals the emulator's
+    gymnasium.register_envs(ale_py)
+    env = gymnasium.make(meta["env"], frameskip=meta["frameskip"], full_action_space=False)
+    obs, _ = env.reset(seed=meta["env_seed"])
+    expected = [_resize_frame(obs, 64)]
+    for a in load_actions(paths[0])[:-1]:
+        obs, *_ = env.step(int(a))
+        expected.append(_resize_frame(obs, 64))
+    env.close()
+    decoded = read_all_frames(paths[0], None).numpy()  # (T, 3, 64, 64)
+    assert decoded.shape == (30, 3, 64, 64)
+    assert np.array_equal(decoded, np.stack(expected))
+    assert load_ram(paths[0]).shape == (30, 128)
+
+
+def test_actions_are_aligned_to_the_clip_frames(boxing):
+    ds = VideoFolder(boxing, num_frames=5, size=None, interval=1, actions=True, seed=3, progress=False)
+    recorded = load_actions(ds.path_of(0))
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        interval, start = ds.choose(0)
+        assert torch.equal(item["actions"], torch.from_numpy(recorded[start:start + 5]))
+        frames = read_all_frames(ds.path_of(0), None)[start:start + 5]
+        assert torch.equal(((item["video"] + 1) * 127.5).round().to(torch.uint8), frames)
+    # interval 2: the action taken at each clip frame (the first of the two between clip frames)
+    assert torch.equal(ds.actions_of(0, 4, 2, 3), torch.from_numpy(recorded[[4, 6, 8]]))
+    # past the end of the recording: -1 (no action)
+    assert ds.actions_of(0, len(recorded) - 2, 1, 3).tolist()[-1] == -1
+
+
+def test_video_without_actions_file_is_skipped_and_counted(boxing, tmp_path):
+    import shutil
+
+    for f in boxing.glob("Boxing/episode_000[01].*"):
+        (tmp_path / "Boxing").mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / "Boxing" / f.name)
+    (tmp_path / "Boxing" / "episode_0001.actions.npy").unlink()
+    with pytest.warns(UserWarning, match="no actions file"):
+        ds = VideoFolder(tmp_path, num_frames=4, actions=True, progress=False)
+    assert len(ds) == 1 and ds.skipped == 1
+
+
+def test_policy_mix_alternates_sticky_and_the_scripted_player(boxing):
+    metas = [json.loads((boxing / "Boxing" / f"episode_{k:04d}.json").read_text()) for k in range(3)]
+    assert [m["policy"] for m in metas] == ["sticky", "agent", "sticky"]
+    scripted = load_actions(boxing / "Boxing" / "episode_0001.mkv")[:-1]
+    sticky = load_actions(boxing / "Boxing" / "episode_0000.mkv")[:-1]
+    assert len(set(sticky.tolist())) > 5  # covers the action space
+    # the scripted boxer walks toward the opponent: the player-opponent distance shrinks
+    ram = load_ram(boxing / "Boxing" / "episode_0001.mkv").astype(int)
+    gap = np.abs(ram[:, 33] - ram[:, 32]) + np.abs(ram[:, 35] - ram[:, 34])
+    assert gap[-10:].mean() < gap[:5].mean()
+    assert len(scripted) == 59
+    with pytest.raises(ValueError, match="no scripted agent"):
+        record_atari(boxing / "x", game="Tennis", episodes=1, max_frames=5, policy="agent", progress=False)
+
+
+def test_atari_dataset_splits_by_episode(tmp_path):
+    train = build_dataset("atari", root=str(tmp_path), num_frames=4, size=64, game="Boxing", episodes=2,
+                          val_episodes=1, max_frames=20, policy="sticky", progress=False)
+    val = build_dataset("atari", root=str(tmp_path), num_frames=4, size=64, game="Boxing", episodes=2,
+                        val_episodes=1, max_frames=20, policy="sticky", split="val", progress=False)
+    assert len(train) == 2 and len(val) == 1
+    assert {train.path_of(i) for i in range(2)}.isdisjoint({val.path_of(0)})
+    assert train[0]["actions"].shape == (4,)
+
+
+def test_boxing_detector_tracks_the_emulator_ram(boxing):
+    from magi.evaluate.world_model import calibrate, player_detector
+
+    det = player_detector("Boxing")
+    frames = torch.cat([read_all_frames(p, None) for p in sorted(boxing.glob("Boxing/*.mkv"))])
+    ram = np.concatenate([load_ram(p) for p in sorted(boxing.glob("Boxing/*.mkv"))])
+    report = calibrate(det, frames, ram)
+    assert report["found_rate"] == 1.0
+    assert report["axes"]["x"]["corr"] > 0.98 and report["axes"]["y"]["corr"] > 0.98
+    assert report["mean_error_px"] < 1.5
+    # a frame with the boxer painted out has no player
+    blank = frames[:1].clone()
+    blank[:] = 100
+    assert np.isnan(det.detect(blank)).all()
+
+
+def test_position_error_counts_a_missing_player():
+    from magi.evaluate.world_model import player_detector, position_error
+
+    det = player_detector("Boxing")
+    truth = torch.full((2, 3, 3, 64, 64), 100, dtype=torch.uint8)
+    truth[..., 20:30, 30:34] = 255  # a white boxer at x 31.5, y 24.5
+    pred = truth.clone()
+    pred[0, :, :, 20:30, 30:34] = 100
+    pred[0, :, :, 20:30, 34:38] = 255  # moved 4 px right
+    pred[1, 2] = 100  # gone in the last frame
+    err = position_error(det, pred, truth)
+    assert err["error_px"][0] == pytest.approx(2.0)  # (4 + 0) / 2
+    assert err["error_px"][2] == pytest.approx((4 + 32 * 2 ** 0.5) / 2)
+    assert err["missing_rate"] == [0.0, 0.0, 0.5]
+
+
+def test_eval_world_model_end_to_end(tmp_path):
+    """A (tiny, briefly trained) action model through `magi eval world-model`: JSON, PNG and GIF."""
+    from magi.cli import main
+
+    root = tmp_path / "data"
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/atari_world_model.yaml", "--out", str(run),
+                 "--set", f"data.options.root={root}", "--set", "data.options.episodes=2",
+                 "--set", "data.options.val_episodes=1", "--set", "data.options.max_frames=40",
+                 "--set", "model.width=32", "--set", "model.head_width=32", "--set", "model.depth=1",
+                 "--set", "train.max_steps=2", "--set", "train.global_batch_size=2",
+                 "--set", "train.sample.num_videos=0", "--set", "train.progress=false",
+                 "--set", "train.num_threads=null"]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out), "--rollouts", "3", "--horizon", "4",
+                 "--mask-steps", "1", "--diffusion-steps", "2", "--no-progress"]) == 0
+    result = json.loads((out / "world_model.json").read_text())
+    runs = result["models"]["tiny"]
+    assert len(runs["true_actions"]["psnr"]) == 4 and len(runs["shuffled_actions"]["error_px"]) == 4
+    assert result["detector"]["on_real_frames"]["found_rate"] > 0.9
+    assert (out / "world_model.png").is_file() and (out / "rollouts_tiny.gif").is_file()
+    assert runs["model"]["teacher_forcing"] == "ctf"
