@@ -182,3 +182,32 @@ def test_endless_stream_follows_a_callable():
     assert all(f.shape == (1, 4, 4, 4) for f in frames)
     with pytest.raises(ValueError, match="long_video='window'"):
         next(model.stream(None, context=latents[:, :1]))
+
+
+@pytest.mark.parametrize("cached", [0, 2])
+def test_prefilling_several_frames_equals_committing_them_one_by_one(cached):
+    """A sliding window rebuilds its cache in one block-causal pass; it must hold exactly the keys
+    and values that frame-by-frame commits give, and the next frame must see the same."""
+    model = _model()
+    latents, mask, actions = _inputs(B=2)
+    tokens = model.patchify(torch.cat([latents, latents.flip(1)], dim=1))  # (B, 2T, N, P)
+    cond = model._cond(None, None, 2, "cpu")
+    conds = model.backbone.frame_condition(cond, actions.repeat(1, 2))  # (B, 2T, D) per-frame
+    S = 3
+    one, many = model.backbone.new_cache(8), model.backbone.new_cache(8)
+    for f in range(cached):  # an earlier frame already in both caches
+        model._commit(tokens[:, f], f, conds[:, f], one, 8)
+        model._commit(tokens[:, f], f, conds[:, f], many, 8)
+    for f in range(cached, cached + S):
+        model.backbone.step(tokens[:, f], None, f, conds[:, f], one, 8)
+        one.commit()
+    model._commit(tokens[:, cached:cached + S], cached, conds[:, cached:cached + S], many, 8)
+    assert one.frames == many.frames == cached + S
+    end = (cached + S) * 4
+    for layer in range(len(one.k)):
+        assert torch.allclose(one.k[layer][:, :, :end], many.k[layer][:, :, :end], atol=1e-5)
+        assert torch.allclose(one.v[layer][:, :, :end], many.v[layer][:, :, :end], atol=1e-5)
+    t = cached + S
+    z1 = model.backbone.step(tokens[:, t], mask[:, 0], t, conds[:, t], one, 8)
+    z2 = model.backbone.step(tokens[:, t], mask[:, 0], t, conds[:, t], many, 8)
+    assert torch.allclose(z1, z2, atol=1e-5)

@@ -262,3 +262,27 @@ class KVCache:
     def commit(self) -> None:
         """Keep the keys/values last written as a clean frame."""
         self.frames += 1
+
+    def prefill(self, layer: int, q, k, v) -> torch.Tensor:
+        """Several complete frames at once, q/k/v (B, H, S*N, Dh): each frame attends to the cached
+        frames, the earlier new frames and itself (block-causal), exactly what committing them one by
+        one computes; their keys/values are written after the cached ones. `commit_many(S)` keeps them."""
+        n, s = self.tokens_per_frame, k.shape[2] // self.tokens_per_frame
+        if self.frames + s > self.max_frames:
+            raise RuntimeError(f"KVCache: {self.frames} + {s} frames exceed {self.max_frames}")
+        if self.k[layer] is None:
+            b, h, _, d = k.shape
+            shape = (b, h, self.max_frames * n, d)
+            self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
+        start, end = self.frames * n, (self.frames + s) * n
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        q_frame = torch.arange(s, device=q.device).repeat_interleave(n)  # (S*N,) new frame of each query
+        k_frame = torch.arange(-self.frames, s, device=q.device).repeat_interleave(n)  # cached ones < 0
+        visible = k_frame[None, :] <= q_frame[:, None]  # (S*N, cached*N + S*N)
+        return F.scaled_dot_product_attention(q, self.k[layer][:, :, :end], self.v[layer][:, :, :end],
+                                              attn_mask=visible)
+
+    def commit_many(self, frames: int) -> None:
+        """Keep the keys/values of `frames` frames written by `prefill`."""
+        self.frames += frames

@@ -360,9 +360,10 @@ class Magi(nn.Module):
             if window and t >= c.num_frames:  # slide: the last T-1 frames at positions 0..T-2
                 offset = t - (c.num_frames - 1)
                 cache, cached = self.backbone.new_cache(positions), offset
-            while cached < t:  # complete frames enter the cache as clean frames, with their actions
-                self._commit(history[cached], cached - offset, frame_cond(cached), cache, positions)
-                cached += 1
+            if cached < t:  # complete frames enter the cache as clean frames, with their actions
+                self._commit(torch.stack(history[cached:t], dim=1), cached - offset,
+                             torch.stack([frame_cond(f) for f in range(cached, t)], dim=1), cache, positions)
+                cached = t
             tokens = self._generate_frame(t - offset, frame_cond(t), cache, positions, cfg, mask_steps,
                                           diffusion_steps, temperature, sampler, generator)
             history.append(tokens)
@@ -404,9 +405,12 @@ class Magi(nn.Module):
         return read_tensor
 
     def _commit(self, tokens: torch.Tensor, frame: int, cond: torch.Tensor, cache, positions: int):
+        """Complete frames join the KV cache: tokens (B, N, P) or (B, S, N, P) from temporal position
+        `frame` on, cond (B or 2B, D) or per frame (B or 2B, S, D); a CFG batch repeats the tokens."""
+        if tokens.dim() == 3:
+            tokens, cond = tokens[:, None], cond[:, None] if cond.dim() == 2 else cond  # one frame
         reps = cond.shape[0] // tokens.shape[0]
-        self.backbone.step(tokens.repeat(reps, 1, 1), None, frame, cond, cache, positions)
-        cache.commit()
+        self.backbone.prefill(tokens.repeat(reps, 1, 1, 1), frame, cond, cache, positions)
 
     def _generate_frame(self, frame: int, cond: torch.Tensor, cache, positions: int, cfg: float,
                         mask_steps: int, diffusion_steps: int, temperature: float, sampler: str,

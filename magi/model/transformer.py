@@ -31,11 +31,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[TemporalMask] = None, kernel: str = "sdpa",
                 flex: Optional[FlexKernel] = None, cache: Optional[KVCache] = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, prefill: bool = False) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, H, L, Dh)
-        if cache is not None:
+        if cache is not None and prefill:
+            out = cache.prefill(layer, q, k, v)  # (B, H, S*N, Dh), block-causal over the new frames
+        elif cache is not None:
             out = cache.attend(layer, q, k, v)
         else:
             out = attend(q, k, v, mask, kernel, flex)  # (B, H, L, Dh)
@@ -153,6 +155,20 @@ class MagiTransformer(nn.Module):
             x = block.spatial(x)  # (B, N, D)
             x = block.temporal(x, cache=cache, layer=i)  # (B, N, D) over cache + self
         return self.norm_out(x)
+
+    def prefill(self, tokens: torch.Tensor, first_frame: int, cond: torch.Tensor, cache: KVCache,
+                num_positions: int) -> None:
+        """Several complete frames at once into the cache: tokens (B, S, N, P) at temporal positions
+        first_frame.., cond (B, D) or per frame (B, S, D). Same keys/values as S `step` + commit calls,
+        in one pass of larger matrix products (a sliding window rebuilds its cache this way)."""
+        B, S, N, _ = tokens.shape
+        frames = torch.arange(first_frame, first_frame + S, device=tokens.device)
+        x = self.embed(tokens, None, frames, cond, num_positions)  # (B, S, N, D)
+        D = x.shape[-1]
+        for i, block in enumerate(self.blocks):
+            x = block.spatial(x.reshape(B * S, N, D))  # spatial: (B*S, N, D)
+            x = block.temporal(x.reshape(B, S * N, D), cache=cache, layer=i, prefill=True)  # (B, S*N, D)
+        cache.commit_many(S)
 
     def new_cache(self, max_frames: int) -> KVCache:
         return KVCache(len(self.blocks), self.config.tokens_per_frame, max_frames)

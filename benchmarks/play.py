@@ -1,0 +1,167 @@
+"""Real-time play on this CPU: per-frame latency of the world model's endless stream, per sampler setting,
+next to the rollout quality at the same setting (issue 15).
+
+For each setting the model streams `--frames` frames (default 1,000) from real opening frames of a
+fresh emulator episode, with a sticky-random player pressing keys, exactly the loop `magi play` runs:
+`Magi.stream(None, ..., actions=callable, long_video="window")` + VAE decode to uint8. Reported:
+latency p50 / p95, frames/s, latency around frame 20 and around frame 1,000 (flat cost: their ratio),
+and, from `magi eval world-model` on held-out recordings at the same setting, PSNR and the player's
+position error over the first 8 predicted frames. The setting `magi play` uses is the fastest one
+at >= 15 frames/s whose player error is within 0.5 px of the best measured; it is written to
+`results/play.json` and, with `--write-model-setting`, to `<model>/play.json` (read by `magi play`).
+
+    python benchmarks/play.py --model pretrained/atari [--frames 1000] [--quality-rollouts 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, print_table, write_results  # noqa: E402
+
+# (name, mask steps, diffusion steps, sampler, threads)
+SETTINGS = [
+    ("m1-d5", 1, 5, "ddim", 2),
+    ("m2-d5", 2, 5, "ddim", 2),
+    ("m2-d10", 2, 10, "ddim", 2),
+    ("m4-d10", 4, 10, "ddim", 2),
+    ("m2-d5-1thread", 2, 5, "ddim", 1),
+]
+TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
+
+
+def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch.Tensor:
+    """k real frames of a fresh (held-out seed) emulator episode, NOOP between them: uint8 (1, k, 3, H, W)."""
+    import ale_py
+    import gymnasium
+
+    from magi.data.builtin import _resize_frame
+
+    gymnasium.register_envs(ale_py)
+    env = gymnasium.make(f"ALE/{game}-v5", frameskip=4, full_action_space=False)
+    obs, _ = env.reset(seed=seed)
+    frames = [_resize_frame(obs, size)]
+    while len(frames) < k:
+        obs, *_ = env.step(0)
+        frames.append(_resize_frame(obs, size))
+    env.close()
+    return torch.from_numpy(np.stack(frames))[None]
+
+
+@torch.no_grad()
+def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffusion_steps: int,
+                sampler: str, seed: int = 0) -> list[float]:
+    """Seconds per frame of the endless stream (generate + decode to uint8), a sticky-random player."""
+    from magi.video_io import to_uint8
+
+    model, vae = ckpt.model, ckpt.vae
+    rng = np.random.default_rng(seed)
+    held = [0]
+
+    def player(t: int) -> int:  # the key held at frame t: changes one frame in four
+        if t >= context.shape[1] - 1 and rng.random() < 0.25:
+            held[0] = int(rng.integers(model.config.num_actions))
+        return held[0] if t >= context.shape[1] - 1 else 0
+
+    latents = vae.encode(context.float() / 127.5 - 1)  # (1, k, C, h, w)
+    stream = model.stream(None, context=latents, actions=player, mask_steps=mask_steps,
+                          diffusion_steps=diffusion_steps, sampler=sampler, long_video="window",
+                          generator=torch.Generator().manual_seed(seed))
+    times = []
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(frames), desc=f"stream m{mask_steps} d{diffusion_steps}", leave=False):
+        t0 = time.perf_counter()
+        frame = next(stream)  # (1, C, h, w)
+        to_uint8(vae.decode(frame[:, None].float()))  # (1, 1, 3, H, W)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="pretrained/atari")
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--quality-rollouts", type=int, default=32, help="0 = skip the quality columns")
+    p.add_argument("--quality-horizon", type=int, default=16)
+    p.add_argument("--settings", help="comma-separated names to run (default: all)")
+    p.add_argument("--write-model-setting", action="store_true",
+                   help="also write the chosen setting to <model>/play.json for magi play")
+    args = p.parse_args(argv)
+
+    from magi.evaluate.world_model import WorldModelEvalConfig, evaluate_world_model
+    from magi.sample import load_checkpoint
+
+    ckpt = load_checkpoint(args.model)
+    options = ((ckpt.run_config or {}).get("data") or {}).get("options") or {}
+    game, size = options.get("game", "Boxing"), int(options.get("size", 64))
+    k = max(2, ckpt.model.config.num_frames - 1)
+    context = opening_frames(game, k, size)
+    wanted = set(args.settings.split(",")) if args.settings else None
+    rows = []
+    for name, mask_steps, diffusion_steps, sampler, threads in SETTINGS:
+        if wanted and name not in wanted:
+            continue
+        torch.set_num_threads(threads)
+        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler)
+        ms = np.array(times) * 1000
+        early = float(np.median(ms[15:26])) if len(ms) > 25 else None
+        late = float(np.median(ms[-11:])) if len(ms) >= 100 else None
+        row = {"setting": name, "mask_steps": mask_steps, "diffusion_steps": diffusion_steps,
+               "sampler": sampler, "threads": threads, "frames": len(ms),
+               "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+               "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
+               "late_over_early": (late / early) if early and late else None}
+        if args.quality_rollouts:
+            cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
+                                       rollouts=args.quality_rollouts, mask_steps=mask_steps,
+                                       diffusion_steps=diffusion_steps, sampler=sampler, batch_size=32)
+            result = evaluate_world_model({name: args.model}, RESULTS / "play_quality" / name, cfg,
+                                          progress=False, gif_rollouts=4)
+            summary = result["models"][name]["summary"]
+            row.update(psnr=summary["psnr_mean"], player_error_first8_px=summary["player_error_first8_px"],
+                       shuffled_over_true=summary["shuffled_over_true_first8"])
+        rows.append(row)
+        print_table([row], list(row))
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    chosen = choose(rows)
+    print()
+    columns = ["setting", "threads", "p50_ms", "p95_ms", "fps", "ms_at_frame_20", f"ms_at_frame_{args.frames}",
+               "late_over_early", "psnr", "player_error_first8_px"]
+    print_table(rows, columns)
+    print(f"\nmagi play uses: {chosen['setting'] if chosen else 'none reaches the target'}")
+    payload = {"model": args.model, "game": game, "context_frames": k, "target_fps": TARGET_FPS,
+               "rows": rows, "chosen": chosen}
+    write_results("play", payload)
+    if args.write_model_setting and chosen:
+        keep = {k_: chosen[k_] for k_ in ("setting", "mask_steps", "diffusion_steps", "sampler", "threads",
+                                          "fps", "p50_ms", "player_error_first8_px", "psnr")}
+        (Path(args.model) / "play.json").write_text(json.dumps(keep, indent=1) + "\n")
+    return 0
+
+
+def choose(rows: list[dict]):
+    """The fastest setting at >= TARGET_FPS whose player error is within 0.5 px of the best measured."""
+    fast = [r for r in rows if r["fps"] >= TARGET_FPS]
+    if not fast:
+        return None
+    errors = [r.get("player_error_first8_px") for r in rows if r.get("player_error_first8_px") is not None]
+    if errors:
+        best = min(errors)
+        good = [r for r in fast if r.get("player_error_first8_px") is not None
+                and r["player_error_first8_px"] <= best + 0.5]
+        fast = good or fast
+    return max(fast, key=lambda r: r["fps"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
