@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo pretrained bench clean
+.PHONY: install test test-all demo pretrained atari bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(STAMP)
 pretrained: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/demo_pretrained --pretrained pretrained
+
+# Rebuild pretrained/atari/, the Boxing world model (configs/atari_world_model.yaml): records the episodes,
+# trains on one CPU core (interruptible: run it again and it continues from its newest checkpoint), exports
+# the EMA weights. ATARI_STEPS is the step count of the shipped model (pretrained/atari/training.json).
+ATARI_STEPS ?= 4000
+atari: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model.yaml --out runs/atari_ctf --resume auto --set train.max_steps=$(ATARI_STEPS)
+	$(VENV)/bin/magi demo --export-pretrained runs/atari_ctf --pretrained pretrained/atari --export-command "make atari ATARI_STEPS=$(ATARI_STEPS)"
 
 bench: $(STAMP)
 	$(VENV)/bin/magi bench

@@ -221,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--export-pretrained", metavar="RUN_DIR",
                    help="instead of the demo: copy RUN_DIR's newest checkpoint (EMA) into --pretrained")
+    p.add_argument("--export-command", default="make pretrained  # magi train --config "
+                   "configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto",
+                   help="with --export-pretrained: the command that rebuilds it, recorded in training.json")
     args = p.parse_args(argv)
     if args.export_pretrained:
-        info = export_pretrained(Path(args.export_pretrained), Path(args.pretrained),
-                                 command="make pretrained  # magi train --config configs/demo_pretrained.yaml "
-                                         "--out runs/demo_pretrained --resume auto")
+        info = export_pretrained(Path(args.export_pretrained), Path(args.pretrained), command=args.export_command)
         print(f"exported step {info['steps']} ({info['wall_time_s'] / 60:.1f} min of training, final loss "
               f"{info['final_loss_mean_last_500_steps']}) to {args.pretrained}")
         return 0

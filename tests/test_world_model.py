@@ -151,3 +151,18 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert result["detector"]["on_real_frames"]["found_rate"] > 0.9
     assert (out / "world_model.png").is_file() and (out / "rollouts_tiny.gif").is_file()
     assert runs["model"]["teacher_forcing"] == "ctf"
+
+
+def test_a_world_model_refuses_data_without_actions_before_training(tmp_path):
+    from magi.config import RunConfig
+    from magi.train import Trainer
+
+    common = [f"data.options.root={tmp_path / 'data'}", "data.options.episodes=2", "data.options.val_episodes=1",
+              "data.options.max_frames=20", "data.options.progress=false", "train.global_batch_size=2",
+              "model.width=32", "model.head_width=32", "model.depth=1"]
+    run = RunConfig.load("configs/atari_world_model.yaml", common + ["data.options.actions=false"])
+    with pytest.raises(ValueError, match="model.num_actions=18 but the data has no actions"):
+        Trainer(run, tmp_path / "run")
+    run = RunConfig.load("configs/atari_world_model.yaml", common + ["model.num_actions=3"])
+    with pytest.raises(ValueError, match="model.num_actions=3 but the data has action"):
+        Trainer(run, tmp_path / "run2")

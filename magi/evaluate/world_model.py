@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -219,7 +219,7 @@ def _mean(values: list, lo: int, hi: int) -> Optional[float]:
 
 @dataclass
 class WorldModelEvalConfig:
-    context_frames: int = 2
+    context_frames: int = 0  # real frames given; 0 = the model's training length minus one
     horizon: int = 32
     rollouts: int = 64
     mask_steps: int = 4
@@ -239,12 +239,12 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     from magi.evaluate.metrics import ssim
     from magi.sample import load_checkpoint
 
-    c = config
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    length = c.context_frames + c.horizon
     loaded = {name: load_checkpoint(path, device=device) for name, path in checkpoints.items()}
     first = next(iter(loaded.values()))
+    c = replace(config, context_frames=config.context_frames or max(1, first.model.config.num_frames - 1))
+    length = c.context_frames + c.horizon
     for name, ckpt in loaded.items():
         if ckpt.model.config.num_actions == 0:
             raise ValueError(f"{checkpoints[name]}: not an action-conditioned model (num_actions=0)")
