@@ -106,9 +106,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.rank, self.seed, self.epoch, self.start = rank, seed, epoch, start
         self.batches_per_epoch = num_items // global_batch
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def permutation(self) -> list[int]:
+        """The epoch's order of the items, from (seed, epoch)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.num_items, generator=g).tolist()
+        return torch.randperm(self.num_items, generator=g).tolist()
+
+    def epoch_items(self) -> list[int]:
+        """Every item the epoch trains, over all ranks (the incomplete last global batch left out)."""
+        return self.permutation()[:self.batches_per_epoch * self.global_batch]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = self.permutation()
         for s in range(self.start, self.batches_per_epoch):
             batch = perm[s * self.global_batch:(s + 1) * self.global_batch]
             for i in range(self.accum):
@@ -130,6 +138,33 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = torch.as_tensor([int(it[key]) for it in items], dtype=torch.long)  # (B,)
     out["path"] = [str(it.get("path", "")) for it in items]
     return out
+
+
+def interval_of(dataset: Dataset, index: int) -> int | None:
+    """The frame interval item `index` trains in the dataset's current epoch, without decoding; None
+    when the dataset cannot say (`interval_for`, the datasets here, or a fixed `interval`)."""
+    if hasattr(dataset, "interval_for"):
+        return int(dataset.interval_for(index))
+    interval = getattr(dataset, "interval", None)
+    return int(interval) if isinstance(interval, int) and not isinstance(interval, bool) else None
+
+
+def epoch_interval_histogram(dataset: Dataset, epoch: int, items: list[int]) -> dict[int, int] | None:
+    """{interval: clips} that `items` of `epoch` train (the dataset's epoch is restored); None if unknown."""
+    before = getattr(dataset, "epoch", None)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    try:
+        counts: dict[int, int] = {}
+        for i in items:
+            k = interval_of(dataset, i)
+            if k is None:
+                return None
+            counts[k] = counts.get(k, 0) + 1
+        return dict(sorted(counts.items()))
+    finally:
+        if before is not None and hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(before)
 
 
 def release_free_memory() -> None:
@@ -580,6 +615,7 @@ class Trainer:
                   f"global batch {tc.global_batch_size} = {self.info.world_size} ranks x {self.accum} "
                   f"accumulation x {self.micro} clips, {self.max_steps} steps, device {self.device}, "
                   f"{tc.precision}, {tc.parallel}; output {self.out_dir}")
+            self._report_intervals()
         progress = tqdm(total=self.max_steps, initial=self.step, disable=not (tc.progress and self.info.is_main),
                         desc="train", dynamic_ncols=True)
         window: list[dict[str, float]] = []
@@ -633,6 +669,28 @@ class Trainer:
                       f"continue with --resume auto")
         self.logger.close()
         return result
+
+    def _report_intervals(self) -> dict | None:
+        """Rank 0: the frame intervals the first epoch trains (the clips its global batches hold), printed
+        and written to OUT/intervals.json, with the configured rule; warnings of the dataset about the
+        interval distribution it cannot represent (e.g. a latent cache) are repeated here."""
+        items = GlobalBatchSampler(len(self.dataset), self.cfg.global_batch_size, self.micro, self.accum,
+                                   0, self.cfg.seed, 0).epoch_items()
+        histogram = epoch_interval_histogram(self.dataset, 0, items)
+        if histogram is None:
+            return None
+        options = self.run.data.options
+        record = {"epoch": 0, "clips": len(items), "histogram": histogram,
+                  "interval": getattr(self.dataset, "interval", options.get("interval")),
+                  "interval_sampling": getattr(self.dataset, "interval_sampling", options.get("interval_sampling")),
+                  "max_interval": getattr(self.dataset, "max_interval", options.get("max_interval"))}
+        for message in getattr(self.dataset, "interval_warnings", lambda: [])():
+            warnings.warn(message, stacklevel=2)
+        (self.out_dir / "intervals.json").write_text(json.dumps(record, indent=1) + "\n")
+        shown = " ".join(f"{k}:{n}" for k, n in histogram.items())
+        print(f"frame intervals of epoch 0 ({len(items)} clips, {record['interval']}"
+              f"{', ' + record['interval_sampling'] if record['interval_sampling'] else ''}): {shown}")
+        return record
 
     def _log_window(self, window: list[dict[str, float]], seconds: float, steps: int, progress) -> float | None:
         good = [m for m in window if not m["skipped"]]

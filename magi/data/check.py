@@ -3,8 +3,11 @@
 Each file under ROOT is opened and (unless --quick) fully decoded; a file is bad when it is empty, is
 not a video, cannot be opened, fails while decoding, or decodes to far fewer frames than its header
 claims (truncated). Good videos shorter than one clip (--num-frames at --interval) are counted as
-too short. Prints a summary; the JSON report is
-`{"root", "total", "good", "too_short", "bad": [{"path", "error"}], "too_short_paths", "frames"}`.
+too short. For dynamic intervals it also reports, for each interval 1..--max-interval, how many good
+videos hold a clip of --num-frames frames at it, and the intervals one epoch trains under each
+dynamic-interval rule (`interval_sampling` capped and uniform, seed 0, epoch 0). Prints a summary; the
+JSON report is `{"root", "total", "good", "too_short", "bad": [{"path", "error"}], "too_short_paths",
+"frames", "intervals": {"num_frames", "holders", "first_epoch": {"capped", "uniform"}}}`.
 Exit status 1 when any file is bad.
 """
 
@@ -16,7 +19,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from magi.data.video import VIDEO_EXTENSIONS, VideoError, clip_span, open_video, probe
+from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, UniformIntervals, VideoError, choose_clip, clip_span,
+                             interval_histogram, interval_holders, open_video, probe)
 
 TRUNCATION_TOLERANCE = 0.9  # decoding fewer than 90% of the header's frames means the file is cut short
 
@@ -49,8 +53,20 @@ def check_file(path: Path, quick: bool = False) -> tuple[int | None, str | None]
     return decoded, None
 
 
+def interval_report(lengths: list[int], num_frames: int, max_interval: int = MAX_INTERVAL, seed: int = 0) -> dict:
+    """Videos holding each interval, and the intervals epoch 0 trains under the capped and uniform rules."""
+    usable = [n for n in lengths if n >= num_frames]
+    capped = [choose_clip(seed, 0, i, num_frames, n, "dynamic", max_interval)[0] for i, n in enumerate(usable)]
+    uniform = UniformIntervals(usable, num_frames, max_interval)
+    drawn = [uniform.interval(seed, 0, i) for i in range(len(usable))] if uniform.intervals else []
+    return {"num_frames": num_frames, "max_interval": max_interval,
+            "holders": interval_holders(lengths, num_frames, max_interval),
+            "first_epoch": {"capped": interval_histogram(capped, max_interval),
+                            "uniform": interval_histogram(drawn, max_interval)}}
+
+
 def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = False, workers: int = 2,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, max_interval: int = MAX_INTERVAL) -> dict:
     """Scan every file under `root`; the report described in the module docstring."""
     from tqdm.auto import tqdm
 
@@ -79,6 +95,7 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
     if lengths:
         lengths.sort()
         report["frames"] = {"min": lengths[0], "median": lengths[len(lengths) // 2], "max": lengths[-1]}
+    report["intervals"] = interval_report(lengths, num_frames, max_interval)
     return report
 
 
@@ -90,12 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", metavar="FILE", help="write the report as JSON")
     check.add_argument("--num-frames", type=int, default=16, help="clip length for the too-short count")
     check.add_argument("--interval", type=int, default=1, help="clip interval for the too-short count")
+    check.add_argument("--max-interval", type=int, default=MAX_INTERVAL,
+                       help="dynamic intervals 1..this: how many videos hold each (default 25)")
     check.add_argument("--quick", action="store_true", help="read headers only, do not decode every frame")
     check.add_argument("--workers", type=int, default=2, help="files checked in parallel")
     args = parser.parse_args(argv)
 
     try:
-        report = check_folder(args.root, args.num_frames, args.interval, args.quick, args.workers)
+        report = check_folder(args.root, args.num_frames, args.interval, args.quick, args.workers,
+                              max_interval=args.max_interval)
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
@@ -103,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['too_short']} shorter than {clip_span(args.num_frames, args.interval)} frames")
     for entry in report["bad"]:
         print(f"  BAD {entry['path']}: {entry['error']}")
+    iv = report["intervals"]
+
+    def row(counts: dict) -> str:
+        return " ".join(f"{k}:{v}" for k, v in counts.items())
+
+    print(f"videos holding a {args.num_frames}-frame clip at interval k: {row(iv['holders'])}")
+    for rule, counts in iv["first_epoch"].items():
+        print(f"intervals trained in epoch 0, interval_sampling={rule}: {row(counts)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -3,6 +3,22 @@
 A clip is `num_frames` frames taken every `interval` frames from `start`: frames start,
 start + interval, ..., start + (num_frames - 1) * interval. It spans `(num_frames - 1) * interval + 1`
 frames of the video, so a video must have at least that many frames to hold the clip.
+
+Dynamic intervals (`interval="dynamic"`) follow one of two rules, `interval_sampling`:
+
+- "uniform" (the paper: "the frame interval is uniformly sampled from 1 to 25"): the interval comes
+  first, then the video. In epoch e the items are dealt the intervals 1..K in turn along a permutation
+  drawn from (seed, e), so every interval is trained equally often (counts differ by at most one over
+  any number of whole epochs). An item keeps its own video when that video holds a clip at its
+  interval; otherwise the clip comes from a video drawn uniformly among those that hold it (seeded by
+  (seed, e, index)), so the item's label and path are that video's. K is max_interval, or the largest
+  interval any video holds when the longest video is too short for max_interval (a warning says so).
+- "capped" (the default of `VideoFolder`, kept for existing runs): each item draws uniformly on
+  1..min(max_interval, the largest interval its own video holds); short videos never train long
+  intervals, so long intervals are rare.
+
+Both are pure functions of (seed, epoch, index) and the videos' lengths, so resuming is exact and
+ranks agree.
 """
 
 from __future__ import annotations
@@ -66,6 +82,105 @@ def choose_clip(seed: int, epoch: int, index: int, num_frames: int, video_frames
     if room < 0:
         raise ValueError(f"a clip of {num_frames} frames at interval {k} does not fit in {video_frames} frames")
     return k, int(rng.integers(0, room + 1)) if random_start else room // 2
+
+
+INTERVAL_SAMPLING = ("capped", "uniform")
+
+
+class UniformIntervals:
+    """The "uniform" dynamic-interval rule (see the module doc) over videos of known lengths.
+
+    Args:
+        lengths: frames of each video, in dataset order (None = unbounded, holds every interval).
+        num_frames: frames per clip.
+        max_interval: the largest interval drawn.
+        holds: optional explicit set of intervals each video holds (a latent cache of pre-sampled
+            clips: the intervals it cached for that video); default: 1..its largest interval.
+    """
+
+    def __init__(self, lengths, num_frames: int, max_interval: int = MAX_INTERVAL, holds=None) -> None:
+        self.lengths = list(lengths)
+        self.num_frames, self.max_interval = num_frames, max_interval
+        self._caps = self._holds = None
+        if holds is None:  # video i holds 1..caps[i] (holding is nested in the interval)
+            self._caps = np.asarray([max_interval if v is None else max_interval_for(num_frames, v, max_interval)
+                                     for v in self.lengths], dtype=np.int64)
+            holders = {k: np.nonzero(self._caps >= k)[0] for k in range(1, max_interval + 1)}
+        else:  # explicit sets (a cache of pre-sampled clips)
+            self._holds = [frozenset(int(k) for k in h if 1 <= k <= max_interval) for h in holds]
+            members: dict[int, list[int]] = {k: [] for k in range(1, max_interval + 1)}
+            for i, h in enumerate(self._holds):
+                for k in h:
+                    members[k].append(i)
+            holders = {k: np.asarray(v, dtype=np.int64) for k, v in members.items()}
+        #: holders[k]: the videos that hold interval k, in dataset order
+        self.holders: dict[int, np.ndarray] = holders
+        #: the intervals dealt in turn: those in 1..max_interval some video holds
+        self.intervals: list[int] = [k for k in range(1, max_interval + 1) if len(holders[k])]
+        self.top = max(self.intervals, default=0)
+        self._perm_key, self._perm = None, None
+
+    def holds(self, video: int, interval: int) -> bool:
+        if self._caps is not None:
+            return 1 <= interval <= int(self._caps[video])
+        return interval in self._holds[video]
+
+    def missing(self) -> list[int]:
+        """Intervals in 1..max_interval that no video holds (never dealt)."""
+        return [k for k in range(1, self.max_interval + 1) if not len(self.holders[k])]
+
+    def interval(self, seed: int, epoch: int, position: int) -> int:
+        """The interval of item `position` in `epoch`: slot perm_e[position] + e * n of the run, dealt
+        the intervals in turn, so over whole epochs every interval is dealt equally often."""
+        n = len(self.lengths)
+        if self._perm_key != (seed, epoch):
+            self._perm = np.random.default_rng([seed, epoch, 5]).permutation(n)
+            self._perm_key = (seed, epoch)
+        slot = int(self._perm[position]) + epoch * n
+        return self.intervals[slot % len(self.intervals)]
+
+    def choose(self, seed: int, epoch: int, position: int, key: int | None = None,
+               random_start: bool = True) -> tuple[int, int, int]:
+        """(video, interval, start) of item `position`; `key` (default: position) seeds the draws of
+        the substitute video and the start (a latent cache passes its source's video index)."""
+        if not self.intervals:
+            raise ValueError(f"no video holds a clip of {self.num_frames} frames")
+        k = self.interval(seed, epoch, position)
+        rng = np.random.default_rng([seed, epoch, position if key is None else key, 1])
+        video = position
+        if not self.holds(position, k):
+            candidates = self.holders[k]
+            video = int(candidates[rng.integers(0, len(candidates))])
+        length = self.lengths[video]
+        if length is None:
+            return video, k, 0
+        room = length - clip_span(self.num_frames, k)
+        return video, k, int(rng.integers(0, room + 1)) if random_start else room // 2
+
+
+def _ranges(values) -> str:
+    """[1, 2, 3, 7, 9, 10] -> "1..3, 7, 9..10"."""
+    values, parts = sorted(values), []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}..{values[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+def interval_holders(lengths, num_frames: int, max_interval: int = MAX_INTERVAL) -> dict[int, int]:
+    """{interval: how many of the videos (frame counts) hold a clip of `num_frames` at it} for 1..max_interval."""
+    caps = np.asarray([max_interval_for(num_frames, int(v), max_interval) for v in lengths], dtype=np.int64)
+    return {k: int((caps >= k).sum()) for k in range(1, max_interval + 1)}
+
+
+def interval_histogram(intervals, max_interval: int = MAX_INTERVAL) -> dict[int, int]:
+    """{k: count} for k in 1..max(max_interval, largest seen)."""
+    counts = np.bincount(np.asarray(list(intervals), dtype=np.int64), minlength=max_interval + 1)
+    return {k: int(counts[k]) for k in range(1, len(counts))}
 
 
 def to_float_video(frames: torch.Tensor) -> torch.Tensor:
@@ -401,7 +516,11 @@ class VideoFolder(torch.utils.data.Dataset):
         root: the videos' root folder.
         num_frames: frames per clip.
         size: output frame size, int (square) or (H, W): resize to cover, centre crop. None keeps the size.
-        interval: a fixed frame interval, or "dynamic": uniform on 1..max_interval, capped so the clip fits.
+        interval: a fixed frame interval, or "dynamic": drawn per item and epoch by `interval_sampling`.
+        interval_sampling: the dynamic-interval rule (module doc): "uniform" (the paper: every interval
+            in 1..max_interval trained equally often; an item whose video is too short for its interval
+            takes its clip from a video that holds it) or "capped" (uniform on 1..the largest interval
+            the item's own video holds; the default, what earlier versions did).
         split_file: optional list of the videos to use (see `read_list_file`): UCF-101's
             `trainlist01.txt`, a Kinetics CSV, or "path label" lines. Without one, every video under root.
         classes: class names in label order; default: UCF's `classInd.txt` when next to the split file
@@ -441,7 +560,11 @@ class VideoFolder(torch.utils.data.Dataset):
         probe_threads: int = 4,
         progress: bool = True,
         actions: bool = False,
+        interval_sampling: str = "capped",
     ) -> None:
+        if interval_sampling not in INTERVAL_SAMPLING:
+            raise ValueError(f"VideoFolder.interval_sampling: expected one of {list(INTERVAL_SAMPLING)}, "
+                             f"got {interval_sampling!r}")
         if interval != "dynamic" and (isinstance(interval, bool) or not isinstance(interval, int)
                                       or interval < 1):
             raise ValueError(f"VideoFolder.interval: expected an integer >= 1 or 'dynamic', got {interval!r}")
@@ -452,8 +575,9 @@ class VideoFolder(torch.utils.data.Dataset):
             raise FileNotFoundError(f"VideoFolder: root folder not found: {self.root}")
         self.num_frames, self.size, self.interval = num_frames, size, interval
         self.max_interval, self.seed, self.random_start = max_interval, seed, random_start
-        self.actions = actions
+        self.actions, self.interval_sampling = actions, interval_sampling
         self.epoch = 0
+        self._uniform: UniformIntervals | None = None
 
         # 1. which files, with which class
         if split_file is not None:
@@ -511,6 +635,12 @@ class VideoFolder(torch.utils.data.Dataset):
         if not self.records:
             warnings.warn(f"VideoFolder({self.root}): no usable videos ({len(candidates)} found, "
                           f"{self.skipped} bad, {self.too_short} shorter than {need} frames)", stacklevel=2)
+        elif self.uniform is not None and self.uniform.missing():
+            missing = self.uniform.missing()
+            warnings.warn(f"VideoFolder({self.root}): no video holds a clip of {num_frames} frames at "
+                          f"interval{'s' if len(missing) > 1 else ''} {_ranges(missing)} (the longest has "
+                          f"{max(r.num_frames for r in self.records)} frames); uniform sampling deals "
+                          f"{_ranges(self.uniform.intervals)} instead of 1..{max_interval}", stacklevel=2)
 
     # ---- index building
     def _probe_all(self, candidates, index_file, threads, progress):
@@ -565,6 +695,26 @@ class VideoFolder(torch.utils.data.Dataset):
         """Re-draw intervals and starts for a new epoch (deterministically from seed, epoch and index)."""
         self.epoch = int(epoch)
 
+    @property
+    def uniform(self) -> UniformIntervals | None:
+        """The uniform rule over the current records (None unless dynamic with interval_sampling uniform)."""
+        if self.interval != "dynamic" or self.interval_sampling != "uniform":
+            return None
+        if self._uniform is None:
+            self._uniform = UniformIntervals([r.num_frames for r in self.records], self.num_frames,
+                                             self.max_interval)
+        return self._uniform
+
+    def interval_range(self) -> tuple[int, int] | None:
+        """(lowest, highest) interval this dataset's items can have (what a model trained on it knows)."""
+        if not self.records:
+            return None
+        if self.interval != "dynamic":
+            return int(self.interval), int(self.interval)
+        if self.uniform is not None:
+            return min(self.uniform.intervals), self.uniform.top
+        return 1, max(max_interval_for(self.num_frames, r.num_frames, self.max_interval) for r in self.records)
+
     def video_frames(self, index: int) -> int:
         return self.records[index].num_frames
 
@@ -580,10 +730,24 @@ class VideoFolder(torch.utils.data.Dataset):
         return read_clip(self.path_of(index), start, num_frames, interval, self.size)
 
     # ---- items
+    def pick(self, index: int) -> tuple[int, int, int]:
+        """(video, interval, start) of item `index` in the current epoch. The video is `index` itself
+        except under uniform sampling when that video is too short for the item's interval."""
+        if self.uniform is not None:
+            return self.uniform.choose(self.seed, self.epoch, index, random_start=self.random_start)
+        interval, start = choose_clip(self.seed, self.epoch, index, self.num_frames,
+                                      self.records[index].num_frames, self.interval, self.max_interval,
+                                      self.random_start)
+        return index, interval, start
+
     def choose(self, index: int) -> tuple[int, int]:
-        """(interval, start) of item `index` in the current epoch (see `choose_clip`)."""
-        return choose_clip(self.seed, self.epoch, index, self.num_frames, self.records[index].num_frames,
-                           self.interval, self.max_interval, self.random_start)
+        """(interval, start) of item `index` in the current epoch, in video `pick(index)[0]` (the
+        item's own video, except under uniform sampling; see `pick`)."""
+        return self.pick(index)[1:]
+
+    def interval_for(self, index: int) -> int:
+        """The frame interval item `index` trains in the current epoch (nothing is decoded)."""
+        return self.pick(index)[1]
 
     def full_video(self, index: int) -> torch.Tensor:
         """Every frame of video `index` as uint8 (N, 3, H, W) at this dataset's size (for latent caches)."""
@@ -594,7 +758,8 @@ class VideoFolder(torch.utils.data.Dataset):
             raise IndexError(f"VideoFolder: index {index} out of range 0..{len(self.records) - 1}")
         for attempt in range(len(self.records)):
             j = (index + attempt) % len(self.records)
-            record = self.records[j]
+            video = self.pick(j)[0]
+            record = self.records[video]
             if record.path in self._failed:
                 continue
             try:
@@ -603,23 +768,24 @@ class VideoFolder(torch.utils.data.Dataset):
                 if e.available is not None and e.available >= self.num_frames and \
                         e.available < record.num_frames:
                     record.num_frames = e.available  # the header over-counted: retry within what exists
+                    self._uniform = None  # the uniform rule's table follows the lengths
                     try:
                         return self._load(j)
                     except VideoError as e2:
                         e = e2
                 self._failed.add(record.path)
                 self.skipped += 1
-                self.bad.append({"path": self.path_of(j), "error": e.reason})
+                self.bad.append({"path": self.path_of(video), "error": e.reason})
                 _warn_bad(e)
         raise RuntimeError(f"VideoFolder({self.root}): none of the {len(self.records)} videos could be decoded")
 
     def _load(self, index: int) -> dict:
-        interval, start = self.choose(index)
-        clip = self.frames(index, interval=interval, start=start)
-        item = {"video": to_float_video(clip), "label": self.records[index].label, "interval": interval,
-                "path": self.path_of(index)}
+        video, interval, start = self.pick(index)
+        clip = self.frames(video, interval=interval, start=start)
+        item = {"video": to_float_video(clip), "label": self.records[video].label, "interval": interval,
+                "path": self.path_of(video)}
         if self.actions:
-            item["actions"] = self.actions_of(index, start, interval)
+            item["actions"] = self.actions_of(video, start, interval)
         return item
 
     def actions_of(self, index: int, start: int, interval: int = 1, num_frames: int | None = None
@@ -639,7 +805,8 @@ class VideoFolder(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (f"VideoFolder({str(self.root)!r}, videos={len(self)}, classes={len(self.classes)}, "
-                f"num_frames={self.num_frames}, size={self.size}, interval={self.interval!r}, "
+                f"num_frames={self.num_frames}, size={self.size}, interval={self.interval!r}"
+                f"{f', interval_sampling={self.interval_sampling!r}' if self.interval == 'dynamic' else ''}, "
                 f"bad={self.skipped}, too_short={self.too_short}, missing={self.missing})")
 
 

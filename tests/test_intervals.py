@@ -1,0 +1,166 @@
+"""Dynamic intervals as the paper draws them (uniform on 1..25), the capped rule kept, and `magi data
+check` reporting which videos hold which interval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from magi.data import VideoFolder, choose_clip
+from magi.data.video import (UniformIntervals, clip_span, interval_histogram, interval_holders,
+                             read_all_frames, to_uint8_video)
+from conftest import make_video
+
+# A mix of lengths like UCF-101's (median ~170 frames, a long tail): with 17-frame clips only the
+# longest few percent hold interval 25 (401 frames).
+UCF_LIKE = np.clip(np.random.default_rng(0).lognormal(np.log(170), 0.5, 600), 29, 1800).astype(int).tolist()
+
+
+def _uniform_p(counts: dict[int, int], top: int = 25) -> float:
+    return chisquare([counts.get(k, 0) for k in range(1, top + 1)]).pvalue
+
+
+def test_uniform_rule_is_uniform_on_1_to_25_over_a_realistic_mix():
+    rule = UniformIntervals(UCF_LIKE, num_frames=17, max_interval=25)
+    drawn, substituted = [], 0
+    for epoch in range(3):
+        for i in range(len(UCF_LIKE)):
+            video, k, start = rule.choose(7, epoch, i)
+            drawn.append(k)
+            assert start + clip_span(17, k) <= UCF_LIKE[video]  # the clip fits the video it comes from
+            if video != i:
+                substituted += 1
+                assert clip_span(17, k) > UCF_LIKE[i]  # only items whose own video cannot hold k move
+    counts = interval_histogram(drawn)
+    assert set(counts) == set(range(1, 26)) and _uniform_p(counts) > 0.05
+    assert max(counts.values()) - min(counts.values()) <= 3  # dealt in turn: at most one apart per epoch
+    assert 0 < substituted < len(drawn)
+    # the capped rule (today's behaviour) is far from uniform on the same videos
+    capped = [choose_clip(7, e, i, 17, n, "dynamic")[0] for e in range(3) for i, n in enumerate(UCF_LIKE)]
+    assert _uniform_p(interval_histogram(capped)) < 1e-6
+
+
+def test_uniform_rule_is_a_pure_function_of_seed_epoch_index():
+    a, b = UniformIntervals(UCF_LIKE, 17), UniformIntervals(UCF_LIKE, 17)
+    order = np.random.default_rng(1).permutation(len(UCF_LIKE))  # any query order (ranks, workers)
+    first = {i: a.choose(3, 5, i) for i in range(len(UCF_LIKE))}
+    assert all(b.choose(3, 5, int(i)) == first[int(i)] for i in order)
+    assert [a.choose(3, 6, i) for i in range(50)] != [first[i] for i in range(50)]
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """Short and long videos: with 4-frame clips, 13 frames hold intervals 1..4 and 80 frames 1..25."""
+    root = tmp_path_factory.mktemp("mixed")
+    for i, n in enumerate([13, 16, 20, 25, 31, 40, 55, 80]):
+        make_video(root / ("short" if n < 40 else "long") / f"v{i}.mp4", num_frames=n, height=16, width=16,
+                   seed=i)
+    return root
+
+
+def test_video_folder_uniform_intervals_over_epochs(mixed_folder):
+    ds = VideoFolder(mixed_folder, num_frames=4, size=16, interval="dynamic", interval_sampling="uniform", seed=2)
+    assert ds.interval_range() == (1, 25)
+    drawn = []
+    for epoch in range(50):
+        ds.set_epoch(epoch)
+        drawn += [ds.interval_for(i) for i in range(len(ds))]
+    counts = interval_histogram(drawn)
+    assert set(counts) == set(range(1, 26)) and _uniform_p(counts) > 0.05
+    # an item whose own video is too short is a clip of a video that holds the interval, labelled as it
+    ds.set_epoch(0)
+    moved = [i for i in range(len(ds)) if ds.pick(i)[0] != i]
+    assert moved
+    i = moved[0]
+    video, k, start = ds.pick(i)
+    item = ds[i]
+    assert item["interval"] == k and item["path"] == ds.path_of(video) and item["label"] == ds.label_of(video)
+    full = read_all_frames(ds.path_of(video), size=16)
+    assert torch.equal(to_uint8_video(item["video"]), full[start:start + clip_span(4, k):k])
+
+
+def test_capped_reproduces_todays_draws(mixed_folder):
+    default = VideoFolder(mixed_folder, num_frames=4, size=16, interval="dynamic", seed=2)
+    capped = VideoFolder(mixed_folder, num_frames=4, size=16, interval="dynamic", seed=2,
+                         interval_sampling="capped")
+    for epoch in (0, 3):
+        default.set_epoch(epoch)
+        capped.set_epoch(epoch)
+        for i in range(len(default)):
+            want = choose_clip(2, epoch, i, 4, default.video_frames(i), "dynamic", 25)
+            assert default.choose(i) == capped.choose(i) == want and capped.pick(i)[0] == i
+    drawn = []
+    for epoch in range(50):
+        capped.set_epoch(epoch)
+        drawn += [capped.interval_for(i) for i in range(len(capped))]
+    assert _uniform_p(interval_histogram(drawn)) < 1e-6
+    with pytest.raises(ValueError, match="interval_sampling"):
+        VideoFolder(mixed_folder, num_frames=4, interval="dynamic", interval_sampling="even")
+
+
+def test_uniform_warns_when_no_video_holds_the_long_intervals(mixed_folder):
+    # 5-frame clips: the longest video (80 frames) holds intervals up to (80 - 1) // 4 = 19
+    with pytest.warns(UserWarning, match=r"at intervals 20\.\.25.*deals 1\.\.19 instead of 1\.\.25"):
+        ds = VideoFolder(mixed_folder, num_frames=5, size=16, interval="dynamic", interval_sampling="uniform")
+    assert ds.interval_range() == (1, 19)
+
+
+def test_data_check_reports_videos_per_interval(mixed_folder, tmp_path, capsys):
+    from magi.cli import main
+
+    out = tmp_path / "check.json"
+    assert main(["data", "check", str(mixed_folder), "--num-frames", "4", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["intervals"]
+    lengths = [13, 16, 20, 25, 31, 40, 55, 80]
+    holders = {int(k): v for k, v in report["holders"].items()}
+    assert holders == interval_holders(lengths, 4) and holders[1] == 8 and holders[4] == 8
+    assert holders[5] == 7 and holders[25] == 1  # only the 80-frame video holds interval 25
+    uniform = {int(k): v for k, v in report["first_epoch"]["uniform"].items()}
+    assert sum(uniform.values()) == 8 and max(uniform.values()) == 1  # 8 items dealt 8 distinct intervals
+    printed = capsys.readouterr().out
+    assert "videos holding a 4-frame clip at interval k: 1:8 2:8" in printed and "25:1" in printed
+
+
+def _folder_run(root, out, **data_options):
+    from magi.config import RunConfig
+
+    options = {"root": str(root), "num_frames": 4, "size": 16, **data_options}
+    return RunConfig.from_dict({
+        "model": {"preset": "test", "attention": "sdpa", "latent_channels": 16, "num_frames": 4, "num_classes": 2},
+        "data": {"kind": "folder", "options": options},
+        "vae": {"spec": "pixels:4:gray"},
+        "train": {"max_steps": 1, "global_batch_size": 4, "warmup_steps": 1, "log_every": 1, "progress": False,
+                  "num_threads": 1, "checkpoint_every": 10, "sample": {"num_videos": 0}}})
+
+
+def test_training_start_writes_the_first_epochs_interval_histogram(mixed_folder, tmp_path, capsys):
+    from magi.train import GlobalBatchSampler, Trainer
+
+    run = _folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="uniform")
+    trainer = Trainer(run, tmp_path / "run")
+    trainer.fit()
+    record = json.loads((tmp_path / "run" / "intervals.json").read_text())
+    ds = trainer.dataset
+    items = GlobalBatchSampler(len(ds), 4, 4, 1, 0, 0, 0).epoch_items()  # 2 global batches of 4
+    ds.set_epoch(0)
+    want = interval_histogram([ds.interval_for(i) for i in items])
+    assert {int(k): v for k, v in record["histogram"].items()} == {k: v for k, v in want.items() if v}
+    assert record["clips"] == 8 and record["interval_sampling"] == "uniform"
+    assert "frame intervals of epoch 0 (8 clips, dynamic, uniform)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["ucf101_cosmos", "ucf101_cosmos_mtf", "ucf101_2dvae", "k600_cosmos"])
+def test_paper_configs_draw_uniform_intervals(name):
+    from pathlib import Path
+
+    from magi.config import RunConfig
+    from magi.data import _accepted_options, _builders
+
+    run = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    options = run.data.options
+    assert options["interval"] == "dynamic" and options["interval_sampling"] == "uniform"
+    assert options["max_interval"] == 25 and "interval_sampling" in _accepted_options(_builders()[run.data.kind])
