@@ -88,3 +88,102 @@ def test_cache_skips_bad_videos_and_cli(bad_folder, tmp_path, capsys):
     assert "cached 3 videos" in capsys.readouterr().out
     with pytest.raises(FileExistsError):
         cache_latents(MovingDigits(num_videos=1), load_vae("pixels"), out, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dynamic intervals through a clip cache (3D VAE)
+
+
+def test_stratified_clips_cover_every_interval_evenly():
+    import numpy as np
+
+    from magi.data.latents import stratified_clips
+    from magi.data.video import clip_span, interval_histogram, interval_holders
+
+    lengths = np.clip(np.random.default_rng(0).lognormal(np.log(170), 0.5, 600), 29, 1800).astype(int).tolist()
+    plan = stratified_clips(lengths, 17, clips_per_video=4, seed=1)
+    assert all(len(clips) == 4 for clips in plan)
+    assert all(s + clip_span(17, k) <= n for clips, n in zip(plan, lengths) for k, s in clips)
+    counts = interval_histogram([k for clips in plan for k, _ in clips])
+    holders = interval_holders(lengths, 17)
+    assert set(counts) == set(range(1, 26))
+    # as even as the lengths allow: the rarest intervals get a clip from every video that holds them,
+    # the common ones no more than their even share (2,400 clips / 25 intervals) of what is left over
+    assert counts[24] == holders[24] and counts[25] == holders[25]
+    assert max(counts.values()) - min(counts[k] for k in range(1, 10)) <= 1
+    # caching what epochs 0..3 draw (capped, the earlier caches) leaves the long intervals nearly empty
+    from magi.data import choose_clip
+
+    old = interval_histogram([choose_clip(1, e, i, 17, n, "dynamic")[0] for e in range(4) for i, n in enumerate(lengths)])
+    assert old.get(25, 0) < counts[25] / 2 and old.get(20, 0) < counts[20] / 2
+
+
+def _mixed_long_folder(root):
+    from conftest import make_video
+
+    for i, n in enumerate([20, 40, 100, 120]):  # 5-frame clips: intervals up to 4, 9, 24 and 25 (29)
+        make_video(root / "c" / f"v{i}.mp4", num_frames=n, height=16, width=16, seed=i)
+    return root
+
+
+def test_clip_cache_trains_every_interval_within_25_epochs(tmp_path, capsys):
+    from test_vae import _tiny_cosmos
+
+    from magi.config import RunConfig
+    from magi.train import Trainer
+    from magi.vae import from_diffusers
+
+    vae = from_diffusers(_tiny_cosmos())
+    root = _mixed_long_folder(tmp_path / "videos")
+    ds = VideoFolder(root, num_frames=5, size=16, interval="dynamic", interval_sampling="uniform", seed=0)
+    out = cache_latents(ds, vae, tmp_path / "cache", clips_per_video=8, progress=False)
+    printed = capsys.readouterr().out
+    assert "latent cache: 4 videos x 8 clips of (2, 4, 2, 2) per video, float32: " in printed
+    cache = LatentDataset(out)
+    assert cache.clip_selection == "uniform" and cache.interval_warnings() == []
+    assert sorted({k for r in cache.records for k in r["intervals"]}) == list(range(1, 26))
+
+    run = RunConfig.from_dict({
+        "model": {"preset": "test", "attention": "sdpa", "latent_size": 2, "num_frames": 2, "num_classes": 0},
+        "data": {"kind": "latents", "options": {"root": str(out)}},
+        "train": {"epochs": 25, "global_batch_size": 4, "progress": False, "num_threads": 1,
+                  "sample": {"num_videos": 0}}})
+    trainer = Trainer(run, tmp_path / "run")
+    assert trainer.max_steps == 25  # one step per epoch
+    batches, trained = trainer._micro_batches(), []
+    for step in range(25):  # the loop's data path, without the optimizer steps
+        trained += [k for batch in next(batches) for k in batch["interval"].tolist()]
+        trainer.step += 1
+    assert sorted(set(trained)) == list(range(1, 26)) and len(trained) == 100
+    # each item's latents are the cached clip at its interval, of its own video when that video holds it
+    cache.set_epoch(3)
+    for i in range(len(cache)):
+        video, k, j = cache.pick(i)
+        assert cache.records[video]["intervals"][j] == k and cache[i]["interval"] == k
+        assert video == i or k not in cache.records[i]["intervals"]
+
+
+def test_old_style_clip_cache_warns_at_training_start(tmp_path):
+    from test_vae import _tiny_cosmos
+
+    from magi.vae import from_diffusers
+
+    vae = from_diffusers(_tiny_cosmos())
+    root = _mixed_long_folder(tmp_path / "videos")
+    ds = VideoFolder(root, num_frames=5, size=16, interval="dynamic", seed=0)  # capped: clip e mod K
+    cache = LatentDataset(cache_latents(ds, vae, tmp_path / "cache", clips_per_video=2, progress=False))
+    assert cache.clip_selection == "epoch"
+    messages = cache.interval_warnings()
+    assert "epoch e reads clip e mod K" in messages[0] and "no cached clip at intervals" in messages[1]
+    assert [cache[i]["interval"] for i in range(4)] == [r["intervals"][0] for r in cache.records]
+    from magi.config import RunConfig
+    from magi.train import Trainer
+
+    run = RunConfig.from_dict({
+        "model": {"preset": "test", "attention": "sdpa", "latent_size": 2, "num_frames": 2, "num_classes": 0},
+        "data": {"kind": "latents", "options": {"root": str(tmp_path / "cache")}},
+        "train": {"max_steps": 1, "global_batch_size": 4, "progress": False, "sample": {"num_videos": 0}}})
+    trainer = Trainer(run, tmp_path / "run")
+    with pytest.warns(UserWarning, match="epoch e reads clip e mod K"):
+        record = trainer._report_intervals()
+    assert sum(record["histogram"].values()) == 4

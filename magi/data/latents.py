@@ -8,9 +8,16 @@ Layout of a cache folder:
 Two modes, chosen by the VAE:
 - "frames" (2D VAE, temporal stride 1): every frame of every video is cached, (N, C, h, w) per video,
   so clips with any interval, including dynamic ones, are still drawn at training time.
-- "clips" (3D VAE): frames are not independent, so K clips per video are pre-sampled with the same
-  rule training uses (`choose_clip` at epochs 0..K-1) and cached with their intervals, (K, T', C, h, w)
-  per video; epoch e reads clip e mod K.
+- "clips" (3D VAE): frames are not independent, so K clips per video are pre-sampled and cached with
+  their intervals, (K, T', C, h, w) per video. How depends on the source's dynamic-interval rule:
+  * `interval_sampling: uniform` (the paper's): the clips are stratified over the intervals. Videos,
+    the shortest first, each take the K intervals they hold that the cache holds fewest clips of so
+    far (a video holding fewer than K takes each once, then repeats), so the cache covers 1..25 as
+    evenly as the videos' lengths allow. In training, epoch e deals the intervals in turn exactly as
+    the uniform rule does on videos (`UniformIntervals`): an item takes its own video's clip at its
+    interval, or a clip at that interval of a video drawn among those that cached one.
+  * otherwise (a fixed interval, or `capped`): clip k is what the source draws at epoch k (k < K) and
+    epoch e reads clip e mod K, as caches written before the stratified selection did.
 
 Either way `LatentDataset` yields the items the video dataset would have yielded after encoding
 (`latents` (T', C, h, w) in place of `video`), with the same sampling rule; with the exact `pixels`
@@ -28,17 +35,70 @@ from typing import Any
 
 import torch
 
-from magi.data.video import MAX_INTERVAL, BadVideoWarning, VideoError, choose_clip, clip_span, to_float_video
+import numpy as np
+
+from magi.data.video import (INTERVAL_SAMPLING, MAX_INTERVAL, BadVideoWarning, UniformIntervals, VideoError, _ranges,
+                             choose_clip, clip_span, interval_histogram, max_interval_for, to_float_video)
 
 FORMAT_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class _SourceVideos(torch.utils.data.Dataset):
-    """What the cache encodes for video i, decoded in DataLoader workers: uint8 frames or K clips."""
+def _uniform_source(source) -> bool:
+    return getattr(source, "interval", None) == "dynamic" and getattr(source, "interval_sampling", None) == "uniform"
 
-    def __init__(self, source, mode: str, clips_per_video: int) -> None:
-        self.source, self.mode, self.k = source, mode, clips_per_video
+
+def stratified_clips(lengths: list[int], num_frames: int, clips_per_video: int, max_interval: int = MAX_INTERVAL,
+                     seed: int = 0, random_start: bool = True) -> list[list[tuple[int, int]]]:
+    """(interval, start) of each cached clip of each video (frame counts `lengths`), stratified over
+    1..max_interval: videos, the shortest first, take the K intervals they hold that have the fewest
+    clips so far (ties drawn from (seed, video)); a video holding fewer than K intervals repeats them."""
+    caps = [max_interval_for(num_frames, n, max_interval) for n in lengths]
+    counts = np.zeros(max_interval + 1, dtype=np.int64)
+    plan: list[list[tuple[int, int]]] = [[] for _ in lengths]
+    for video in sorted(range(len(lengths)), key=lambda i: (caps[i], i)):
+        rng = np.random.default_rng([seed, video, 6])
+        held = np.arange(1, caps[video] + 1)
+        if not len(held):
+            continue
+        chosen: list[int] = []
+        this_round: set[int] = set()  # a video takes each interval it holds once before repeating any
+        while len(chosen) < clips_per_video:
+            if len(this_round) == len(held):
+                this_round = set()
+            free = np.asarray([k for k in held if k not in this_round])
+            fewest = free[counts[free] == counts[free].min()]
+            k = int(rng.choice(fewest))
+            chosen.append(k)
+            this_round.add(k)
+            counts[k] += 1
+        for k in sorted(chosen):
+            room = lengths[video] - clip_span(num_frames, k)
+            plan[video].append((k, int(rng.integers(0, room + 1)) if random_start else room // 2))
+    return plan
+
+
+def _clip_plan(source, clips_per_video: int) -> tuple[str, list[list[tuple[int, int]]]]:
+    """("uniform" or "epoch", per video the (interval, start) of each clip to cache)."""
+    if _uniform_source(source):
+        lengths = [source.video_frames(i) for i in range(len(source))]
+        return "uniform", stratified_clips(lengths, source.num_frames, clips_per_video, source.max_interval,
+                                           source.seed, getattr(source, "random_start", True))
+    epoch = getattr(source, "epoch", 0)
+    plan: list[list[tuple[int, int]]] = [[] for _ in range(len(source))]
+    for k in range(clips_per_video):  # clip k: what the source draws at epoch k
+        source.set_epoch(k)
+        for i in range(len(source)):
+            plan[i].append(tuple(source.choose(i)))
+    source.set_epoch(epoch)
+    return "epoch", plan
+
+
+class _SourceVideos(torch.utils.data.Dataset):
+    """What the cache encodes for video i, decoded in DataLoader workers: uint8 frames or its clips."""
+
+    def __init__(self, source, mode: str, plan: list[list[tuple[int, int]]] | None = None) -> None:
+        self.source, self.mode, self.plan = source, mode, plan
 
     def __len__(self) -> int:
         return len(self.source)
@@ -47,20 +107,29 @@ class _SourceVideos(torch.utils.data.Dataset):
         try:
             if self.mode == "frames":
                 return {"index": index, "frames": self.source.full_video(index)}  # (N, 3, H, W)
-            clips, intervals, starts = [], [], []
-            for k in range(self.k):
-                self.source.set_epoch(k)
-                interval, start = self.source.choose(index)
-                clips.append(self.source.frames(index, interval=interval, start=start))  # (T, 3, H, W)
-                intervals.append(interval)
-                starts.append(start)
-            return {"index": index, "frames": torch.stack(clips), "intervals": intervals, "starts": starts}
+            clips = [self.source.frames(index, interval=k, start=s) for k, s in self.plan[index]]  # (T, 3, H, W) each
+            return {"index": index, "frames": torch.stack(clips), "intervals": [k for k, _ in self.plan[index]],
+                    "starts": [s for _, s in self.plan[index]]}
         except VideoError as e:
             return {"index": index, "error": str(e)}
 
 
+def cache_size(source, vae, mode: str, clips_per_video: int, dtype: str, frame_hw: tuple[int, int]) -> dict:
+    """What a cache of `source` will hold: videos, clips or frames, latent shape and bytes."""
+    count = len(source)
+    if mode == "frames":
+        frames = sum(getattr(source, "full_length", None) or source.video_frames(i) for i in range(count))
+        shape = vae.latent_shape(1, *frame_hw)[1:]  # (C, h, w)
+        values, unit = frames * int(np.prod(shape)), f"{frames} frames of {tuple(shape)}"
+    else:
+        shape = vae.latent_shape(source.num_frames, *frame_hw)  # (T', C, h, w)
+        values, unit = count * clips_per_video * int(np.prod(shape)), f"{clips_per_video} clips of {tuple(shape)} per video"
+    nbytes = values * torch.tensor([], dtype=_DTYPES[dtype]).element_size()
+    return {"videos": count, "what": unit, "dtype": dtype, "bytes": int(nbytes)}
+
+
 def _describe_source(source) -> dict:
-    keys = ("num_frames", "size", "interval", "max_interval", "seed", "random_start", "num_videos",
+    keys = ("num_frames", "size", "interval", "interval_sampling", "max_interval", "seed", "random_start", "num_videos",
             "num_digits", "digit_size", "split")
     out = {"class": type(source).__name__}
     for key in keys:
@@ -78,7 +147,8 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
     """Encode `source` (a dataset with the clip-source interface) with `vae` into a cache at `out_dir`.
 
     2D VAEs cache every frame; 3D VAEs cache `clips_per_video` pre-sampled clips (see the module doc).
-    Videos that fail to decode are skipped with a warning and listed in the index. Returns `out_dir`.
+    Videos that fail to decode are skipped with a warning and listed in the index. The cache's size is
+    printed before encoding. Returns `out_dir`.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -93,9 +163,16 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
     if device is None:
         tensors = list(vae.parameters()) + list(vae.buffers())
         device = tensors[0].device if tensors else torch.device("cpu")
-    epoch = getattr(source, "epoch", 0)  # clip sampling below moves the source through epochs 0..K-1
-    loader = torch.utils.data.DataLoader(_SourceVideos(source, mode, clips_per_video), batch_size=None,
-                                         num_workers=num_workers)
+    selection, plan = _clip_plan(source, clips_per_video) if mode == "clips" else (None, None)
+    videos_to_encode = _SourceVideos(source, mode, plan)
+    for i in range(len(source)):  # the frame size of the first readable video sizes the cache
+        first = videos_to_encode[i]
+        if "error" not in first:
+            size = cache_size(source, vae, mode, clips_per_video, dtype, tuple(first["frames"].shape[-2:]))
+            print(f"latent cache: {size['videos']} videos x {size['what']}, {dtype}: "
+                  f"{size['bytes'] / 2**30:.2f} GiB in {out_dir}", flush=True)
+            break
+    loader = torch.utils.data.DataLoader(videos_to_encode, batch_size=None, num_workers=num_workers)
     videos, skipped, shard, shard_index, latent_shape = [], [], {}, 0, None
 
     def flush():
@@ -129,8 +206,6 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         if len(shard) >= shard_size:
             flush()
     flush()
-    if hasattr(source, "set_epoch"):
-        source.set_epoch(epoch)
 
     meta = {
         "format": "magi-latent-cache", "version": FORMAT_VERSION, "mode": mode, "dtype": dtype,
@@ -140,6 +215,7 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         "source": _describe_source(source),
         "unbounded": source.video_frames(0) is None if len(source) else False,
         "clips_per_video": clips_per_video if mode == "clips" else None,
+        "clip_selection": selection,
         "num_shards": shard_index, "videos": videos, "skipped": skipped,
         "latent_shape": latent_shape,
     }
@@ -164,14 +240,15 @@ def _vae_name(identity: dict) -> str:
 class LatentDataset(torch.utils.data.Dataset):
     """Clips of cached latents; items `latents` (T', C, h, w) float32, `label`, `interval`, `path`.
 
-    Sampling follows the video dataset it was cached from (`choose_clip` with the cached seed,
-    interval and max_interval unless overridden): a "frames" cache draws clips at training time (any
-    `num_frames`, fixed or "dynamic" interval), a "clips" cache returns pre-sampled clip `epoch mod K`.
+    Sampling follows the video dataset it was cached from (the cached seed, interval, interval_sampling
+    and max_interval unless overridden): a "frames" cache draws clips at training time (any
+    `num_frames`, fixed or "dynamic" interval, either rule), a "clips" cache chooses among its
+    pre-sampled clips (module doc: by the uniform rule over the cached intervals, or clip `epoch mod K`).
 
     Args:
         root: the cache folder.
-        num_frames, interval, max_interval, seed, random_start: override the source's sampling
-            ("frames" caches only; a "clips" cache is fixed at what was cached).
+        num_frames, interval, max_interval, seed, random_start, interval_sampling: override the
+            source's sampling ("frames" caches only; a "clips" cache is fixed at what was cached).
         vae: if given, its identity must equal the cache's (ValueError otherwise).
         preload: read every shard into memory at construction (otherwise shards are memory-mapped
             and read per item).
@@ -179,7 +256,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, num_frames: int | None = None, interval: int | str | None = None,
                  max_interval: int | None = None, seed: int | None = None, random_start: bool | None = None,
-                 vae=None, preload: bool = False, progress: bool = True) -> None:
+                 vae=None, preload: bool = False, progress: bool = True, interval_sampling: str | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.root = Path(root)
@@ -199,7 +276,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.unbounded = bool(meta.get("unbounded"))
         if self.mode == "clips":
             for name, value in (("num_frames", num_frames), ("interval", interval), ("max_interval", max_interval),
-                                ("seed", seed), ("random_start", random_start)):
+                                ("seed", seed), ("random_start", random_start),
+                                ("interval_sampling", interval_sampling)):
                 if value is not None and value != src.get(name):
                     raise ValueError(f"LatentDataset.{name}: a clip cache is fixed at {name}={src.get(name)!r} "
                                      f"(got {value!r}); re-cache to change it")
@@ -208,6 +286,12 @@ class LatentDataset(torch.utils.data.Dataset):
         self.max_interval = max_interval if max_interval is not None else src.get("max_interval", MAX_INTERVAL)
         self.seed = seed if seed is not None else src.get("seed", 0)
         self.random_start = random_start if random_start is not None else src.get("random_start", True)
+        self.interval_sampling = interval_sampling or src.get("interval_sampling") or "capped"
+        if self.interval_sampling not in INTERVAL_SAMPLING:
+            raise ValueError(f"LatentDataset.interval_sampling: expected one of {list(INTERVAL_SAMPLING)}, "
+                             f"got {self.interval_sampling!r}")
+        # "uniform": the stratified clips of a uniform source; "epoch": clip epoch mod K (older caches too)
+        self.clip_selection = meta.get("clip_selection") or "epoch" if self.mode == "clips" else None
 
         # Keep the videos that hold one clip; count the rest like VideoFolder does.
         need = self.num_frames if self.interval == "dynamic" else clip_span(self.num_frames, self.interval)
@@ -231,6 +315,13 @@ class LatentDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"LatentDataset({self.root}): missing shard file(s) "
                                     f"{', '.join(f'shard_{s:05d}.safetensors' for s in sorted(missing))}")
         self.labels = [r["label"] for r in self.records]
+        self.uniform: UniformIntervals | None = None
+        if self.mode == "clips" and self.clip_selection == "uniform":
+            self.uniform = UniformIntervals([None] * len(self.records), self.num_frames, self.max_interval,
+                                            holds=[r["intervals"] for r in self.records])
+        elif self.mode == "frames" and self.interval == "dynamic" and self.interval_sampling == "uniform":
+            self.uniform = UniformIntervals([None if self.unbounded else r["frames"] for r in self.records],
+                                            self.num_frames, self.max_interval)
         self._handles: dict[int, Any] = {}
         self._memory: dict[str, torch.Tensor] | None = None
         if preload:
@@ -262,25 +353,80 @@ class LatentDataset(torch.utils.data.Dataset):
             self._handles[shard] = safe_open(str(self.root / f"shard_{shard:05d}.safetensors"), framework="pt")
         return self._handles[shard].get_tensor(record["key"])
 
-    def choose(self, index: int) -> tuple[int, int]:
-        """(interval, start) of item `index` ("frames" caches; the same rule as the video dataset)."""
-        # Drawn with the source's video index, so a cache samples exactly what its dataset samples.
+    def pick(self, index: int) -> tuple[int, int, int]:
+        """(record, interval, start or clip) of item `index` in the current epoch: for a "frames" cache
+        the same rule as the video dataset (drawn with the source's video index, so a cache samples
+        exactly what its dataset samples); for a "clips" cache the cached clip's position."""
         record = self.records[index]
+        if self.mode == "clips":
+            if self.uniform is None:
+                k = self.epoch % len(record["intervals"])
+                return index, int(record["intervals"][k]), k
+            video, interval, _ = self.uniform.choose(self.seed, self.epoch, index, key=record["index"])
+            clips = [j for j, k in enumerate(self.records[video]["intervals"]) if k == interval]
+            rng = np.random.default_rng([self.seed, self.epoch, record["index"], 8])
+            return video, interval, clips[int(rng.integers(0, len(clips)))] if len(clips) > 1 else clips[0]
+        if self.uniform is not None:
+            return self.uniform.choose(self.seed, self.epoch, index, key=record["index"],
+                                       random_start=self.random_start)
         frames = None if self.unbounded else record["frames"]
-        return choose_clip(self.seed, self.epoch, record["index"], self.num_frames, frames, self.interval,
-                           self.max_interval, self.random_start)
+        interval, start = choose_clip(self.seed, self.epoch, record["index"], self.num_frames, frames, self.interval,
+                                      self.max_interval, self.random_start)
+        return index, interval, start
+
+    def choose(self, index: int) -> tuple[int, int]:
+        """(interval, start) of item `index` ("frames" caches; in record `pick(index)[0]`)."""
+        return self.pick(index)[1:]
+
+    def interval_for(self, index: int) -> int:
+        """The frame interval item `index` trains in the current epoch (nothing is read)."""
+        return self.pick(index)[1]
+
+    def interval_range(self) -> tuple[int, int] | None:
+        """(lowest, highest) interval an item can have."""
+        if not self.records:
+            return None
+        if self.mode == "clips":
+            cached = [k for r in self.records for k in r["intervals"]]
+            return min(cached), max(cached)
+        if self.interval != "dynamic":
+            return int(self.interval), int(self.interval)
+        if self.uniform is not None:
+            return min(self.uniform.intervals), self.uniform.top
+        if self.unbounded:
+            return 1, self.max_interval
+        return 1, max(max_interval_for(self.num_frames, r["frames"], self.max_interval) for r in self.records)
+
+    def interval_warnings(self) -> list[str]:
+        """Why this cache cannot train the interval distribution its source was configured with (empty
+        when it can); the trainer repeats these at the start of training."""
+        if self.mode != "clips" or self.interval != "dynamic" or not self.records:
+            return []
+        cached = interval_histogram([k for r in self.records for k in r["intervals"]], self.max_interval)
+        missing = [k for k in range(1, self.max_interval + 1) if not cached.get(k)]
+        out = []
+        if self.clip_selection == "epoch":
+            out.append(f"latent cache {self.root}: {len(self.records[0]['intervals'])} pre-sampled clips per video, "
+                       f"epoch e reads clip e mod K (interval_sampling={self.interval_sampling}), so each video "
+                       f"trains only its cached clips and the intervals are not uniform on 1..{self.max_interval} "
+                       f"(cached clips per interval: {' '.join(f'{k}:{n}' for k, n in cached.items())}); "
+                       f"re-cache from data with interval_sampling: uniform for the paper's distribution")
+        if missing:
+            out.append(f"latent cache {self.root}: no cached clip at interval{'s' if len(missing) > 1 else ''} "
+                       f"{_ranges(missing)} of the configured 1..{self.max_interval}; those intervals never train "
+                       f"(more --clips-per-video, or longer videos, would cover them)")
+        return out
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.records):
             raise IndexError(f"LatentDataset: index {index} out of range 0..{len(self.records) - 1}")
-        record = self.records[index]
+        video, interval, where = self.pick(index)
+        record = self.records[video]
         latents = self._tensor(record)
         if self.mode == "frames":
-            interval, start = self.choose(index)
-            clip = latents[start:start + clip_span(self.num_frames, interval):interval]  # (T, C, h, w)
+            clip = latents[where:where + clip_span(self.num_frames, interval):interval]  # (T, C, h, w)
         else:
-            k = self.epoch % latents.shape[0]
-            clip, interval = latents[k], record["intervals"][k]  # (T', C, h, w)
+            clip = latents[where]  # (T', C, h, w)
         return {"latents": clip.float(), "label": record["label"], "interval": int(interval),
                 "path": record["path"]}
 
