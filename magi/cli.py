@@ -18,6 +18,7 @@ COMMANDS = {
     "data": ("magi.data.check", "dataset tools: `magi data check ROOT`"),
     "demo": ("magi.demo", "the CPU demo: sample from the shipped checkpoint, train the tiny model"),
     "bench": ("magi.bench", "run the benchmark scripts in benchmarks/"),
+    "play": ("magi.play.server", "play an action-conditioned world model in the browser"),
 }
 
 

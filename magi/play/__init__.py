@@ -1,0 +1,10 @@
+"""`magi play`: play an action-conditioned world model in the browser (DESIGN §8).
+
+`session` holds one player's game (emulator, keys -> actions, `Magi.stream`); `server` is the web app
+(Starlette + uvicorn, one WebSocket per player) and the command line; `static/` the page.
+"""
+
+from magi.play.server import create_app, main
+from magi.play.session import ModelLoadError, PlaySession, World, action_table, load_world
+
+__all__ = ["create_app", "main", "load_world", "World", "PlaySession", "ModelLoadError", "action_table"]

@@ -1,0 +1,399 @@
+"""`magi play`: a local web page where the keyboard drives an action-conditioned MAGI and the model
+draws the game (DESIGN §8, issue 15).
+
+Starlette app, served by uvicorn: `/` (the page), `/static/play.js`, `/static/play.css` and the
+WebSocket `/ws`; any other path is 404. One WebSocket per player session:
+
+server -> client
+  text   {"type": "hello", "game", "actions", "setting", "fps_cap", "context_frames", "seed",
+          "keys", "frame_header"}                          once, first
+  binary a frame: a 12-byte header (`FRAME_HEADER`: kind 0 = model / 1 = reality, channels 1 | 3,
+         height, width, action index (-1 none), frame index; little-endian) then height x width x
+         channels bytes, row-major, channels last. Gray frames (R = G = B) go as one channel.
+  text   {"type": "stats", "fps", "latency_ms", "frame", "action", "seed", "reality", "reality_over"}
+         about twice a second
+  text   {"type": "reset", "seed"}        after a reset request
+  text   {"type": "error", "error": "..."} a bad message (the session goes on) or a failure
+  text   {"type": "busy", "max_sessions"} when the server is full; then the socket closes (1013)
+
+client -> server (JSON text, at most `MAX_MESSAGE_BYTES`)
+  {"type": "keys", "keys": ["up", "right", "fire"]}   the keys now held (any subset of KEYS)
+  {"type": "reset"}                                   start again from a new held-out episode
+  {"type": "reality", "on": true}                     send the emulator's frames too
+
+Frames are produced on a worker thread (`asyncio.to_thread`; torch releases the GIL), one at a time,
+started at most `fps_cap` times a second (the game's own 60 / frameskip = 15 frames/s): the keys are
+read when a frame starts, so waiting happens before a frame, never between a frame and the screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from magi.play.session import (KEYS, Emulators, Frame, ModelLoadError, PlaySession, SeedSource, World,
+                               load_world)
+from magi.sample import SamplingOptions
+
+DEFAULT_MODEL = "pretrained/atari"
+DEFAULT_SETTING = SamplingOptions(mask_steps=4, diffusion_steps=10, sampler="ddim", long_video="window")
+MAX_MESSAGE_BYTES = 4096  # a client message larger than this gets an error reply
+WS_MAX_SIZE = 65536  # client messages past this are refused by the WebSocket layer (close 1009)
+STATS_EVERY_S = 0.5
+FRAME_HEADER = struct.Struct("<BBHHhI")  # kind, channels, height, width, action, frame index
+MODEL_FRAME, REALITY_FRAME = 0, 1
+STATIC = Path(__file__).parent / "static"
+ASSETS = {  # URL path -> (file in static/, media type); nothing else is served
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/play.js": ("play.js", "text/javascript; charset=utf-8"),
+    "/static/play.css": ("play.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; connect-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+KEY_HELP = {"up": "↑ / W", "down": "↓ / S", "left": "← / A", "right": "→ / D", "fire": "Space"}
+
+log = logging.getLogger("magi.play")
+
+
+def encode_frame(kind: int, image: np.ndarray, action: int, index: int) -> bytes:
+    """uint8 (3, H, W) -> header + raw pixels (H, W, c), c = 1 when the frame is gray (R = G = B)."""
+    _, H, W = image.shape
+    if (image[0] == image[1]).all() and (image[0] == image[2]).all():
+        pixels = image[0]  # (H, W)
+    else:
+        pixels = image.transpose(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+    channels = 1 if pixels.ndim == 2 else 3
+    return FRAME_HEADER.pack(kind, channels, H, W, action, index) + np.ascontiguousarray(pixels).tobytes()
+
+
+def decode_frame(data: bytes) -> dict:
+    """The inverse of `encode_frame` (tests, tools): header fields and pixels uint8 (H, W, c)."""
+    kind, channels, H, W, action, index = FRAME_HEADER.unpack_from(data)
+    pixels = np.frombuffer(data, np.uint8, offset=FRAME_HEADER.size)
+    if pixels.size != H * W * channels:
+        raise ValueError(f"frame: header says {H}x{W}x{channels}, got {pixels.size} bytes")
+    return {"kind": kind, "channels": channels, "height": H, "width": W, "action": action,
+            "index": index, "pixels": pixels.reshape(H, W, channels)}
+
+
+class BadMessage(ValueError):
+    """A client message the protocol does not accept; its text is the error reply."""
+
+
+def parse_message(message: dict) -> dict:
+    """An ASGI `websocket.receive` message -> a checked client message, or BadMessage."""
+    text = message.get("text")
+    if text is None:
+        raise BadMessage("binary messages are not accepted; send JSON text")
+    size = len(text.encode("utf-8"))
+    if size > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"message too large: {size} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadMessage(f"not JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise BadMessage('expected a JSON object with a "type"')
+    expected = {"keys": {"type", "keys"}, "reset": {"type"}, "reality": {"type", "on"}}
+    kind = data["type"]
+    if kind not in expected:
+        raise BadMessage(f"unknown message type {kind[:40]!r}; expected one of {sorted(expected)}")
+    if set(data) != expected[kind]:
+        raise BadMessage(f"{kind!r} message: expected the fields {sorted(expected[kind])}, got {sorted(data)[:8]}")
+    if kind == "keys":
+        keys = data["keys"]
+        if (not isinstance(keys, list) or len(keys) > len(KEYS)
+                or not all(isinstance(k, str) and k in KEYS for k in keys)):
+            raise BadMessage(f'"keys": expected a list drawn from {list(KEYS)}')
+    if kind == "reality" and not isinstance(data["on"], bool):
+        raise BadMessage('"on": expected true or false')
+    return data
+
+
+class Rate:
+    """Frames per second over the last second, and the mean latency of those frames."""
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, float]] = deque()
+
+    def add(self, latency_ms: float) -> None:
+        now = time.perf_counter()
+        self.events.append((now, latency_ms))
+        while self.events and now - self.events[0][0] > 1.0:
+            self.events.popleft()
+
+    def fps(self) -> float:
+        if len(self.events) < 2:
+            return 0.0
+        span = self.events[-1][0] - self.events[0][0]
+        return (len(self.events) - 1) / span if span > 0 else 0.0
+
+    def latency_ms(self) -> float:
+        generated = [lat for _, lat in self.events if lat > 0]
+        return sum(generated) / len(generated) if generated else 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_sessions: int = 2,
+               fps_cap: Optional[float] = None):
+    """The Starlette app for one loaded model; sessions share its weights. `fps_cap` defaults to the
+    game's own rate (60 / frameskip)."""
+    import torch
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route, WebSocketRoute
+
+    setting.validate()
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions: expected >= 1, got {max_sessions}")
+    fps_cap = world.fps if fps_cap is None else fps_cap
+    assets = {url: ((STATIC / name).read_bytes(), media) for url, (name, media) in ASSETS.items()}
+    seeds, emulators = SeedSource(), Emulators(world.game, world.frameskip, keep=max_sessions)
+    state = {"active": 0}
+
+    def asset(request):
+        body, media = assets[request.url.path]
+        return Response(body, media_type=media, headers=SECURITY_HEADERS)
+
+    def hello(session: PlaySession) -> dict:
+        return {"type": "hello", "game": world.game, "actions": world.meanings, "model": world.name,
+                "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
+                            "sampler": setting.sampler, "temperature": setting.temperature,
+                            "threads": torch.get_num_threads()},
+                "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
+                "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index"}
+
+    async def play(websocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and origin.split("://", 1)[-1] != websocket.headers.get("host"):
+            await websocket.close(code=1008)  # another site's page may not drive the local game (403)
+            return
+        await websocket.accept()
+        if state["active"] >= max_sessions:
+            await websocket.send_json({"type": "busy", "max_sessions": max_sessions})
+            await websocket.close(code=1013)  # try again later
+            return
+        state["active"] += 1
+        session = None
+        try:
+            try:
+                session = await asyncio.to_thread(PlaySession, world, setting, seeds, emulators)
+            except Exception as e:  # noqa: BLE001 - the emulator would not start: tell the page
+                log.exception("could not start a session")
+                await websocket.send_json({"type": "error", "error": f"could not start: {type(e).__name__}: {e}"})
+                await websocket.close(code=1011)
+                return
+            await websocket.send_json(hello(session))
+            await Player(websocket, session, fps_cap).run()
+        finally:
+            if session is not None:
+                await asyncio.to_thread(session.close)  # waits for a frame in progress
+            state["active"] -= 1
+
+    routes = [Route(url, asset) for url in ASSETS] + [WebSocketRoute("/ws", play)]
+    app = Starlette(routes=routes)
+    app.state.sessions = state
+    return app
+
+
+class Player:
+    """One WebSocket's two loops: frames out (paced, on a worker thread) and messages in. Whichever
+    ends first (the client left, or generation failed) ends the other."""
+
+    def __init__(self, websocket, session: PlaySession, fps_cap: float) -> None:
+        self.ws, self.session, self.period = websocket, session, 1.0 / fps_cap
+        self.send_lock = asyncio.Lock()
+        self.rate = Rate()
+
+    async def run(self) -> None:
+        tasks = {asyncio.create_task(self.frames()), asyncio.create_task(self.messages())}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:  # a send to a client that has gone; generation failures are reported in frames()
+            if task.exception() is not None:
+                log.debug("session ended: %r", task.exception())
+
+    async def send(self, *, text: Optional[dict] = None, data: Optional[bytes] = None) -> None:
+        async with self.send_lock:
+            if text is not None:
+                await self.ws.send_text(json.dumps(text))
+            else:
+                await self.ws.send_bytes(data)
+
+    async def frames(self) -> None:
+        """Produce and send frames, each started at most `fps_cap` times a second; stats about twice
+        a second."""
+        loop = asyncio.get_running_loop()
+        last_stats = float("-inf")
+        while True:
+            started = loop.time()
+            try:
+                frame = await asyncio.to_thread(self.session.next_frame)
+            except Exception as e:  # noqa: BLE001 - report, then end the session
+                log.exception("generation failed")
+                await self.send(text={"type": "error", "error": f"generation failed: {type(e).__name__}: {e}"})
+                await self.ws.close(code=1011)
+                return
+            await self.send_frame(frame)
+            if started - last_stats >= STATS_EVERY_S:
+                last_stats = started
+                await self.send(text=self.stats(frame))
+            wait = started + self.period - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def send_frame(self, frame: Frame) -> None:
+        self.rate.add(frame.latency_ms)
+        await self.send(data=encode_frame(MODEL_FRAME, frame.image, frame.action, frame.index))
+        if frame.reality is not None:
+            await self.send(data=encode_frame(REALITY_FRAME, frame.reality, frame.action, frame.index))
+
+    def stats(self, frame: Frame) -> dict:
+        s = self.session
+        action = s.world.meanings[frame.action] if frame.action >= 0 else None
+        return {"type": "stats", "fps": round(self.rate.fps(), 2), "latency_ms": round(self.rate.latency_ms(), 1),
+                "frame": frame.index, "action": action, "seed": frame.seed, "reality": s.reality,
+                "reality_over": s.reality_over}
+
+    async def messages(self) -> None:
+        """Read client messages until the client goes; a bad one gets an error reply, play goes on."""
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                data = parse_message(message)
+            except BadMessage as e:
+                await self.send(text={"type": "error", "error": str(e)})
+                continue
+            if data["type"] == "keys":
+                self.session.set_keys(data["keys"])
+            elif data["type"] == "reality":
+                self.session.reality = data["on"]
+            elif data["type"] == "reset":
+                seed = self.session.request_reset()
+                await self.send(text={"type": "reset", "seed": seed})
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving
+
+
+def uvicorn_config(app, host: str = "127.0.0.1", port: int = 8000, **kwargs):
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_SIZE,
+                          lifespan="off", **kwargs)
+
+
+class BackgroundServer:
+    """Serve an app from a thread on a free 127.0.0.1 port (tests, benchmarks):
+    `with BackgroundServer(app) as url: ...` gives "http://127.0.0.1:PORT"."""
+
+    def __init__(self, app, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.server = uvicorn.Server(uvicorn_config(app, host, self.sock.getsockname()[1]))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the play server did not start")
+            time.sleep(0.02)
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="magi play", description="Play an action-conditioned world model in the browser: the keys "
+        "drive the model, the model draws the game.")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"run or checkpoint directory of an action-conditioned model "
+                        f"(default {DEFAULT_MODEL})")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-sessions", type=int, default=2, help="concurrent players (default 2)")
+    parser.add_argument("--mask-steps", type=int, default=DEFAULT_SETTING.mask_steps)
+    parser.add_argument("--diffusion-steps", type=int, default=DEFAULT_SETTING.diffusion_steps)
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default=DEFAULT_SETTING.sampler)
+    parser.add_argument("--temperature", type=float, default=DEFAULT_SETTING.temperature)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    setting = SamplingOptions(mask_steps=args.mask_steps, diffusion_steps=args.diffusion_steps,
+                              sampler=args.sampler, temperature=args.temperature, long_video="window")
+    try:
+        setting.validate()
+        if args.max_sessions < 1:
+            raise ValueError(f"--max-sessions: expected >= 1, got {args.max_sessions}")
+    except ValueError as e:
+        parser.error(str(e))
+    model = Path(args.model)
+    if args.model == DEFAULT_MODEL and not model.exists():
+        print(f"magi play: {model / 'config.json'} not found: the shipped Atari world model is missing. "
+              "Train one with `magi train --config configs/atari_world_model.yaml --out runs/atari "
+              "--resume auto` and play it with `magi play --model runs/atari`.", file=sys.stderr)
+        return 2
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        world = load_world(model, device=args.device)
+    except ModelLoadError as e:
+        print(f"magi play: {e}", file=sys.stderr)
+        return 2
+    app = create_app(world, setting, max_sessions=args.max_sessions)
+
+    local = args.host in ("127.0.0.1", "localhost", "::1")
+    if not local:
+        print(f"magi play: WARNING: bound to {args.host}: the game is reachable from the network; anyone "
+              f"who can reach port {args.port} can play (up to {args.max_sessions} at once).", file=sys.stderr)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    threads = torch.get_num_threads()
+    print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
+          f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, {threads} "
+          f"thread{'s' if threads > 1 else ''})\nmagi play: open http://{shown}:{args.port}/  (Ctrl+C stops)",
+          flush=True)
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

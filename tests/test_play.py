@@ -1,0 +1,401 @@
+"""`magi play` driven from Python over its WebSocket protocol (issue 15): hello, paced frames, keys ->
+actions, reset, the reality pane, bad messages answered and survived, the session limit, disconnects
+that free their session (and its memory), only the page served, and models that fail to load.
+
+A tiny untrained action-conditioned model stands in for the real one: these tests check the
+protocol and the action path, not what the frames show (benchmarks/play.py does that)."""
+
+from __future__ import annotations
+
+import gc
+import http.client
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from magi import Magi, MagiConfig
+from magi.play.server import (MAX_MESSAGE_BYTES, WS_MAX_SIZE, BackgroundServer, create_app, decode_frame,
+                              main)
+from magi.play.session import FIRST_SEED, action_name, action_table, load_world
+from magi.sample import SamplingOptions
+
+websockets_sync = pytest.importorskip("websockets.sync.client")
+
+FAST = SamplingOptions(mask_steps=1, diffusion_steps=2, sampler="ddim", long_video="window")
+BOXING = ['NOOP', 'FIRE', 'UP', 'RIGHT', 'LEFT', 'DOWN', 'UPRIGHT', 'UPLEFT', 'DOWNRIGHT', 'DOWNLEFT',
+          'UPFIRE', 'RIGHTFIRE', 'LEFTFIRE', 'DOWNFIRE', 'UPRIGHTFIRE', 'UPLEFTFIRE', 'DOWNRIGHTFIRE',
+          'DOWNLEFTFIRE']
+
+
+def tiny_world_model(directory: Path, num_actions: int = 18, game: str = "Boxing") -> Path:
+    """An untrained 64x64 gray Boxing world model (pixels:4:gray -> 16x16x16 latents, 3 frames)."""
+    config = MagiConfig.preset("test", latent_channels=16, latent_size=16, num_frames=3, patch_size=2,
+                               num_classes=0, num_actions=num_actions, attention="sdpa")
+    Magi(config).save_pretrained(directory)
+    (directory / "train_config.yaml").write_text(yaml.safe_dump({
+        "vae": {"spec": "pixels:4:gray"},
+        "data": {"kind": "atari", "options": {"game": game, "size": 64, "frameskip": 4}}}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return load_world(tiny_world_model(tmp_path_factory.mktemp("play_model")))
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    with BackgroundServer(create_app(world, FAST, max_sessions=2)) as url:
+        yield url
+
+
+def ws_url(url: str) -> str:
+    return url.replace("http://", "ws://") + "/ws"
+
+
+class Client:
+    """A blocking test client: collects frames and text messages as they arrive."""
+
+    def __init__(self, url: str, **kwargs) -> None:
+        # entered at once (websockets >= 17.1 wants a context manager; the tests close explicitly)
+        self.ws = websockets_sync.connect(ws_url(url), max_size=2**20, **kwargs).__enter__()
+        self.texts: list[dict] = []
+
+    def send(self, message) -> None:
+        self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+
+    def next(self, timeout: float = 20.0):
+        """The next message: a decoded frame dict, or a text message dict (also kept in `texts`)."""
+        data = self.ws.recv(timeout=timeout)
+        if isinstance(data, bytes):
+            return decode_frame(data)
+        message = json.loads(data)
+        self.texts.append(message)
+        return message
+
+    def text(self, kind: str, timeout: float = 20.0) -> dict:
+        """Read until a text message of `kind` arrives (frames in between are dropped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = self.next(timeout=deadline - time.monotonic())
+            if m.get("type") == kind:
+                return m
+        raise TimeoutError(kind)
+
+    def frames(self, n: int, kind: int = 0, timeout: float = 30.0) -> list[dict]:
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < n:
+            m = self.next(timeout=max(deadline - time.monotonic(), 0.01))
+            if "kind" in m and m["kind"] == kind:
+                out.append(m)
+        return out
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys -> actions
+
+
+def test_keys_map_to_the_games_actions():
+    boxing = action_table(BOXING)
+    assert BOXING[boxing[frozenset({"up", "right", "fire"})]] == "UPRIGHTFIRE"
+    assert BOXING[boxing[frozenset({"down", "left"})]] == "DOWNLEFT"
+    assert BOXING[boxing[frozenset({"up", "down", "fire"})]] == "FIRE"  # opposite directions cancel
+    assert BOXING[boxing[frozenset()]] == "NOOP"
+    assert len(boxing) == 32 and set(boxing.values()) == set(range(18))  # every action is reachable
+    breakout = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    table = action_table(breakout)
+    assert breakout[table[frozenset({"right", "fire"})]] == "RIGHT"  # FIRE dropped first
+    assert breakout[table[frozenset({"up", "left"})]] == "LEFT"
+    assert breakout[table[frozenset({"up"})]] == "NOOP"
+    assert breakout[table[frozenset({"fire", "down"})]] == "FIRE"
+    assert action_name({"left", "right"}) == "NOOP"
+
+
+def test_reality_is_the_emulator_under_the_same_actions(world):
+    """Frame t's reality frame is the emulator after the opening NOOPs and the actions the headers
+    report; the opening the model sees is those real frames (gray, as its VAE sees them)."""
+    from magi.data.builtin import _resize_frame
+    from magi.play.session import PlaySession, SeedSource, make_env
+
+    session = PlaySession(world, FAST, SeedSource(), reality=True)
+    frames = []
+    for t, keys in enumerate([[], [], ["right"], ["right", "fire"], ["down"], ["down"], ["left", "up"]]):
+        session.set_keys(keys)
+        frames.append(session.next_frame())
+    session.close()
+    k = world.context_frames
+    env = make_env(world.game, world.frameskip)
+    obs, _ = env.reset(seed=frames[0].seed)
+    real = [_resize_frame(obs, 64)]
+    for f in frames[1:]:
+        obs, *_ = env.step(f.action)
+        real.append(_resize_frame(obs, 64))
+    env.close()
+    for f, r in zip(frames, real):
+        np.testing.assert_array_equal(f.reality, r)
+    for f, r in zip(frames[:k], real):
+        assert f.latency_ms == 0 and (f.image[0] == f.image[1]).all()
+        assert np.abs(f.image[0] - r.astype(float).mean(0)).max() <= 1  # gray of the real frame
+    assert [f.action for f in frames[:k]] == [-1] + [0] * (k - 1)  # the opening: null, then NOOPs
+    # frame t >= k answers the keys held when it started
+    assert [BOXING[f.action] for f in frames[k:]] == ["RIGHT", "RIGHTFIRE", "DOWN", "DOWN", "UPLEFT"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocol
+
+
+def test_hello_frames_keys_reality_reset(server, world):
+    c = Client(server)
+    try:
+        hello = c.next()
+        assert hello["type"] == "hello" and hello["game"] == "Boxing" and hello["actions"] == BOXING
+        assert hello["setting"]["mask_steps"] == 1 and hello["setting"]["sampler"] == "ddim"
+        assert hello["fps_cap"] == 15 and hello["context_frames"] == 2 and hello["seed"] >= FIRST_SEED
+        start = time.perf_counter()
+        frames = c.frames(8)
+        rate = (len(frames) - 1) / (time.perf_counter() - start)
+        assert [f["index"] for f in frames] == list(range(8))
+        for f in frames:  # gray 64x64: one channel, 12 + 4096 bytes on the wire
+            assert (f["height"], f["width"], f["channels"]) == (64, 64, 1)
+            assert f["pixels"].shape == (64, 64, 1) and f["pixels"].dtype == np.uint8
+        assert frames[0]["action"] == -1 and frames[1]["action"] == 0  # opening: null, then NOOP
+        assert rate < 17, f"frames came at {rate:.1f}/s, above the game's 15/s"
+
+        c.send({"type": "keys", "keys": ["up", "right", "fire"]})
+        wanted = BOXING.index("UPRIGHTFIRE")
+        acting = [f["action"] == wanted for f in c.frames(8)]  # frames in flight keep the old action
+        assert True in acting[:4] and all(acting[acting.index(True):]), acting
+        stats = c.text("stats")
+        assert stats["frame"] >= 8 and stats["fps"] > 0 and stats["latency_ms"] > 0
+
+        c.send({"type": "reality", "on": True})
+        reality = c.frames(2, kind=1)
+        assert all((f["height"], f["width"], f["channels"]) == (64, 64, 3) for f in reality)  # colour
+        assert reality[1]["index"] == reality[0]["index"] + 1 and reality[1]["action"] == wanted
+
+        c.send({"type": "reset"})
+        reset = c.text("reset")
+        assert reset["seed"] > hello["seed"]
+        first = c.frames(1)[0]
+        while first["index"] != 0:  # frames produced before the reset was seen
+            first = c.frames(1)[0]
+        assert first["action"] == -1
+        c.send({"type": "reality", "on": False})
+        c.send({"type": "keys", "keys": []})
+    finally:
+        c.close()
+
+
+def test_a_huge_message_closes_only_its_connection(server):
+    c = Client(server)
+    try:
+        c.text("hello")
+        c.send("x" * (WS_MAX_SIZE + 1))  # refused by the WebSocket layer before it is read
+        with pytest.raises(Exception, match="1009"):
+            c.text("never")
+    finally:
+        c.close()
+    d = Client(server)
+    assert d.text("hello") and d.frames(1)
+    d.close()
+
+
+@pytest.mark.parametrize("message, error", [
+    ("not json {", "not JSON"),
+    ("x" * (MAX_MESSAGE_BYTES + 1), "too large"),
+    (json.dumps({"type": "keys", "keys": ["up"], "pad": "x" * MAX_MESSAGE_BYTES}), "too large"),
+    ({"type": "teleport"}, "unknown message type"),
+    ({"type": "keys", "keys": ["jump"]}, "keys"),
+    ({"type": "keys"}, "fields"),
+    ({"type": "reality", "on": "yes"}, "true or false"),
+    ([1, 2, 3], "JSON object"),
+    (b"\x00\x01", "binary"),
+])
+def test_bad_messages_get_an_error_and_play_goes_on(server, message, error):
+    c = Client(server)
+    try:
+        c.text("hello")
+        c.frames(1)
+        c.send(message)
+        reply = c.text("error")
+        assert error in reply["error"]
+        before = c.frames(1)[0]["index"]
+        assert c.frames(2)[-1]["index"] == before + 2  # frames keep coming
+    finally:
+        c.close()
+
+
+def test_session_limit_and_disconnect_frees_the_slot(server):
+    a, b = Client(server), Client(server)
+    try:
+        a.text("hello"), b.text("hello")
+        c = Client(server)
+        assert c.next() == {"type": "busy", "max_sessions": 2}
+        with pytest.raises(Exception):  # the server closes the busy connection
+            c.next(timeout=10)
+        b.close()
+        for _ in range(100):  # the slot is freed once the server has seen the disconnect
+            d = Client(server)
+            first = d.next()
+            if first["type"] == "hello":
+                break
+            d.close()
+            time.sleep(0.05)
+        assert first["type"] == "hello"
+        assert d.frames(1)
+        d.close()
+        assert a.frames(1)  # the other session was not disturbed
+    finally:
+        a.close()
+
+
+def test_other_origins_are_refused(server):
+    with pytest.raises(Exception, match="403"):
+        Client(server, origin="http://evil.example")
+
+
+def _get(url: str, path: str) -> tuple[int, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("GET", path, skip_accept_encoding=True)  # sent as is, not normalised
+    conn.endheaders()
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def test_only_the_page_and_its_assets_are_served(server):
+    status, body = _get(server, "/")
+    assert status == 200 and b"/static/play.js" in body
+    assert _get(server, "/static/play.js")[0] == 200 and _get(server, "/static/play.css")[0] == 200
+    for path in ["/../pyproject.toml", "/magi/cli.py", "/static/", "/static/../server.py",
+                 "/static/session.py", "/static/%2e%2e/server.py", "/index.html", "/etc/passwd", "/ws/x"]:
+        assert _get(server, path)[0] == 404, path
+
+
+def test_a_failing_model_ends_its_session_with_an_error(tmp_path):
+    world = load_world(tiny_world_model(tmp_path / "model"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+        yield  # a generator, like Magi.stream
+
+    world.ckpt.model.stream = broken  # this instance only
+    app = create_app(world, FAST)
+    with BackgroundServer(app) as url:
+        c = Client(url)
+        c.text("hello")
+        assert [f["index"] for f in c.frames(world.context_frames)] == [0, 1]  # the real opening
+        assert c.text("error")["error"] == "generation failed: RuntimeError: boom"
+        with pytest.raises(Exception, match="1011"):
+            c.next()
+        c.close()
+        for _ in range(100):
+            if app.state.sessions["active"] == 0:
+                break
+            time.sleep(0.02)
+        assert app.state.sessions["active"] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory over many sessions
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no way to read resident memory here")
+
+
+def test_memory_stays_flat_over_50_sessions(world):
+    k = world.context_frames
+    app = create_app(world, FAST, max_sessions=1, fps_cap=1000)
+    with BackgroundServer(app) as url:
+
+        def cycle():
+            c = None
+            for _ in range(200):  # the previous session may still be closing: retry on busy
+                c = Client(url)
+                if c.next()["type"] == "hello":
+                    break
+                c.close()
+                time.sleep(0.01)
+            assert c.frames(k + 1)[-1]["index"] == k  # the model generated a frame
+            c.close()
+
+        for _ in range(5):  # warm-up: allocator pools, the emulator pool, torch's caches
+            cycle()
+        gc.collect()
+        before = _rss_mb()
+        start = time.perf_counter()
+        for _ in range(50):
+            cycle()
+        elapsed = time.perf_counter() - start
+        for _ in range(200):  # every session was freed
+            if app.state.sessions["active"] == 0:
+                break
+            time.sleep(0.02)
+        assert app.state.sessions["active"] == 0
+        gc.collect()
+        after = _rss_mb()
+    assert after - before < 30, (f"resident memory grew {after - before:.1f} MB over 50 sessions "
+                                 f"({before:.1f} -> {after:.1f} MB)")
+    print(f"\nRSS over 50 sessions: {before:.1f} -> {after:.1f} MB ({after - before:+.1f} MB), "
+          f"{elapsed / 50 * 1000:.0f} ms per connect/play/disconnect")
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+
+
+def _run_main(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_missing_default_model_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run_main(capsys)
+    assert code == 2 and "pretrained/atari/config.json" in err and "magi train" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_models_that_cannot_be_played_stop_the_server(tmp_path, capsys):
+    code, err = _run_main(capsys, "--model", str(tmp_path / "nowhere"))
+    assert code == 2 and str(tmp_path / "nowhere" / "config.json") in err and err.count("\n") == 1
+
+    still = tiny_world_model(tmp_path / "no_actions", num_actions=0)
+    code, err = _run_main(capsys, "--model", str(still))
+    assert code == 2 and str(still / "config.json") in err and "not action-conditioned" in err
+
+    corrupt = tiny_world_model(tmp_path / "corrupt")
+    weights = next(p for p in corrupt.glob("*.safetensors"))
+    weights.write_bytes(b"\x00" * 100)
+    code, err = _run_main(capsys, "--model", str(corrupt))
+    assert code == 2 and str(weights) in err and err.count("\n") == 1
+
+    no_game = tiny_world_model(tmp_path / "no_game")
+    (no_game / "train_config.yaml").write_text(yaml.safe_dump({"vae": {"spec": "pixels:4:gray"}}))
+    code, err = _run_main(capsys, "--model", str(no_game))
+    assert code == 2 and str(no_game / "train_config.yaml") in err
+
+    bad_json = tiny_world_model(tmp_path / "bad_json")
+    (bad_json / "config.json").write_text("{")
+    code, err = _run_main(capsys, "--model", str(bad_json))
+    assert code == 2 and str(bad_json / "config.json") in err
