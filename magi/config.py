@@ -203,8 +203,16 @@ class MagiConfig:
     # conditioning
     num_classes: int = 0  # 0 = unconditional; the null class is row `num_classes`
     class_dropout: float = 0.1
-    max_interval: int = 25  # intervals 1..max_interval are drawn in dynamic-interval training
-    default_interval: int = 1  # the interval conditioned on when none is given
+    # Frame intervals. The interval embedding (sinusoidal -> MLP) takes any integer; these fields say
+    # which ones mean something. `max_interval`: the largest interval the model may be trained on or
+    # conditioned on (training refuses data drawing beyond it). `trained_intervals`: [lowest, highest]
+    # interval of the training data ([3, 3] for a fixed interval 3), recorded by the trainer in every
+    # checkpoint; sampling refuses intervals outside it unless told otherwise; None = not recorded
+    # (checkpoints written before it existed). `default_interval`: what `generate` conditions on when
+    # given none; the trainer sets it to the trained interval when that is fixed.
+    max_interval: int = 25
+    default_interval: int = 1
+    trained_intervals: Optional[tuple[int, int]] = None
     # actions (world models, DESIGN §8): frame t is conditioned on the action that led into it;
     # 0 = no action conditioning. Row `num_actions` of the action table is the null action.
     num_actions: int = 0
@@ -220,6 +228,8 @@ class MagiConfig:
     def __post_init__(self) -> None:
         if isinstance(self.latent_size, list):
             self.latent_size = tuple(self.latent_size)
+        if isinstance(self.trained_intervals, list):
+            self.trained_intervals = tuple(self.trained_intervals)
         self.validate()
 
     # ---- derived quantities
@@ -251,6 +261,18 @@ class MagiConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"MagiConfig.{name}: expected a positive integer, got {v!r}")
+        if self.default_interval > self.max_interval:
+            raise ValueError(f"MagiConfig.default_interval: {self.default_interval} exceeds max_interval "
+                             f"{self.max_interval}")
+        if self.trained_intervals is not None:
+            t = self.trained_intervals
+            if (len(t) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in t)
+                    or not 1 <= t[0] <= t[1] <= self.max_interval):
+                raise ValueError(f"MagiConfig.trained_intervals: expected [lowest, highest] with "
+                                 f"1 <= lowest <= highest <= max_interval ({self.max_interval}), got {list(t)}")
+            if not t[0] <= self.default_interval <= t[1]:
+                raise ValueError(f"MagiConfig.default_interval: {self.default_interval} is outside the trained "
+                                 f"intervals {t[0]}..{t[1]}")
         h, w = self.grid
         if h <= 0 or w <= 0:
             raise ValueError(f"MagiConfig.latent_size: expected positive sizes, got {self.latent_size!r}")
@@ -312,14 +334,24 @@ class MagiConfig:
 
     def diff(self, other: "MagiConfig", runtime: bool = False) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: {name: (self's, other's)}. The kernel choices
-        (`RUNTIME_FIELDS`) do not change the weights and are left out unless `runtime`."""
+        (`RUNTIME_FIELDS`) and the record of the training intervals (`INTERVAL_RECORD_FIELDS`) do not
+        change the weights' meaning and are left out unless `runtime`."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b.get(k)) for k in a
-                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS)}
+                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS + INTERVAL_RECORD_FIELDS)}
+
+    def describe_trained_intervals(self) -> str:
+        """"interval 3" / "intervals 1..25" / "intervals not recorded"."""
+        t = self.trained_intervals
+        if t is None:
+            return "intervals not recorded"
+        return f"interval {t[0]}" if t[0] == t[1] else f"intervals {t[0]}..{t[1]}"
 
 
 # Fields that choose how the model computes, not what it computes: free to differ from a checkpoint's.
 RUNTIME_FIELDS = ("attention", "compile_flex")
+# What the training data was (set by the trainer): fine-tuning from a checkpoint may change it.
+INTERVAL_RECORD_FIELDS = ("trained_intervals", "default_interval")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.

@@ -113,6 +113,44 @@ class LoadedCheckpoint:
     def num_classes(self) -> int:
         return self.model.config.num_classes
 
+    @property
+    def trained_intervals(self) -> Optional[tuple[int, int]]:
+        """(lowest, highest) frame interval the model was trained on: recorded in its config, or (for
+        checkpoints written before the record) read from the data section of its `train_config.yaml`;
+        None when neither says."""
+        recorded = self.model.config.trained_intervals
+        if recorded is not None:
+            return int(recorded[0]), int(recorded[1])
+        return intervals_of_run_config(self.run_config)
+
+    @property
+    def default_interval(self) -> int:
+        """The interval to condition on when none is given: the model's `default_interval`, or the
+        lowest trained interval when that lies outside the trained ones (an older checkpoint trained on
+        a fixed interval other than 1)."""
+        d = self.model.config.default_interval
+        trained = self.trained_intervals
+        return d if trained is None or trained[0] <= d <= trained[1] else trained[0]
+
+    def describe_intervals(self) -> str:
+        trained = self.trained_intervals
+        if trained is None:
+            return f"intervals not recorded (allowed: 1..max_interval = {self.model.config.max_interval})"
+        where = "its config" if self.model.config.trained_intervals is not None else "its train_config.yaml"
+        what = f"interval {trained[0]}" if trained[0] == trained[1] else f"intervals {trained[0]}..{trained[1]}"
+        return f"{what} (from {where})"
+
+    def check_intervals(self, intervals, allow_untrained: bool = False) -> None:
+        """Refuse to condition on intervals the model never trained on, naming what it trained on."""
+        values = [intervals] if isinstance(intervals, int) else [int(k) for k in intervals]
+        lo, hi = self.trained_intervals or (1, self.model.config.max_interval)
+        bad = sorted({k for k in values if not lo <= k <= hi})
+        if bad and not allow_untrained:
+            raise ValueError(f"frame interval {', '.join(map(str, bad))}: this model was trained on "
+                             f"{self.describe_intervals()}; its interval embedding never learnt "
+                             f"{'these' if len(bad) > 1 else 'this one'}. Condition on a trained interval, "
+                             f"or pass --allow-untrained-interval (allow_untrained_interval=True) to do it anyway")
+
     def latent_frames(self, video_frames: int) -> int:
         return self.vae.latent_frames(video_frames)
 
@@ -130,6 +168,32 @@ class LoadedCheckpoint:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (B, T', C, h, w) -> uint8 video (B, T, 3, H, W) on the CPU."""
         return to_uint8(self.vae.decode(latents)).cpu()
+
+
+def intervals_of_run_config(run: Optional[dict]) -> Optional[tuple[int, int]]:
+    """(lowest, highest) interval a run config's data section trains: a fixed `interval` (the dataset
+    kind's default when unset) or "dynamic" 1..max_interval. None for latent caches and unknown data."""
+    import inspect
+
+    from magi.data import _builders
+    from magi.data.video import MAX_INTERVAL, VideoFolder
+
+    data = (run or {}).get("data") or {}
+    kind, options = data.get("kind"), dict(data.get("options") or {})
+    builder = _builders().get(kind)
+    if builder is None or kind == "latents":
+        return None
+    interval = options.get("interval")
+    if interval is None:
+        params = inspect.signature(builder).parameters
+        if "interval" not in params:  # builders forwarding **options to VideoFolder
+            params = inspect.signature(VideoFolder).parameters
+        interval = params["interval"].default if "interval" in params else None
+    if interval == "dynamic":
+        return 1, int(options.get("max_interval") or MAX_INTERVAL)
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        return interval, interval
+    return None
 
 
 def load_checkpoint(path: str | Path, step: Optional[int] = None, ema: bool = True,
@@ -199,8 +263,8 @@ def iter_generate(ckpt: LoadedCheckpoint, num_frames: int, count: Optional[int] 
                   labels: Optional[Sequence[int]] = None, context: Optional[torch.Tensor] = None,
                   intervals: Optional[Sequence[int] | int] = None,
                   options: Optional[SamplingOptions] = None, batch_size: int = 8, seed: int = 0,
-                  progress: bool = True, generator: Optional[torch.Generator] = None
-                  ) -> Iterator[torch.Tensor]:
+                  progress: bool = True, generator: Optional[torch.Generator] = None,
+                  allow_untrained_interval: bool = False) -> Iterator[torch.Tensor]:
     """Generate videos batch by batch, yielding uint8 `(b, num_frames, 3, H, W)` on the CPU.
 
     `num_frames` counts video frames, context included (it must map onto whole latent frames, e.g.
@@ -208,6 +272,8 @@ def iter_generate(ckpt: LoadedCheckpoint, num_frames: int, count: Optional[int] 
     number of `context` clips (uint8 `(B, k, 3, H, W)`, the first k frames of each output). One
     `torch.Generator` seeded with `seed` (or the `generator` passed, to continue a stream across
     calls) drives everything, so a (seed, batch size) pair gives the same videos on every run.
+    `intervals` default to the checkpoint's `default_interval`; intervals the model was not trained on
+    are refused unless `allow_untrained_interval`.
     """
     options = options or SamplingOptions()
     options.validate()
@@ -225,6 +291,9 @@ def iter_generate(ckpt: LoadedCheckpoint, num_frames: int, count: Optional[int] 
         raise ValueError("labels: this model is unconditional (num_classes = 0)")
     if intervals is not None and not isinstance(intervals, int) and len(intervals) != total:
         raise ValueError(f"intervals: expected one per video ({total}), got {len(intervals)}")
+    if intervals is None:
+        intervals = ckpt.default_interval
+    ckpt.check_intervals(intervals, allow_untrained_interval)
     device = ckpt.device
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -389,6 +458,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--long-video", choices=["interpolate", "window"], default="interpolate",
                    help="past the training length: interpolate temporal positions (paper) or slide a window")
+    g.add_argument("--allow-untrained-interval", action="store_true",
+                   help="condition on a frame interval outside those the model was trained on")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -419,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the training length)")
     g.add_argument("--interval", type=int, default=None,
                    help="frame interval: conditions the model and spaces the context frames "
-                        "(default: the model's default_interval)")
+                        "(default: the interval the model was trained on, or its default_interval "
+                        "when it was trained on a range)")
     g = p.add_argument_group("prediction (context frames)")
     g.add_argument("--context-video", nargs="+", help="video file(s) to continue")
     g.add_argument("--context-dataset", action="store_true",
@@ -495,7 +567,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae, device=device)
     options = sampling_options(args)
     total = parse_frames(args.frames, ckpt) if args.frames is not None else ckpt.train_frames
-    interval = args.interval if args.interval is not None else ckpt.model.config.default_interval
+    interval = args.interval if args.interval is not None else ckpt.default_interval
+    ckpt.check_intervals(interval, args.allow_untrained_interval)
     if args.num_samples < 1:
         raise ValueError("--num-samples must be >= 1")
     predict = bool(args.context_video) or args.context_dataset
@@ -548,7 +621,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval,
                       options=options, batch_size=args.batch_size, seed=args.seed,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, allow_untrained_interval=args.allow_untrained_interval)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     files = write_outputs(out, videos, names, args.fps, gif=not args.no_gif, ground_truth=truth)
@@ -557,6 +630,7 @@ def run(args: argparse.Namespace) -> int:
         "task": task, "checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema, "vae": ckpt.vae_spec,
         "num_videos": len(videos), "frames": total, "latent_frames": ckpt.latent_frames(total),
         "train_frames": ckpt.train_frames, "frame_size": list(ckpt.frame_size), "interval": interval,
+        "trained_intervals": list(ckpt.trained_intervals) if ckpt.trained_intervals else None,
         "labels": labels, "sampling": asdict(options), "seed": args.seed, "batch_size": args.batch_size,
         "device": str(device), "seconds": seconds,
         "seconds_per_frame": seconds / (len(videos) * (ckpt.latent_frames(total) - (

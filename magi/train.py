@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -167,6 +167,36 @@ def epoch_interval_histogram(dataset: Dataset, epoch: int, items: list[int]) -> 
             dataset.set_epoch(before)
 
 
+def trained_interval_range(dataset: Dataset) -> tuple[int, int] | None:
+    """(lowest, highest) frame interval `dataset` trains: its `interval_range()`, else from its
+    `interval` (an int, or "dynamic" = 1..max_interval); None when it cannot say."""
+    if hasattr(dataset, "interval_range"):
+        found = dataset.interval_range()
+        return None if found is None else (int(found[0]), int(found[1]))
+    interval = getattr(dataset, "interval", None)
+    if interval == "dynamic" and getattr(dataset, "max_interval", None):
+        return 1, int(dataset.max_interval)
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        return interval, interval
+    return None
+
+
+def record_trained_intervals(run: RunConfig, dataset: Dataset):
+    """The model config with the data's interval range recorded (`trained_intervals`) and
+    `default_interval` set to the trained interval when it is fixed (kept when it lies in a trained
+    range, else the range's lowest). Refuses data that trains intervals beyond `model.max_interval`."""
+    mc = run.model
+    trained = trained_interval_range(dataset)
+    if trained is None:
+        return mc
+    lo, hi = trained
+    if hi > mc.max_interval:
+        raise ValueError(f"the data trains frame intervals up to {hi} but model.max_interval={mc.max_interval}; "
+                         f"raise model.max_interval or lower data.options.max_interval")
+    default = mc.default_interval if lo <= mc.default_interval <= hi else lo
+    return mc.replace(trained_intervals=(lo, hi), default_interval=default)
+
+
 def release_free_memory() -> None:
     """Return freed heap memory to the OS (glibc `malloc_trim`; a no-op elsewhere).
 
@@ -255,6 +285,7 @@ class Trainer:
             raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is larger than the dataset "
                              f"({n} clips, data.kind={run.data.kind!r})")
         self.max_steps = tc.max_steps or math.ceil(tc.epochs * self.steps_per_epoch)
+        self.run = run = replace(run, model=record_trained_intervals(run, self.dataset))  # in every checkpoint
         self._sample_dataset = sample_dataset
         self.vae = vae
         first = self.dataset[0]
@@ -269,6 +300,9 @@ class Trainer:
 
             torch.manual_seed(tc.seed)  # the same initial weights on every rank (FSDP2 shards them as is)
             model = Magi(run.model)
+        elif isinstance(getattr(model, "config", None), type(run.model)):  # a prebuilt model: record the same
+            model.config = model.config.replace(trained_intervals=run.model.trained_intervals,
+                                                default_interval=run.model.default_interval)
         self._check_latents(first)
         if tc.init_from:
             init = Path(tc.init_from)

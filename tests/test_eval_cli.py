@@ -65,7 +65,12 @@ def test_fvd_rejects_short_clips_and_wrong_i3d(setup, tmp_path, capsys):
     assert main(["fvd", str(run), "--num-videos", "2", "--frames", "9", "--i3d", str(bad), "--out", out,
                  *FAST]) == 2
     assert "not the expected I3D" in capsys.readouterr().err
+    # the model trained on interval 1 only: the UCF-101 protocol's interval 3 is refused ...
     assert main(["fvd", str(run), "--protocol", "ucf101", "--i3d", str(i3d), "--out", out, *FAST]) == 2
+    assert "trained on interval 1" in capsys.readouterr().err
+    # ... unless conditioned on the trained interval explicitly
+    assert main(["fvd", str(run), "--protocol", "ucf101", "--i3d", str(i3d), "--out", out,
+                 "--condition-interval", "1", *FAST]) == 2
     assert "--data-root" in capsys.readouterr().err
 
 
@@ -86,7 +91,8 @@ class Causal4:
 def test_protocol_defaults(setup):
     root, run, i3d = setup
     ckpt = load_checkpoint(run)
-    parse = lambda *a: build_parser().parse_args(["fvd", str(run), "--i3d", "x", "--out", "y", *a])
+    parse = lambda *a: build_parser().parse_args(["fvd", str(run), "--i3d", "x", "--out", "y",
+                                                  "--allow-untrained-interval", *a])
     ucf = resolve_protocol(parse("--protocol", "ucf101"), ckpt)
     assert (ucf["num_videos"], ucf["interval"], ucf["frames"], ucf["eval_frames"], ucf["split"],
             ucf["context_frames"], ucf["labels"]) == (2048, 3, 16, 16, "train", 0, "real")

@@ -125,12 +125,13 @@ def test_data_check_reports_videos_per_interval(mixed_folder, tmp_path, capsys):
     assert "videos holding a 4-frame clip at interval k: 1:8 2:8" in printed and "25:1" in printed
 
 
-def _folder_run(root, out, **data_options):
+def _folder_run(root, out, model=None, **data_options):
     from magi.config import RunConfig
 
     options = {"root": str(root), "num_frames": 4, "size": 16, **data_options}
     return RunConfig.from_dict({
-        "model": {"preset": "test", "attention": "sdpa", "latent_channels": 16, "num_frames": 4, "num_classes": 2},
+        "model": {"preset": "test", "attention": "sdpa", "latent_channels": 16, "num_frames": 4, "num_classes": 2,
+                  **(model or {})},
         "data": {"kind": "folder", "options": options},
         "vae": {"spec": "pixels:4:gray"},
         "train": {"max_steps": 1, "global_batch_size": 4, "warmup_steps": 1, "log_every": 1, "progress": False,
@@ -164,3 +165,83 @@ def test_paper_configs_draw_uniform_intervals(name):
     options = run.data.options
     assert options["interval"] == "dynamic" and options["interval_sampling"] == "uniform"
     assert options["max_interval"] == 25 and "interval_sampling" in _accepted_options(_builders()[run.data.kind])
+
+
+# --------------------------------------------------------------------------------------------------
+# Interval conditioning matches training
+
+
+def test_checkpoint_records_the_trained_intervals(mixed_folder, tmp_path):
+    from magi import Magi
+    from magi.sample import load_checkpoint
+    from magi.train import Trainer
+
+    result = Trainer(_folder_run(mixed_folder, tmp_path, interval=3), tmp_path / "fixed").fit()
+    saved = json.loads((result.checkpoint / "config.json").read_text())
+    assert saved["trained_intervals"] == [3, 3] and saved["default_interval"] == 3
+    model = Magi.from_pretrained(result.checkpoint)
+    assert model._intervals(None, 2, "cpu").tolist() == [3, 3]  # generate() with no interval conditions on 3
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.trained_intervals == (3, 3) and ckpt.default_interval == 3
+
+    trainer = Trainer(_folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="uniform"),
+                      tmp_path / "dynamic")
+    assert trainer.run.model.trained_intervals == (1, 25) and trainer.run.model.default_interval == 1
+    # max_interval bounds the conditioning: data drawing beyond it is refused, naming both
+    with pytest.raises(ValueError, match=r"up to 25 but model.max_interval=10"):
+        Trainer(_folder_run(mixed_folder, tmp_path, model={"max_interval": 10}, interval="dynamic",
+                            interval_sampling="uniform"), tmp_path / "x")
+
+
+def test_interval_record_validation_and_fine_tuning():
+    from magi import MagiConfig
+
+    with pytest.raises(ValueError, match="trained_intervals"):
+        MagiConfig.preset("test", trained_intervals=[1, 30])
+    with pytest.raises(ValueError, match="outside the trained intervals 3..3"):
+        MagiConfig.preset("test", trained_intervals=[3, 3])  # default_interval 1 was never trained
+    a = MagiConfig.preset("test", trained_intervals=[3, 3], default_interval=3)
+    assert a.diff(MagiConfig.preset("test")) == {}  # fine-tuning may change the training intervals
+    assert MagiConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+
+
+def test_sampling_refuses_untrained_intervals_unless_told(tmp_path, capsys):
+    from test_sample import FAST, make_run
+
+    from magi.sample import main
+
+    run = make_run(tmp_path / "run", preset="test", steps=(1,), vae="pixels:2:gray",
+                   trained_intervals=[3, 3], default_interval=3)
+    out = tmp_path / "s"
+    assert main([str(run), "--out", str(out), "--num-samples", "1", "--frames", "3", *FAST]) == 0
+    assert json.loads((out / "samples.json").read_text())["interval"] == 3
+    assert main([str(run), "--out", str(out), "--num-samples", "1", "--frames", "3", "--interval", "5", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "frame interval 5: this model was trained on interval 3 (from its config)" in err
+    assert "--allow-untrained-interval" in err
+    assert main([str(run), "--out", str(out), "--num-samples", "1", "--frames", "3", "--interval", "5",
+                 "--allow-untrained-interval", *FAST]) == 0
+    assert json.loads((out / "samples.json").read_text())["interval"] == 5
+
+
+def test_older_checkpoints_default_to_what_their_run_config_trained(tmp_path):
+    from pathlib import Path
+
+    from test_sample import make_run
+
+    from magi.sample import load_checkpoint
+
+    shipped = load_checkpoint(Path(__file__).resolve().parents[1] / "pretrained")  # moving digits, interval 1
+    assert shipped.model.config.trained_intervals is None
+    assert shipped.trained_intervals == (1, 1) and shipped.default_interval == 1
+    # a folder run that never set `interval` trained VideoFolder's default 3, while its config said 1
+    folder = make_run(tmp_path / "folder", preset="test", steps=(1,), vae="pixels:2:gray",
+                      data={"kind": "folder", "options": {"root": "videos", "num_frames": 3}})
+    ckpt = load_checkpoint(folder)
+    assert ckpt.model.config.default_interval == 1
+    assert ckpt.trained_intervals == (3, 3) and ckpt.default_interval == 3
+    with pytest.raises(ValueError, match="trained on interval 3 \\(from its train_config.yaml\\)"):
+        ckpt.check_intervals(1)
+    dynamic = make_run(tmp_path / "dyn", preset="test", steps=(1,), vae="pixels:2:gray",
+                       data={"kind": "ucf101", "options": {"root": "u", "num_frames": 3, "interval": "dynamic"}})
+    assert load_checkpoint(dynamic).trained_intervals == (1, 25)

@@ -103,7 +103,7 @@ def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
                          "equal --num-videos")
     interval = args.interval or d.interval
     if interval is None:
-        interval = ckpt.model.config.default_interval
+        interval = ckpt.default_interval  # the trained interval (custom protocol)
     resolution = args.resolution or H
     if context and resolution != H:
         raise ValueError(f"--resolution {resolution}: context frames must be at the model's {H}x{W}")
@@ -124,8 +124,19 @@ def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
         # a class-conditional model is conditioned on labels drawn like the real set's
         "labels": "real" if ckpt.num_classes > 0 and not args.unconditional else None,
         "condition_interval": args.condition_interval or interval,
+        "trained_intervals": list(ckpt.trained_intervals) if ckpt.trained_intervals else None,
     }
+    check_condition_interval(protocol, ckpt, args)
     return protocol
+
+
+def check_condition_interval(protocol: dict, ckpt: LoadedCheckpoint, args: argparse.Namespace) -> None:
+    """Refuse to condition on an interval the model never trained on (unless --allow-untrained-interval)."""
+    try:
+        ckpt.check_intervals(protocol["condition_interval"], getattr(args, "allow_untrained_interval", False))
+    except ValueError as e:
+        raise ValueError(f"{e}. The real clips are at interval {protocol['interval']}; --condition-interval K "
+                         f"conditions the model on another interval") from e
 
 
 def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
@@ -238,7 +249,8 @@ def run_fvd(args: argparse.Namespace) -> dict:
                 fake = next(iter_generate(ckpt, protocol["frames"], context=real[:, :k],
                                           labels=labels if protocol["labels"] == "real" else None,
                                           intervals=protocol["condition_interval"], options=options,
-                                          batch_size=len(real), generator=generator, progress=False))
+                                          batch_size=len(real), generator=generator, progress=False,
+                                          allow_untrained_interval=args.allow_untrained_interval))
                 gen_seconds += time.perf_counter() - t
                 fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
                 if len(preview) < args.save_videos:
@@ -265,7 +277,8 @@ def run_fvd(args: argparse.Namespace) -> dict:
         t, i3d_seconds = time.perf_counter(), 0.0
         for fake in iter_generate(ckpt, protocol["frames"], count=M, labels=labels,
                                   intervals=protocol["condition_interval"], options=options,
-                                  batch_size=args.batch_size, generator=generator, progress=progress):
+                                  batch_size=args.batch_size, generator=generator, progress=progress,
+                                  allow_untrained_interval=args.allow_untrained_interval):
             t_i3d = time.perf_counter()
             fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
             i3d_seconds += time.perf_counter() - t_i3d
@@ -323,17 +336,21 @@ def run_predict(args: argparse.Namespace) -> dict:
         raise ValueError(f"--context-frames {k} leaves nothing to generate in {frames} frames")
     protocol = {"name": "custom", "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
                 "data_options": parse_options(args.data_option), "split": args.split,
-                "num_videos": args.num_videos, "interval": args.interval or ckpt.model.config.default_interval,
+                "num_videos": args.num_videos, "interval": args.interval or ckpt.default_interval,
                 "frames": frames, "resolution": ckpt.frame_size[0], "seed": args.seed}
+    protocol["condition_interval"] = args.condition_interval or protocol["interval"]
+    protocol["trained_intervals"] = list(ckpt.trained_intervals) if ckpt.trained_intervals else None
+    check_condition_interval(protocol, ckpt, args)
     clips = build_clips(protocol, ckpt)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     truths, fakes = [], []
     for real, labels in _real_batches(clips, args.batch_size, args.workers):
         fake = next(iter_generate(ckpt, frames, context=real[:, :k],
                                   labels=labels if ckpt.num_classes > 0 and not args.unconditional else None,
-                                  intervals=args.condition_interval or protocol["interval"],
+                                  intervals=protocol["condition_interval"],
                                   options=options, batch_size=len(real), generator=generator,
-                                  progress=not args.no_progress))
+                                  progress=not args.no_progress,
+                                  allow_untrained_interval=args.allow_untrained_interval))
         truths.append(real)
         fakes.append(fake)
     truth, fake = torch.cat(truths), torch.cat(fakes)
