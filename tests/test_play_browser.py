@@ -5,9 +5,10 @@ the frames that followed. Skipped where no Chromium is installed (`.ci/run` inst
 
 With the tiny untrained model this checks the browser, protocol and action path, not the picture.
 For pictures of a real model:
-    MAGI_PLAY_MODEL=pretrained/atari MAGI_PLAY_SCREENSHOT=play.png MAGI_PLAY_GIF=play.gif \\
-        pytest -q -s tests/test_play_browser.py
-(the model is played at `magi play`'s default sampler setting; the GIF is ~6 s of scripted keys).
+    MAGI_PLAY_MODEL=pretrained/atari MAGI_PLAY_THREADS=2 MAGI_PLAY_SCREENSHOT=play.png \\
+        MAGI_PLAY_GIF=play.gif pytest -q -s tests/test_play_browser.py
+(the model is played at `magi play`'s default sampler setting with MAGI_PLAY_THREADS torch threads,
+default 1 as in every test; the GIF is ~6 s of scripted keys).
 """
 
 from __future__ import annotations
@@ -125,12 +126,19 @@ class Browser:
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
     """(server URL, sampler setting, game actions) for the tiny model, or MAGI_PLAY_MODEL's model."""
+    import torch
+
+    threads = torch.get_num_threads()
     if os.environ.get("MAGI_PLAY_MODEL"):
+        torch.set_num_threads(int(os.environ.get("MAGI_PLAY_THREADS", "1")))
         world, setting = load_world(os.environ["MAGI_PLAY_MODEL"]), DEFAULT_SETTING
     else:
         world, setting = load_world(tiny_world_model(tmp_path_factory.mktemp("play_model"))), FAST
-    with BackgroundServer(create_app(world, setting)) as url:
-        yield url, world
+    try:
+        with BackgroundServer(create_app(world, setting)) as url:
+            yield url, world
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_browser_plays_frames_and_keys(played, tmp_path):
