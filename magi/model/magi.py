@@ -382,13 +382,16 @@ class Magi(nn.Module):
         if actions is None:
             return lambda t: null
         if callable(actions):
-            taken: list[torch.Tensor] = []  # taken[t]: the action taken at frame t
+            taken: dict[int, torch.Tensor] = {}  # frame t -> the action taken at t (recent frames only)
+            asked = [0]  # frames whose action has been read
 
             def read(t: int) -> torch.Tensor:
-                while len(taken) < t:
-                    a = torch.as_tensor(actions(len(taken)), device=device, dtype=torch.long).reshape(-1)
+                while asked[0] < t:
+                    a = torch.as_tensor(actions(asked[0]), device=device, dtype=torch.long).reshape(-1)
                     a = a.expand(batch) if a.numel() == 1 else a
-                    taken.append(self._action_tensor(a[:, None], batch, device, "actions(t)")[:, 0])
+                    taken[asked[0]] = self._action_tensor(a[:, None], batch, device, "actions(t)")[:, 0]
+                    taken.pop(asked[0] - self.config.num_frames - 1, None)  # older than any window reads
+                    asked[0] += 1
                 return null if t == 0 else taken[t - 1]
 
             return read
