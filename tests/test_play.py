@@ -399,3 +399,16 @@ def test_models_that_cannot_be_played_stop_the_server(tmp_path, capsys):
     (bad_json / "config.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(bad_json))
     assert code == 2 and str(bad_json / "config.json") in err
+
+
+def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
+    from magi.play.server import benchmarked_setting
+
+    model = tiny_world_model(tmp_path / "m")
+    assert benchmarked_setting(model) == {}
+    (model / "play.json").write_text(json.dumps({"setting": "m2-d5", "mask_steps": 2, "diffusion_steps": 5,
+                                                 "sampler": "ddim", "threads": 2, "fps": 21.0}))
+    assert benchmarked_setting(model) == {"mask_steps": 2, "diffusion_steps": 5, "sampler": "ddim", "threads": 2}
+    (model / "play.json").write_text("{")
+    code, err = _run_main(capsys, "--model", str(model))
+    assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1

@@ -335,6 +335,19 @@ class BackgroundServer:
         self.sock.close()
 
 
+def benchmarked_setting(model: Path) -> dict:
+    """The sampler setting `benchmarks/play.py --write-model-setting` chose for this model (the fastest
+    at >= 15 frames/s that keeps the rollout quality), from `<model>/play.json`; {} when absent."""
+    path = model / "play.json"
+    if not path.is_file():
+        return {}
+    try:
+        chosen = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return {k: chosen[k] for k in ("mask_steps", "diffusion_steps", "sampler", "threads") if k in chosen}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="magi play", description="Play an action-conditioned world model in the browser: the keys "
@@ -346,14 +359,27 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-sessions", type=int, default=2, help="concurrent players (default 2)")
-    parser.add_argument("--mask-steps", type=int, default=DEFAULT_SETTING.mask_steps)
-    parser.add_argument("--diffusion-steps", type=int, default=DEFAULT_SETTING.diffusion_steps)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default=DEFAULT_SETTING.sampler)
+    parser.add_argument("--mask-steps", type=int, help="default: the model's play.json (the setting "
+                        f"benchmarks/play.py chose), else {DEFAULT_SETTING.mask_steps}")
+    parser.add_argument("--diffusion-steps", type=int,
+                        help=f"default: the model's play.json, else {DEFAULT_SETTING.diffusion_steps}")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"],
+                        help=f"default: the model's play.json, else {DEFAULT_SETTING.sampler}")
     parser.add_argument("--temperature", type=float, default=DEFAULT_SETTING.temperature)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: the model's play.json, else torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
+    try:
+        chosen = benchmarked_setting(Path(args.model))
+    except ValueError as e:
+        print(f"magi play: {e}", file=sys.stderr)
+        return 2
+    args.mask_steps = args.mask_steps or chosen.get("mask_steps", DEFAULT_SETTING.mask_steps)
+    args.diffusion_steps = args.diffusion_steps or chosen.get("diffusion_steps", DEFAULT_SETTING.diffusion_steps)
+    args.sampler = args.sampler or chosen.get("sampler", DEFAULT_SETTING.sampler)
+    args.threads = args.threads or chosen.get("threads")
     setting = SamplingOptions(mask_steps=args.mask_steps, diffusion_steps=args.diffusion_steps,
                               sampler=args.sampler, temperature=args.temperature, long_video="window")
     try:
@@ -365,8 +391,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = Path(args.model)
     if args.model == DEFAULT_MODEL and not model.exists():
         print(f"magi play: {model / 'config.json'} not found: the shipped Atari world model is missing. "
-              "Train one with `magi train --config configs/atari_world_model.yaml --out runs/atari "
-              "--resume auto` and play it with `magi play --model runs/atari`.", file=sys.stderr)
+              "Rebuild it with `make atari` (or train one: `magi train --config "
+              "configs/atari_world_model.yaml --out runs/atari --resume auto`, then `magi play --model runs/atari`).", file=sys.stderr)
         return 2
     import torch
 
