@@ -121,3 +121,90 @@ def test_predict_metrics_and_curves(setup, tmp_path):
     curves = json.loads((out / "adjacent_l2.json").read_text())["curves"]
     assert set(curves) == {"ground truth", "generated"} and len(curves["generated"]["mean"]) == 7
     assert (out / "adjacent_l2.png").is_file() and (out / "samples.png").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# StyleGAN-V's TorchScript I3D, generation seeds, the UCF-101 generated count
+
+
+class StandInTorchScriptI3D(torch.nn.Module):
+    """The call signature of StyleGAN-V's i3d_torchscript.pt: uint8 (B, 3, T, H, W) with
+    rescale/resize/return_features; refuses to be called any other way."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3 * 16, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[1] != 3:
+            raise RuntimeError("expected uint8 (B, 3, T, H, W)")
+        if not (rescale and resize and return_features):
+            raise RuntimeError("StyleGAN-V calls the detector with rescale, resize and return_features")
+        v = x.float() / 127.5 - 1.0
+        v = torch.nn.functional.interpolate(v, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
+        pooled = torch.nn.functional.adaptive_avg_pool3d(v, (1, 4, 4)).flatten(1)  # (B, 48)
+        return self.proj(pooled)  # (B, 400)
+
+
+@pytest.fixture(scope="module")
+def torchscript_i3d(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ts") / "i3d_torchscript.pt"
+    torch.jit.script(StandInTorchScriptI3D()).save(str(path))
+    return path
+
+
+def test_torchscript_detector_called_like_stylegan_v(torchscript_i3d, setup):
+    from magi.evaluate.fvd import TorchScriptI3D, i3d_features, is_torchscript, load_detector
+
+    _, _, i3d = setup
+    assert is_torchscript(torchscript_i3d) and not is_torchscript(i3d)
+    detector = load_detector(torchscript_i3d)
+    assert isinstance(detector, TorchScriptI3D)
+    video = torch.randint(0, 256, (3, 9, 3, 32, 32), dtype=torch.uint8)  # (B, T, 3, H, W)
+    feats = i3d_features(detector, video, batch_size=2)
+    direct = torch.jit.load(str(torchscript_i3d))(video.permute(0, 2, 1, 3, 4).contiguous(), rescale=True,
+                                                   resize=True, return_features=True)
+    assert feats.shape == (3, 400) and torch.allclose(feats, direct)
+
+
+def test_fvd_with_the_torchscript_detector_over_seeds(setup, torchscript_i3d, tmp_path):
+    root, run, _ = setup
+    out = tmp_path / "ts.json"
+    assert main(["fvd", str(run), "--protocol", "custom", "--num-videos", "2", "--frames", "9",
+                 "--detector", str(torchscript_i3d), "--seeds", "0,1", "--stats-cache", str(tmp_path / "s"),
+                 "--out", str(out), *FAST]) == 0
+    result = json.loads(out.read_text())
+    d = result["detector"]
+    assert d["kind"] == "stylegan-v-torchscript" and d["sha256"] and d["path"] == str(torchscript_i3d)
+    assert d["kwargs"] == {"rescale": True, "resize": True, "return_features": True}
+    assert "uint8 (B, 3, T, H, W)" in d["input"]
+    per_seed = result["fvd_per_seed"]
+    assert set(per_seed) == {"0", "1"} and per_seed["0"] != per_seed["1"]
+    assert result["fvd"] == pytest.approx(np.mean(list(per_seed.values())))
+    assert result["fvd_std"] == pytest.approx(np.std(list(per_seed.values()), ddof=1))
+    assert result["protocol"]["generation_seeds"] == [0, 1] and result["generated"]["seeds"] == [0, 1]
+    # one generation seed: its score, no spread, the real statistics from the cache
+    assert main(["fvd", str(run), "--protocol", "custom", "--num-videos", "2", "--frames", "9",
+                 "--detector", str(torchscript_i3d), "--seeds", "1", "--stats-cache", str(tmp_path / "s"),
+                 "--out", str(tmp_path / "one.json"), *FAST]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["real"]["stats_cached"] and one["fvd_std"] is None and one["fvd"] == per_seed["1"]
+
+
+def test_ucf101_protocol_generated_count(setup):
+    root, run, i3d = setup
+    ckpt = load_checkpoint(run)
+    parse = lambda *a: build_parser().parse_args(["fvd", str(run), "--detector", "x", "--out", "y",
+                                                  "--allow-untrained-interval", *a])
+    ucf = resolve_protocol(parse("--protocol", "ucf101"), ckpt)
+    assert ucf["num_generated"] == 2048 and ucf["generation_seeds"] == [0]
+    from magi.evaluate.cli import deviations
+
+    assert not [d for d in deviations(ucf, ckpt) if "num_generated" in d]
+    table4 = resolve_protocol(parse("--protocol", "ucf101", "--num-generated", "10000", "--seeds", "0,1,2"), ckpt)
+    assert table4["num_generated"] == 10000 and table4["generation_seeds"] == [0, 1, 2]
+    assert any("Table 4" in d for d in deviations(table4, ckpt))
+    with pytest.raises(ValueError, match="distinct integers"):
+        resolve_protocol(parse("--seeds", "1,1", "--num-videos", "2", "--frames", "9"), ckpt)

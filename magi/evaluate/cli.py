@@ -1,7 +1,7 @@
 """`magi eval`: FVD under the paper's protocols, and prediction metrics.
 
-    magi eval fvd CHECKPOINT --protocol ucf101 --data-root UCF-101/ --i3d i3d_pretrained_400.pt
-    magi eval fvd CHECKPOINT --protocol k600 --data-root k600/ --data-option list_file=val.csv --i3d ...
+    magi eval fvd CHECKPOINT --protocol ucf101 --data-root UCF-101/ --detector i3d_torchscript.pt --seeds 0,1,2
+    magi eval fvd CHECKPOINT --protocol k600 --data-root k600/ --data-option list_file=val.csv --detector ...
     magi eval fvd CHECKPOINT --protocol custom --data moving-digits --frames 16 --num-videos 256 --i3d ...
     magi eval predict CHECKPOINT --data moving-digits --context-frames 4 --frames 16 --num-videos 64
     magi eval world-model RUN [RUN ...] --out DIR --rollouts 64 --horizon 32   (magi.evaluate.world_model)
@@ -10,15 +10,18 @@ Protocols (every choice can be overridden and is written next to the score):
 
 | protocol | real clips | interval | frames | generated |
 |---|---|---|---|---|
-| ucf101 | 2,048 random videos of the train split, one clip each | 3 | 16 (17 with a 4x causal VAE, first 16 scored) | as many, class labels drawn like the real set's (the real clips' labels) |
+| ucf101 | 2,048 random videos of the train split, one clip each | 3 | 16 (17 with a 4x causal VAE, first 16 scored) | 2,048 (`--num-generated`; Table 4 uses 10,000), class labels drawn like the real set's |
 | k600 | 50,000 random videos, one clip each | 1 | 16 (17) | one continuation of each real clip from its first 5 frames; FVD on the whole clip |
 | custom | `--data KIND` (or the checkpoint's training data) | `--interval` | `--frames` | unconditional/class-conditional, or prediction with `--context-frames` |
 
 Real clips come from `magi.data.EvalClips` (deterministic from `--seed`); their I3D statistics are
-cached (`--stats-cache`) under a key of everything that affects them, so a second evaluation of
+cached (`--stats-cache`) under a key of everything that affects them (the detector included), so a second evaluation of
 another checkpoint only runs the generator and the I3D on generated clips. The JSON result lists the
-protocol, the deviations from the named protocol's published settings, the I3D file's SHA-256, the
-sampling settings, the checkpoint, and the real clips' manifest.
+protocol, the deviations from the named protocol's published settings, the detector (file, SHA-256,
+kind and how it was called: `--detector` takes StyleGAN-V's TorchScript `i3d_torchscript.pt`, which
+most recent published FVDs use, or the TF-Hub port `i3d_pretrained_400.pt`; see `magi.evaluate.fvd`),
+the sampling settings, the checkpoint, and the real clips' manifest. `--seeds a,b,c` generates once
+per seed and reports the FVD's mean and standard deviation (`fvd`, `fvd_std`, `fvd_per_seed`).
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from magi.evaluate.fvd import (PREPROCESS_VERSION, StatsCache, feature_stats, file_sha256,
-                               frechet_distance, i3d_features)
-from magi.evaluate.i3d import I3D_MIN_FRAMES, TF_BN_EPS, load_i3d
+from magi.evaluate.fvd import (PREPROCESS_VERSION, StatsCache, describe_detector, feature_stats,
+                               frechet_distance, i3d_features, load_detector)
+from magi.evaluate.i3d import I3D_MIN_FRAMES, TF_BN_EPS
 from magi.sample import (LoadedCheckpoint, add_sampling_arguments, build_data, iter_generate,
                          load_checkpoint, parse_options, pick_device, sampling_options)
 from magi.video_io import save_grid_png, to_uint8
@@ -49,6 +52,7 @@ class ProtocolDefaults:
 
     data: Optional[str]
     num_videos: Optional[int]
+    num_generated: Optional[int]  # None = as many as real clips
     interval: Optional[int]
     eval_frames: Optional[int]  # frames scored; clips are this long, or 1 + 4k with a causal VAE
     context_frames: int
@@ -57,9 +61,9 @@ class ProtocolDefaults:
 
 
 PROTOCOLS: dict[str, ProtocolDefaults] = {
-    "ucf101": ProtocolDefaults("ucf101", 2048, 3, 16, 0, 128, "train"),
-    "k600": ProtocolDefaults("k600", 50_000, 1, 16, 5, None, None),
-    "custom": ProtocolDefaults(None, None, None, None, 0, None, None),
+    "ucf101": ProtocolDefaults("ucf101", 2048, 2048, 3, 16, 0, 128, "train"),
+    "k600": ProtocolDefaults("k600", 50_000, None, 1, 16, 5, None, None),
+    "custom": ProtocolDefaults(None, None, None, None, None, 0, None, None),
 }
 
 
@@ -97,7 +101,7 @@ def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
     num_videos = args.num_videos or d.num_videos
     if num_videos is None:
         raise ValueError("--num-videos is required with --protocol custom")
-    num_generated = args.num_generated or num_videos
+    num_generated = args.num_generated or d.num_generated or num_videos
     if context and num_generated != num_videos:
         raise ValueError("prediction protocols continue each real clip once: --num-generated must "
                          "equal --num-videos")
@@ -121,6 +125,7 @@ def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
         "context_frames": context,
         "resolution": resolution,
         "seed": args.seed,
+        "generation_seeds": parse_seeds(args.seeds) if args.seeds else [args.seed],
         # a class-conditional model is conditioned on labels drawn like the real set's
         "labels": "real" if ckpt.num_classes > 0 and not args.unconditional else None,
         "condition_interval": args.condition_interval or interval,
@@ -139,6 +144,17 @@ def check_condition_interval(protocol: dict, ckpt: LoadedCheckpoint, args: argpa
                          f"conditions the model on another interval") from e
 
 
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2] (distinct integers)."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from e
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct integers, e.g. 0,1,2")
+    return seeds
+
+
 def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
     """How this run differs from the named protocol's published settings."""
     d = PROTOCOLS[protocol["name"]]
@@ -150,8 +166,10 @@ def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
                       ("resolution", d.resolution), ("split", d.split)):
         if want is not None and protocol.get(key) != want:
             out.append(f"{key} = {protocol.get(key)!r}, the protocol uses {want!r}")
-    if protocol["num_generated"] != protocol["num_videos"]:
-        out.append(f"num_generated = {protocol['num_generated']} != num_videos")
+    want = d.num_generated or protocol["num_videos"]
+    if protocol["num_generated"] != want:
+        out.append(f"num_generated = {protocol['num_generated']}, the protocol generates {want}"
+                   + (" (the paper's Table 4, FVD_128,10k, generates 10,000)" if protocol["name"] == "ucf101" else ""))
     if ckpt.frame_size[0] != protocol["resolution"]:
         out.append(f"the model generates {ckpt.frame_size[0]} px videos, the real clips are "
                    f"{protocol['resolution']} px")
@@ -213,9 +231,9 @@ def run_fvd(args: argparse.Namespace) -> dict:
                            device=device)
     options = sampling_options(args)
     protocol = resolve_protocol(args, ckpt)
-    i3d_path = Path(args.i3d)
-    i3d = load_i3d(i3d_path, bn_eps=args.bn_eps, device=device)
-    i3d_info = {"path": str(i3d_path), "sha256": file_sha256(i3d_path), "bn_eps": args.bn_eps}
+    i3d_path = Path(args.detector)
+    i3d = load_detector(i3d_path, bn_eps=args.bn_eps, device=device)
+    i3d_info = describe_detector(i3d, i3d_path, args.bn_eps)
     progress = not args.no_progress
     clips = build_clips(protocol, ckpt)
     E, k = protocol["eval_frames"], protocol["context_frames"]
@@ -224,85 +242,96 @@ def run_fvd(args: argparse.Namespace) -> dict:
     real_key = {key: protocol[key] for key in ("name", "data", "data_root", "data_options", "split",
                                                "num_videos", "interval", "frames", "eval_frames",
                                                "resolution", "seed")}
-    real_key.update(i3d_sha256=i3d_info["sha256"], bn_eps=args.bn_eps, preprocess=PREPROCESS_VERSION)
+    if i3d_info["kind"] == "tfhub-i3d-port":
+        real_key.update(i3d_sha256=i3d_info["sha256"], bn_eps=args.bn_eps, preprocess=PREPROCESS_VERSION)
+    else:
+        real_key.update(i3d_sha256=i3d_info["sha256"], detector=i3d_info["kind"], call=i3d_info["kwargs"])
     cache = StatsCache(args.stats_cache) if args.stats_cache else None
     cached = cache.load(real_key) if cache is not None else None
 
     from tqdm.auto import tqdm
 
-    generator = torch.Generator(device=device).manual_seed(protocol["seed"])
     labels_all = _labels_of(clips, ckpt.num_classes) if protocol["labels"] == "real" else None
-    real_features: list[torch.Tensor] = []
-    fake_features: list[torch.Tensor] = []
     preview: list[torch.Tensor] = []
     t0 = time.perf_counter()
     gen_seconds = 0.0
-    if cached is None or k:
-        # One pass over the real clips: their features (unless cached) and, for prediction, the
-        # continuation of each clip from its first k frames.
-        bar = tqdm(total=len(clips), desc="real clips", disable=not progress)
-        for real, labels in _real_batches(clips, args.batch_size, args.workers):
-            if cached is None:
-                real_features.append(i3d_features(i3d, real[:, :E], batch_size=args.i3d_batch_size))
-            if k:
-                t = time.perf_counter()
-                fake = next(iter_generate(ckpt, protocol["frames"], context=real[:, :k],
-                                          labels=labels if protocol["labels"] == "real" else None,
-                                          intervals=protocol["condition_interval"], options=options,
-                                          batch_size=len(real), generator=generator, progress=False,
-                                          allow_untrained_interval=args.allow_untrained_interval))
-                gen_seconds += time.perf_counter() - t
+    mu_r, sigma_r, n_real = cached if cached is not None else (None, None, None)
+    scores: dict[int, float] = {}
+    for seed in protocol["generation_seeds"]:  # one generation (and FVD) per seed, the real statistics shared
+        generator = torch.Generator(device=device).manual_seed(seed)
+        real_features: list[torch.Tensor] = []
+        fake_features: list[torch.Tensor] = []
+        need_real = mu_r is None
+        if need_real or k:
+            # One pass over the real clips: their features (unless known) and, for prediction, the
+            # continuation of each clip from its first k frames.
+            bar = tqdm(total=len(clips), desc="real clips", disable=not progress)
+            for real, labels in _real_batches(clips, args.batch_size, args.workers):
+                if need_real:
+                    real_features.append(i3d_features(i3d, real[:, :E], batch_size=args.i3d_batch_size))
+                if k:
+                    t = time.perf_counter()
+                    fake = next(iter_generate(ckpt, protocol["frames"], context=real[:, :k],
+                                              labels=labels if protocol["labels"] == "real" else None,
+                                              intervals=protocol["condition_interval"], options=options,
+                                              batch_size=len(real), generator=generator, progress=False,
+                                              allow_untrained_interval=args.allow_untrained_interval))
+                    gen_seconds += time.perf_counter() - t
+                    fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
+                    if len(preview) < args.save_videos:
+                        preview.extend(fake[: args.save_videos - len(preview)])
+                bar.update(len(real))
+            bar.close()
+        if need_real:
+            feats = torch.cat(real_features)
+            mu_r, sigma_r = feature_stats(feats)
+            if cache is not None:
+                cache.save(real_key, mu_r, sigma_r, len(feats))
+            n_real = len(feats)
+        if not k:
+            M = protocol["num_generated"]
+            labels = None
+            if labels_all is not None:
+                if M == len(labels_all):
+                    labels = labels_all
+                else:  # draw labels like the real set's: from its empirical distribution
+                    rng = np.random.default_rng([seed, 2])
+                    labels = [int(x) for x in rng.choice(labels_all, size=M, replace=True)]
+            t, i3d_seconds = time.perf_counter(), 0.0
+            for fake in iter_generate(ckpt, protocol["frames"], count=M, labels=labels,
+                                      intervals=protocol["condition_interval"], options=options,
+                                      batch_size=args.batch_size, generator=generator, progress=progress,
+                                      allow_untrained_interval=args.allow_untrained_interval):
+                t_i3d = time.perf_counter()
                 fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
+                i3d_seconds += time.perf_counter() - t_i3d
                 if len(preview) < args.save_videos:
                     preview.extend(fake[: args.save_videos - len(preview)])
-            bar.update(len(real))
-        bar.close()
-    if cached is None:
-        feats = torch.cat(real_features)
-        mu_r, sigma_r = feature_stats(feats)
-        if cache is not None:
-            cache.save(real_key, mu_r, sigma_r, len(feats))
-        n_real = len(feats)
-    else:
-        mu_r, sigma_r, n_real = cached
-    if not k:
-        M = protocol["num_generated"]
-        labels = None
-        if labels_all is not None:
-            if M == len(labels_all):
-                labels = labels_all
-            else:  # draw labels like the real set's: from its empirical distribution
-                rng = np.random.default_rng([protocol["seed"], 2])
-                labels = [int(x) for x in rng.choice(labels_all, size=M, replace=True)]
-        t, i3d_seconds = time.perf_counter(), 0.0
-        for fake in iter_generate(ckpt, protocol["frames"], count=M, labels=labels,
-                                  intervals=protocol["condition_interval"], options=options,
-                                  batch_size=args.batch_size, generator=generator, progress=progress,
-                                  allow_untrained_interval=args.allow_untrained_interval):
-            t_i3d = time.perf_counter()
-            fake_features.append(i3d_features(i3d, fake[:, :E], batch_size=args.i3d_batch_size))
-            i3d_seconds += time.perf_counter() - t_i3d
-            if len(preview) < args.save_videos:
-                preview.extend(fake[: args.save_videos - len(preview)])
-        gen_seconds += time.perf_counter() - t - i3d_seconds  # generation and decoding only
-    fake_feats = torch.cat(fake_features)
-    mu_g, sigma_g = feature_stats(fake_feats)
-    score = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+            gen_seconds += time.perf_counter() - t - i3d_seconds  # generation and decoding only
+        fake_feats = torch.cat(fake_features)
+        mu_g, sigma_g = feature_stats(fake_feats)
+        scores[seed] = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
+    values = list(scores.values())
+    score = float(np.mean(values))
+    score_std = float(np.std(values, ddof=1)) if len(values) > 1 else None
 
     result: dict[str, Any] = {
         "fvd": score,
+        "fvd_std": score_std,  # over the generation seeds (None for one seed)
+        "fvd_per_seed": {str(k_): v for k_, v in scores.items()},
         "protocol": protocol,
         "deviations": deviations(protocol, ckpt),
         "real": {"num_clips": int(n_real), "stats_cached": cached is not None,
                  "unreadable_videos_skipped": getattr(clips.source, "skipped", None),
                  "stats_file": str(cache.path(real_key)) if cache is not None else None},
-        "generated": {"num_clips": int(len(fake_feats)), "seconds": gen_seconds},
+        "generated": {"num_clips": int(len(fake_feats)), "seeds": list(scores), "seconds": gen_seconds},
         "sampling": asdict(options),
         "batch_size": args.batch_size,
         "model": {"checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema, "vae": ckpt.vae_spec,
                   "frame_size": list(ckpt.frame_size), "train_frames": ckpt.train_frames,
                   "config": ckpt.model.config.to_dict()},
-        "i3d": i3d_info,
+        "detector": i3d_info,
+        "i3d": i3d_info,  # the same record under its earlier name
         "preprocess": PREPROCESS_VERSION,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "device": str(device)},
@@ -318,7 +347,9 @@ def run_fvd(args: argparse.Namespace) -> dict:
                              scale=max(1, 64 // int(preview[0].shape[-2])))
         result["generated"]["preview"] = grid.name
     out.write_text(json.dumps(result, indent=1))
-    print(f"FVD ({protocol['name']}, {n_real} real / {len(fake_feats)} generated clips): {score:.2f} -> {out}")
+    spread = f" ± {score_std:.2f} over seeds {','.join(map(str, scores))}" if score_std is not None else ""
+    print(f"FVD ({protocol['name']}, {n_real} real / {len(fake_feats)} generated clips, {i3d_info['kind']}): "
+          f"{score:.2f}{spread} -> {out}")
     return result
 
 
@@ -404,10 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(f)
     f.add_argument("--protocol", choices=sorted(PROTOCOLS), default="custom")
-    f.add_argument("--i3d", required=True, help="i3d_pretrained_400.pt (or .safetensors)")
+    f.add_argument("--detector", "--i3d", dest="detector", required=True,
+                   help="FVD feature network: StyleGAN-V's i3d_torchscript.pt (what most published UCF-101/K600 "
+                        "FVDs use; loading it runs the archive's TorchScript code) or i3d_pretrained_400.pt "
+                        "(the TF-Hub I3D port; or .safetensors)")
+    f.add_argument("--seeds", help="generation seeds, e.g. 0,1,2: generate once per seed and report the FVD's "
+                                   "mean and std (the real clips stay those of --seed)")
     f.add_argument("--bn-eps", type=float, default=TF_BN_EPS,
                    help="I3D batch-norm epsilon: 1e-3 as in the TF-Hub graph; 1e-5 reproduces ports using it")
-    f.add_argument("--num-generated", type=int, help="generated clips (default: as many as real)")
+    f.add_argument("--num-generated", type=int,
+                   help="generated clips (default: ucf101 2,048 as the paper's appendix; else as many as real). "
+                        "The paper's Table 4 (FVD_128,10k) generates 10,000")
     f.add_argument("--eval-frames", type=int, help="frames scored (default: 16 for ucf101/k600, else --frames)")
     f.add_argument("--resolution", type=int, help="real clip size in px (default: the model's)")
     f.add_argument("--stats-cache", default="outputs/fvd_stats",

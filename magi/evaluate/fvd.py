@@ -12,6 +12,16 @@ generation literature (and the MAGI paper) report:
 4. mean and covariance in float64 with the N-1 normalization, and the Fréchet distance
    `|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2})`.
 
+Two detector files are accepted (`load_detector`): the project's `i3d_pretrained_400.pt` (a state
+dict for `magi.evaluate.i3d.InceptionI3d`, preprocessed as above), and StyleGAN-V's TorchScript I3D
+`i3d_torchscript.pt`, which most recent UCF-101 / K600 FVDs (StyleGAN-V, Latte, FAR, ...) use. The
+latter is called the way StyleGAN-V's `src/metrics/frechet_video_distance.py` and `metric_utils.py`
+call it: uint8 clips laid out `(B, 3, T, H, W)` on the detector's device, with keyword arguments
+`rescale=True, resize=True, return_features=True` (the archive itself scales [0, 255] to [-1, 1],
+resizes to 224x224 and returns the 400 pre-softmax features). Loading a TorchScript archive runs the
+graph code stored in it: load only files you trust. StyleGAN-V's covariance divides by N (not N - 1);
+the statistics below keep N - 1 (a 1/N relative difference, 0.05% at 2,048 clips).
+
 The trace term is computed without an unsymmetric matrix square root: `tr((S1 S2)^{1/2})` equals the
 sum of singular values of `S1^{1/2} S2^{1/2}` (the eigenvalues of `S1^{1/2} S2 S1^{1/2}` are their
 squares), and symmetric square roots come from `eigh` with eigenvalues clipped at 0. That stays exact
@@ -33,8 +43,9 @@ import torch
 from magi.evaluate.i3d import (I3D_INPUT_SIZE, I3D_MIN_FRAMES, InceptionI3d, TF_BN_EPS,
                                load_i3d)
 
-__all__ = ["load_i3d", "resize_bilinear_tf1", "preprocess", "i3d_features", "feature_stats",
-           "frechet_distance", "fvd", "StatsCache", "stats_key", "file_sha256", "fp32_exact"]
+__all__ = ["load_i3d", "load_detector", "TorchScriptI3D", "resize_bilinear_tf1", "preprocess", "i3d_features",
+           "feature_stats", "frechet_distance", "fvd", "StatsCache", "stats_key", "file_sha256", "fp32_exact",
+           "is_torchscript"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,16 +124,77 @@ def fp32_exact() -> Iterator[None]:
             b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = saved
 
 
+class TorchScriptI3D:
+    """StyleGAN-V's TorchScript I3D (`i3d_torchscript.pt`), called as its publishers call it.
+
+    `features(video)` takes uint8 `(B, T, 3, H, W)` and passes `(B, 3, T, H, W)` uint8 with
+    `CALL_KWARGS`; the archive rescales, resizes and returns `(B, 400)` features.
+    """
+
+    kind = "stylegan-v-torchscript"
+    CALL_KWARGS = {"rescale": True, "resize": True, "return_features": True}
+
+    def __init__(self, module: torch.jit.ScriptModule, device: torch.device):
+        self.module, self.device = module, torch.device(device)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "input": "uint8 (B, 3, T, H, W), values 0..255, at the clip's own size",
+                "kwargs": dict(self.CALL_KWARGS),
+                "reference": "universome/stylegan-v src/metrics/frechet_video_distance.py"}
+
+    def features(self, video: torch.Tensor) -> torch.Tensor:
+        if video.dtype != torch.uint8 or video.ndim != 5 or video.shape[2] != 3:
+            raise ValueError(f"TorchScript I3D input: expected uint8 (B, T, 3, H, W), got {video.dtype} "
+                             f"{tuple(video.shape)}")
+        x = video.permute(0, 2, 1, 3, 4).contiguous().to(self.device)  # (B, 3, T, H, W) uint8
+        return self.module(x, **self.CALL_KWARGS).float().cpu()  # (B, 400)
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """Whether `path` is a TorchScript archive (a zip holding graph code), not a plain state dict."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name for name in z.namelist())
+
+
+def load_detector(path: str | Path, bn_eps: float = TF_BN_EPS, device: str | torch.device = "cpu"):
+    """The FVD feature network in `path`: StyleGAN-V's TorchScript I3D (`TorchScriptI3D`; loading it
+    runs the archive's code) or the `i3d_pretrained_400.pt` state dict (`InceptionI3d`)."""
+    path = Path(path)
+    if not path.is_file():
+        return load_i3d(path, bn_eps=bn_eps, device=device)  # raises with the download hint
+    if is_torchscript(path):
+        module = torch.jit.load(str(path), map_location=torch.device(device)).eval()
+        return TorchScriptI3D(module, torch.device(device))
+    return load_i3d(path, bn_eps=bn_eps, device=device)
+
+
+def describe_detector(detector, path: str | Path, bn_eps: float) -> dict:
+    """What the result JSON records about the detector: file, hash, kind and how it was called."""
+    info = {"path": str(path), "sha256": file_sha256(path)}
+    if isinstance(detector, TorchScriptI3D):
+        return {**info, **detector.describe()}
+    return {**info, "kind": "tfhub-i3d-port", "bn_eps": bn_eps,
+            "input": "float32 (B, 3, T, 224, 224) in [-1, 1] after TF1 legacy bilinear resize of uint8 frames",
+            "preprocess": PREPROCESS_VERSION}
+
+
 @torch.no_grad()
-def i3d_features(i3d: InceptionI3d, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+def i3d_features(i3d, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """FVD embeddings of uint8 clips `(B, T, 3, H, W)` -> float32 `(B, 400)` on the CPU.
 
-    Runs in fp32 with TF32 off on the I3D's device, `batch_size` clips at a time (the resized
-    224x224 input of one 16-frame clip is 9.6 MB, its activations a few hundred MB).
+    `i3d` is an `InceptionI3d` or a `TorchScriptI3D` (`load_detector`). Runs in fp32 with TF32 off
+    on the detector's device, `batch_size` clips at a time (the resized 224x224 input of one
+    16-frame clip is 9.6 MB, its activations a few hundred MB).
     """
-    device = next(i3d.parameters()).device
     out = []
     with fp32_exact():
+        if isinstance(i3d, TorchScriptI3D):
+            return torch.cat([i3d.features(chunk) for chunk in video.split(batch_size)])
+        device = next(i3d.parameters()).device
         for chunk in video.split(batch_size):
             x = preprocess(chunk.to(device))  # (b, 3, T, 224, 224)
             out.append(i3d(x.float()).float().cpu())  # (b, 400)
