@@ -42,3 +42,23 @@ def test_demo_configs_fit_their_data(tmp_path, name):
                                 "train.global_batch_size=8"])
     trainer = Trainer(run, tmp_path)  # builds data, VAE and model; raises if the latents do not fit
     assert trainer.latent_frames == run.model.num_frames
+
+
+@pytest.mark.parametrize("name", ["ucf101_cosmos", "ucf101_cosmos_mtf", "k600_cosmos"])
+def test_paper_3d_configs_use_the_4x8x8_tokenizer(name, tmp_path):
+    """The paper's 3D setup: Cosmos 0.1 CV4x8x8, 17-frame clips -> 5 latent frames of 16 x 16 x 16 at
+    128 px (a scripted stand-in with the tokenizer's geometry takes the hub files' place)."""
+    from cosmos_standin import make_cosmos_dir
+    from magi.config import MagiConfig
+    from magi.vae import COSMOS_CV4x8x8, load_vae
+
+    run = RunConfig.load(next(p for p in CONFIGS if p.stem == name))
+    assert run.vae.spec == COSMOS_CV4x8x8 and "subfolder" not in run.vae.options
+    vae = load_vae(str(make_cosmos_dir(tmp_path / "cv4x8x8")), **run.vae.options)
+    size, frames = run.data.options["size"], run.data.options["num_frames"]
+    h = run.model.latent_size
+    assert (frames, size) == (17, 128)
+    assert vae.latent_shape(frames, size, size) == (run.model.num_frames, run.model.latent_channels, h, h)
+    assert run.model.num_frames == 5 == MagiConfig.preset("magi-850m").num_frames == MagiConfig.preset("magi-b").num_frames
+    if name == "k600_cosmos":  # samples continue 2 latent frames = the K600 protocol's 5 video frames
+        assert vae.video_frames(run.train.sample.context_frames) == 5
