@@ -447,7 +447,7 @@ class CosmosTokenizerVAE(_NormalizedVAE):
     def identity(self) -> dict:
         return {
             "kind": type(self).__name__,
-            "class": "TorchScript",
+            "class": "Cosmos tokenizer (TorchScript)",
             "source": self.source,
             "weights": self.fingerprint(),
             "config": {"latent_channels": self.latent_channels, "spatial_stride": self.spatial_stride,
