@@ -203,6 +203,9 @@ class MagiConfig:
     # conditioning
     num_classes: int = 0  # 0 = unconditional; the null class is row `num_classes`
     class_dropout: float = 0.1
+    # Names of classes 0..len-1 (a folder dataset's class sub-folders), recorded by the trainer in every
+    # checkpoint so `magi sample --classes NAME` works without the data; None = not recorded.
+    class_names: Optional[tuple[str, ...]] = None
     # Frame intervals. The interval embedding (sinusoidal -> MLP) takes any integer; these fields say
     # which ones mean something. `max_interval`: the largest interval the model may be trained on or
     # conditioned on (training refuses data drawing beyond it). `trained_intervals`: [lowest, highest]
@@ -230,6 +233,8 @@ class MagiConfig:
             self.latent_size = tuple(self.latent_size)
         if isinstance(self.trained_intervals, list):
             self.trained_intervals = tuple(self.trained_intervals)
+        if isinstance(self.class_names, list):
+            self.class_names = tuple(self.class_names)
         self.validate()
 
     # ---- derived quantities
@@ -288,6 +293,13 @@ class MagiConfig:
             raise ValueError(f"MagiConfig.mlp_ratio: expected > 0, got {self.mlp_ratio}")
         if self.num_classes < 0:
             raise ValueError(f"MagiConfig.num_classes: expected >= 0, got {self.num_classes}")
+        if self.class_names is not None:
+            names = self.class_names
+            if any(not isinstance(n, str) for n in names) or len(set(names)) != len(names):
+                raise ValueError(f"MagiConfig.class_names: expected distinct strings, got {list(names)}")
+            if len(names) > self.num_classes:
+                raise ValueError(f"MagiConfig.class_names: {len(names)} names but num_classes="
+                                 f"{self.num_classes}; the model needs a class per name")
         if isinstance(self.num_actions, bool) or not isinstance(self.num_actions, int) or self.num_actions < 0:
             raise ValueError(f"MagiConfig.num_actions: expected an integer >= 0 (0 = off), got {self.num_actions!r}")
         if not 0.0 <= self.action_dropout < 1.0:
@@ -334,11 +346,11 @@ class MagiConfig:
 
     def diff(self, other: "MagiConfig", runtime: bool = False) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: {name: (self's, other's)}. The kernel choices
-        (`RUNTIME_FIELDS`) and the record of the training intervals (`INTERVAL_RECORD_FIELDS`) do not
-        change the weights' meaning and are left out unless `runtime`."""
+        (`RUNTIME_FIELDS`) and the records of the training data (`RECORD_FIELDS`: intervals, class
+        names) do not change the weights' meaning and are left out unless `runtime`."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b.get(k)) for k in a
-                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS + INTERVAL_RECORD_FIELDS)}
+                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS + RECORD_FIELDS)}
 
     def describe_trained_intervals(self) -> str:
         """"interval 3" / "intervals 1..25" / "intervals not recorded"."""
@@ -352,6 +364,8 @@ class MagiConfig:
 RUNTIME_FIELDS = ("attention", "compile_flex")
 # What the training data was (set by the trainer): fine-tuning from a checkpoint may change it.
 INTERVAL_RECORD_FIELDS = ("trained_intervals", "default_interval")
+# Everything the trainer records about its data: fine-tuning on other data may change it.
+RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.

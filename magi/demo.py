@@ -114,31 +114,9 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, score_videos: int 
 
 def plot_loss(metrics_jsonl: Path, png: Path, reference: list[list[float]] | None = None) -> Path:
     """Training loss against step (the pretrained run's curve in grey for reference)."""
-    import matplotlib
+    from magi.visualize import plot_loss as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from magi.logging_utils import read_jsonl
-
-    recs = [r for r in read_jsonl(metrics_jsonl) if isinstance(r.get("train/loss"), float)]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    if reference:
-        ax.plot([s for s, _ in reference], [v for _, v in reference], color="0.7", lw=1,
-                label="pretrained run (batch 128)")
-    ax.plot([r["step"] for r in recs], [r["train/loss"] for r in recs], color="C0", lw=1.5,
-            label="this run")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    if reference and recs:
-        ax.set_xlim(0, max(recs[-1]["step"] * 3, 100))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return plot(metrics_jsonl, png, reference)
 
 
 def train_short(config: Path, out: Path, minutes: float, reference: list[list[float]] | None,
@@ -206,8 +184,42 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
     return info
 
 
+def fresh_out_dir(out: Path, overwrite: bool) -> Path:
+    """`out`, or when it holds an earlier demo (and not `overwrite`) the first free `out-2`, `out-3`, ...
+    so a second `make demo` keeps the first one's outputs. With `overwrite` the earlier training run
+    in `out/train` is removed (its checkpoints would otherwise mix with the new ones)."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file; expected a directory for the demo's outputs")
+    earlier = out.is_dir() and any((out / name).exists() for name in ("summary.json", "pretrained", "train"))
+    if not earlier:
+        return out
+    if overwrite:
+        shutil.rmtree(out / "train", ignore_errors=True)
+        return out
+    n = 2
+    while Path(f"{out}-{n}").exists():
+        n += 1
+    fresh = Path(f"{out}-{n}")
+    print(f"magi demo: {out} holds an earlier demo; writing to {fresh} (--overwrite reuses {out})")
+    return fresh
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="magi demo", description=__doc__.split("\n\n")[0])
+    from magi.errors import USER_ERRORS, fail
+
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        return fail("magi demo", e)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from magi.errors import ArgumentParser
+
+    p = ArgumentParser(prog="magi demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/demo", help="output directory")
     p.add_argument("--pretrained", default=str(PRETRAINED), help="checkpoint directory for part 1")
     p.add_argument("--config", default=str(DEMO_CONFIG), help="run config for part 2")
@@ -224,15 +236,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-command", default="make pretrained  # magi train --config "
                    "configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto",
                    help="with --export-pretrained: the command that rebuilds it, recorded in training.json")
-    args = p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out that holds an earlier demo (else a new OUT-2, OUT-3, ...)")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`magi demo` with parsed arguments; user errors raise (ValueError, FileNotFoundError, ...)."""
+    if args.train_minutes <= 0:
+        raise ValueError(f"--train-minutes: expected a positive number, got {args.train_minutes:g}")
+    if args.videos < 1 or args.score_videos < 1:
+        raise ValueError(f"--videos / --score-videos: expected positive counts, got {args.videos}, "
+                         f"{args.score_videos}")
+    if not args.skip_train and not Path(args.config).is_file():
+        raise FileNotFoundError(f"--config: run config not found: {args.config}")
+    if not (args.skip_predict or args.export_pretrained) and not (Path(args.pretrained) / "config.json").is_file():
+        raise FileNotFoundError(f"--pretrained: {args.pretrained} holds no checkpoint (config.json); it ships "
+                                f"with the repository, or rebuild it with `make pretrained`")
     if args.export_pretrained:
+        if not Path(args.export_pretrained).is_dir():
+            raise FileNotFoundError(f"--export-pretrained: run directory not found: {args.export_pretrained}")
         info = export_pretrained(Path(args.export_pretrained), Path(args.pretrained), command=args.export_command)
         print(f"exported step {info['steps']} ({info['wall_time_s'] / 60:.1f} min of training, final loss "
               f"{info['final_loss_mean_last_500_steps']}) to {args.pretrained}")
         return 0
 
+    if not args.skip_train:  # a bad --set fails now, not after part 1
+        RunConfig.load(args.config, [f"train.max_minutes={args.train_minutes}", *args.set])
     t0 = time.time()
-    out, pretrained = Path(args.out), Path(args.pretrained)
+    out, pretrained = fresh_out_dir(Path(args.out), args.overwrite), Path(args.pretrained)
     summary: dict[str, Any] = {}
     print(f"magi demo: torch {torch.__version__}, {torch.get_num_threads()} threads, output {out}")
     reference = None

@@ -65,8 +65,13 @@ def resolve_checkpoint(path: str | Path, step: Optional[int] = None) -> tuple[Pa
     if p.exists():
         raise ValueError(f"{p}: expected a checkpoint directory, found a file")
     text = str(path)
-    if p.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+    from magi.errors import missing_local_path
+
+    if missing_local_path(text):  # a typo in a local path, not a Hub id: say so instead of going online
+        parent = p.parent if str(p.parent) not in ("", ".") else Path(".")
+        near = sorted(d.name for d in parent.iterdir() if d.is_dir())[:8] if parent.is_dir() else []
+        raise FileNotFoundError(f"checkpoint not found: {p} (no such directory"
+                                + (f"; {parent} holds {', '.join(near)}" if near else "") + ")")
     return text, step  # a Hugging Face Hub id ("namespace/name")
 
 
@@ -372,7 +377,9 @@ def parse_classes(text: str, class_names: Optional[Sequence[str]], num_classes: 
                              "(the checkpoint's dataset could not be opened); use indices")
         else:
             close = [n for n in class_names if item.lower() in n.lower()][:5]
-            raise ValueError(f"--classes: unknown class {item!r}" + (f"; did you mean {close}?" if close else ""))
+            raise ValueError(f"--classes: unknown class {item!r}" + (
+                f"; did you mean {close}?" if close else
+                f"; the model knows {', '.join(class_names)}" if len(class_names) <= 20 else ""))
         if not 0 <= index < num_classes:
             raise ValueError(f"--classes: index {index} out of range 0..{num_classes - 1}")
         out.append(index)
@@ -474,8 +481,10 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magi sample", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from magi.errors import ArgumentParser
+
+    p = ArgumentParser(prog="magi sample", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint dir, run dir (latest step), or Hugging Face Hub id")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--step", type=int, help="with a run dir: which checkpoints/<step>/ to use")
@@ -507,7 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--fps", type=float, default=8.0)
     g.add_argument("--no-gif", action="store_true")
+    g.add_argument("--overwrite", action="store_true", help="write into an --out that already holds samples")
+    g.add_argument("--yes", action="store_true",
+                   help=f"start a generation estimated at more than {CONFIRM_SECONDS / 3600:g} h")
     return p
+
+
+def _file_name(text: str) -> str:
+    """A class name as a safe file-name stem ("Playing Guitar/2" -> "Playing_Guitar_2")."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "class"
 
 
 def pick_device(name: str) -> torch.device:
@@ -525,10 +544,16 @@ def _read_context(args, ckpt: LoadedCheckpoint, k: int, total: int, interval: in
     H, W = ckpt.frame_size
     clips, truths, sources = [], [], []
     if args.context_video:
+        from magi.data import VideoError
+
         for path in args.context_video:
-            available = probe(path).num_frames
-            n = total if available >= args.start + clip_span(total, interval) else k
-            clip = read_clip(path, args.start, n, interval, size=(H, W))  # (n, 3, H, W)
+            try:
+                available = probe(path).num_frames
+                n = total if available >= args.start + clip_span(total, interval) else k
+                clip = read_clip(path, args.start, n, interval, size=(H, W))  # (n, 3, H, W)
+            except VideoError as e:
+                raise ValueError(f"--context-video {path}: {e.reason} (needed {k} context frames from frame "
+                                 f"{args.start} at interval {interval})") from e
             clips.append(clip[:k])
             truths.append(clip if n == total else None)
             sources.append({"path": str(path), "start": args.start, "interval": interval})
@@ -552,13 +577,69 @@ def _read_context(args, ckpt: LoadedCheckpoint, k: int, total: int, interval: in
     return context, truth, sources
 
 
+# Long generations: past WARN_SECONDS (estimated) a warning with the estimate; past CONFIRM_SECONDS
+# `--yes` is needed. The estimate times one frame at 2 mask steps and scales (a lower bound: attention
+# over a long context costs more per frame); it runs only for jobs above ESTIMATE_WORK token-steps.
+WARN_SECONDS = 600.0
+CONFIRM_SECONDS = 3600.0
+ESTIMATE_WORK = 500_000
+
+
+def estimate_seconds(ckpt: LoadedCheckpoint, num_videos: int, new_latent_frames: int, batch_size: int,
+                     options: SamplingOptions, labelled: bool) -> float:
+    """Seconds to generate `new_latent_frames` frames for `num_videos` videos, from timing one frame of
+    one batch at 2 mask steps (scaled to `options.mask_steps`); decoding is not counted."""
+    b = min(batch_size, num_videos)
+    labels = torch.zeros(b, dtype=torch.long, device=ckpt.device) if labelled else None
+    probe_steps = min(2, options.mask_steps)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ckpt.model.generate(1, labels=labels, intervals=ckpt.default_interval, cfg=options.cfg,
+                            mask_steps=probe_steps, diffusion_steps=options.diffusion_steps,
+                            sampler=options.sampler, generator=torch.Generator(device=ckpt.device).manual_seed(0),
+                            batch_size=b)
+    per_frame = (time.perf_counter() - t0) * options.mask_steps / probe_steps
+    return per_frame * new_latent_frames * -(-num_videos // b)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:,.0f} h"
+
+
+def check_workload(ckpt: LoadedCheckpoint, num_videos: int, total: int, context_frames: int, batch_size: int,
+                   options: SamplingOptions, labelled: bool, yes: bool) -> Optional[float]:
+    """Warn about a long generation (estimate, output size) and refuse one past CONFIRM_SECONDS without
+    `--yes`. Returns the estimate in seconds (None when the job is too small to be worth timing)."""
+    new = ckpt.latent_frames(total) - (ckpt.latent_frames(context_frames) if context_frames else 0)
+    work = num_videos * new * ckpt.model.config.tokens_per_frame * options.mask_steps * options.diffusion_steps
+    if work < ESTIMATE_WORK:
+        return None
+    seconds = estimate_seconds(ckpt, num_videos, new, batch_size, options, labelled)
+    H, W = ckpt.frame_size
+    gigabytes = num_videos * total * H * W * 3 / 1e9
+    what = (f"{num_videos} video(s) of {total} frames ({new} latent frames to generate, {options.mask_steps} mask x "
+            f"{options.diffusion_steps} diffusion steps each) take at least {_duration(seconds)} here"
+            + (f" and {gigabytes:.1f} GB of memory for the frames" if gigabytes >= 1 else ""))
+    if seconds > CONFIRM_SECONDS and not yes:
+        raise ValueError(f"--frames/--num-samples: {what}; pass --yes to start it, or ask for fewer frames, "
+                         f"videos or steps (--mask-steps, --diffusion-steps --sampler ddim)")
+    if seconds > WARN_SECONDS:
+        print(f"magi sample: warning: {what}", file=sys.stderr)
+    return seconds
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    from magi.errors import USER_ERRORS, fail
+
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        print(f"magi sample: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:  # bad input: one clear line, no traceback
+        return fail("magi sample", e)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -568,9 +649,12 @@ def run(args: argparse.Namespace) -> int:
     options = sampling_options(args)
     total = parse_frames(args.frames, ckpt) if args.frames is not None else ckpt.train_frames
     interval = args.interval if args.interval is not None else ckpt.default_interval
-    ckpt.check_intervals(interval, args.allow_untrained_interval)
+    try:
+        ckpt.check_intervals(interval, args.allow_untrained_interval)
+    except ValueError as e:
+        raise ValueError(f"--interval: {e}") from e
     if args.num_samples < 1:
-        raise ValueError("--num-samples must be >= 1")
+        raise ValueError(f"--num-samples: expected >= 1, got {args.num_samples}")
     predict = bool(args.context_video) or args.context_dataset
     if args.context_video and args.context_dataset:
         raise ValueError("give --context-video or --context-dataset, not both")
@@ -580,11 +664,14 @@ def run(args: argparse.Namespace) -> int:
     if args.classes is not None:
         if ckpt.num_classes == 0:
             raise ValueError("--classes given but this model is unconditional")
-        if not all(s.strip().lstrip("-").isdigit() for s in args.classes.split(",") if s.strip()):
+        recorded = ckpt.model.config.class_names
+        if recorded is not None and args.data is None:  # stored in the checkpoint: no data needed
+            class_names = list(recorded)
+        elif not all(s.strip().lstrip("-").isdigit() for s in args.classes.split(",") if s.strip()):
             try:
                 class_names = class_names_of(build_data(ckpt, args.data, parse_options(args.data_option)))
             except Exception as e:  # noqa: BLE001 - names are a convenience; say why they are unavailable
-                raise ValueError(f"class names need the checkpoint's dataset, which could "
+                raise ValueError(f"--classes: this checkpoint records no class names and its dataset could "
                                  f"not be opened ({e}); pass class indices") from e
         labels = parse_classes(args.classes, class_names, ckpt.num_classes)
 
@@ -608,7 +695,8 @@ def run(args: argparse.Namespace) -> int:
         task = "prediction"
     elif labels is not None:
         labels = [c for c in labels for _ in range(args.num_samples)]
-        names = [f"class{c}_{i:03d}" for i, c in enumerate(labels)]
+        names = [f"{_file_name(class_names[c]) if class_names and c < len(class_names) else f'class{c}'}_{i:03d}"
+                 for i, c in enumerate(labels)]
         task = "class-conditional"
     else:
         names = [f"sample_{i:03d}" for i in range(args.num_samples)]
@@ -618,12 +706,19 @@ def run(args: argparse.Namespace) -> int:
     if options.cfg != 1.0 and labels is None:
         raise ValueError("--cfg needs --classes (guidance is towards a class)")
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file; expected a directory for the samples")
+    if (out / "samples.json").is_file() and not args.overwrite:
+        raise FileExistsError(f"--out: {out} already holds samples (samples.json); choose another --out or "
+                              f"pass --overwrite")
+    estimate = check_workload(ckpt, len(names), total, 0 if context is None else int(context.shape[1]),
+                              args.batch_size, options, labels is not None, args.yes)
     t0 = time.perf_counter()
     videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval,
                       options=options, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.no_progress, allow_untrained_interval=args.allow_untrained_interval)
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
     files = write_outputs(out, videos, names, args.fps, gif=not args.no_gif, ground_truth=truth)
 
     record: dict[str, Any] = {
@@ -632,13 +727,13 @@ def run(args: argparse.Namespace) -> int:
         "train_frames": ckpt.train_frames, "frame_size": list(ckpt.frame_size), "interval": interval,
         "trained_intervals": list(ckpt.trained_intervals) if ckpt.trained_intervals else None,
         "labels": labels, "sampling": asdict(options), "seed": args.seed, "batch_size": args.batch_size,
-        "device": str(device), "seconds": seconds,
+        "device": str(device), "seconds": seconds, "estimated_seconds": estimate,
         "seconds_per_frame": seconds / (len(videos) * (ckpt.latent_frames(total) - (
             0 if context is None else ckpt.latent_frames(context.shape[1])))),
         "files": files,
     }
     if class_names is not None and labels is not None:
-        record["class_names"] = [class_names[c] for c in labels]
+        record["class_names"] = [class_names[c] if c < len(class_names) else str(c) for c in labels]
     if predict:
         record["context_frames"] = int(context.shape[1])
         record["sources"] = sources

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from magi.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint,
+from magi.checkpoint import (check_checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint,
                              remove_stale_temporaries, save_checkpoint)
 from magi.config import RunConfig
 from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object,
@@ -41,6 +41,10 @@ from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_objec
                               wrap_model)
 from magi.ema import ema_decay_at, make_ema, update_ema
 from magi.logging_utils import MetricsLogger
+
+
+LOSS_PLOT = "loss.png"  # OUT/loss.png, redrawn at log steps
+LOSS_PLOT_SECONDS = 30.0  # at most this often
 
 
 class NonFiniteLossError(RuntimeError):
@@ -197,6 +201,43 @@ def record_trained_intervals(run: RunConfig, dataset: Dataset):
     return mc.replace(trained_intervals=(lo, hi), default_interval=default)
 
 
+def describe_data(dataset: Dataset) -> str:
+    """Why a dataset holds the clips it does (`describe_usable()` of a folder), else its size."""
+    if hasattr(dataset, "describe_usable"):
+        return dataset.describe_usable()
+    return f"{len(dataset)} clips"
+
+
+def num_data_classes(dataset: Dataset) -> int | None:
+    """Classes the data's labels span: its class list, its `num_classes`, or 1 + the largest label of a
+    folder's videos (labels from a list file); None when the dataset cannot say without decoding."""
+    classes = getattr(dataset, "classes", None)
+    records = getattr(dataset, "records", None)
+    top = max((int(r.label) for r in records), default=-1) + 1 if records and hasattr(records[0], "label") else 0
+    if classes:
+        return max(len(classes), top)
+    found = getattr(dataset, "num_classes", None)
+    return int(found) if found else (top or None)
+
+
+def record_class_names(run: RunConfig, dataset: Dataset):
+    """The model config with the data's class names recorded (`class_names`), for a class-conditional
+    model on data that names its classes (a folder's sub-folders). Refuses a config whose
+    `model.class_names` disagree with the data's (the labels would mean other classes)."""
+    mc = run.model
+    names = getattr(dataset, "classes", None)
+    if not mc.num_classes or not names:
+        return mc
+    names = tuple(str(n) for n in names)
+    if mc.class_names is not None and tuple(mc.class_names) != names:
+        raise ValueError(f"model.class_names: the config lists {list(mc.class_names)} but the data's classes "
+                         f"are {list(names)}; remove model.class_names (it is recorded from the data) or "
+                         f"train on the data it names")
+    if len(names) > mc.num_classes:
+        return mc  # _check_latents refuses it, naming model.num_classes
+    return mc.replace(class_names=names)
+
+
 def release_free_memory() -> None:
     """Return freed heap memory to the OS (glibc `malloc_trim`; a no-op elsewhere).
 
@@ -281,14 +322,21 @@ class Trainer:
         self.dataset = dataset if dataset is not None else build_dataset(run.data.kind, run.data.options)
         n = len(self.dataset)
         self.steps_per_epoch = n // tc.global_batch_size
+        if n == 0:
+            raise ValueError(f"no training clips (data.kind={run.data.kind!r}): {describe_data(self.dataset)}")
         if self.steps_per_epoch == 0:
             raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is larger than the dataset "
-                             f"({n} clips, data.kind={run.data.kind!r})")
+                             f"({n} clips: {describe_data(self.dataset)}); lower train.global_batch_size "
+                             f"to at most {n}")
         self.max_steps = tc.max_steps or math.ceil(tc.epochs * self.steps_per_epoch)
-        self.run = run = replace(run, model=record_trained_intervals(run, self.dataset))  # in every checkpoint
+        run = replace(run, model=record_trained_intervals(run, self.dataset))
+        self.run = run = replace(run, model=record_class_names(run, self.dataset))  # in every checkpoint
         self._sample_dataset = sample_dataset
         self.vae = vae
-        first = self.dataset[0]
+        try:
+            first = self.dataset[0]
+        except RuntimeError as e:  # e.g. no video of a folder decodes
+            raise ValueError(f"data.kind={run.data.kind!r}: cannot read a training clip: {e}") from e
         if "latents" not in first and self.vae is None:
             self.vae = build_vae(run.vae.spec, run.vae.options)
         if isinstance(self.vae, nn.Module):
@@ -302,7 +350,8 @@ class Trainer:
             model = Magi(run.model)
         elif isinstance(getattr(model, "config", None), type(run.model)):  # a prebuilt model: record the same
             model.config = model.config.replace(trained_intervals=run.model.trained_intervals,
-                                                default_interval=run.model.default_interval)
+                                                default_interval=run.model.default_interval,
+                                                class_names=run.model.class_names)
         self._check_latents(first)
         if tc.init_from:
             init = Path(tc.init_from)
@@ -337,6 +386,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.samples: list[Path] = []
         self.last_sample_psnr: float | None = None
+        self._plotted_at = 0.0  # when OUT/loss.png was last drawn
 
     # ---- setup helpers
     def _check_latents(self, item: dict[str, Any]) -> None:
@@ -369,9 +419,12 @@ class Trainer:
                 problems.append(f"model.num_actions={mc.num_actions} but the data has action {int(actions.max())}")
             elif t != item["video" if "video" in item else "latents"].shape[0]:
                 problems.append("actions need one latent frame per video frame; the VAE compresses time")
-        data_classes = getattr(self.dataset, "num_classes", None)
+        data_classes = num_data_classes(self.dataset)
         if mc.num_classes and data_classes and data_classes > mc.num_classes:
-            problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes")
+            problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes"
+                            + (f" ({', '.join(self.dataset.classes[:6])}"
+                               f"{', ...' if len(self.dataset.classes) > 6 else ''})"
+                               if getattr(self.dataset, "classes", None) else ""))
         if problems:
             raise ValueError("the data does not fit the model: " + "; ".join(problems) +
                              f" (data.kind={self.run.data.kind!r}, vae.spec={self.run.vae.spec!r})")
@@ -649,12 +702,18 @@ class Trainer:
                   f"global batch {tc.global_batch_size} = {self.info.world_size} ranks x {self.accum} "
                   f"accumulation x {self.micro} clips, {self.max_steps} steps, device {self.device}, "
                   f"{tc.precision}, {tc.parallel}; output {self.out_dir}")
+            limit = f"stops at step {self.max_steps}"
+            if tc.max_minutes is not None:
+                limit += (f" or after {tc.max_minutes:g} minutes of this session (train.max_minutes; a resumed "
+                          f"run gets them afresh), whichever comes first")
+            print(f"{limit}; loss curve {self.out_dir / LOSS_PLOT}")
             self._report_intervals()
         progress = tqdm(total=self.max_steps, initial=self.step, disable=not (tc.progress and self.info.is_main),
                         desc="train", dynamic_ncols=True)
         window: list[dict[str, float]] = []
         t_window, steps_window = time.time(), 0
         final_loss = None
+        first_step = self.step
         try:
             batches = self._micro_batches()
             while self.step < self.max_steps and self.stop_signal is None and not self.out_of_time:
@@ -662,6 +721,7 @@ class Trainer:
                 window.append(metrics)
                 steps_window += 1
                 progress.update(1)
+                self._project_end(progress, first_step)
                 if self.consecutive_nonfinite >= tc.max_nonfinite:
                     path = self.save()
                     raise NonFiniteLossError(
@@ -684,6 +744,7 @@ class Trainer:
                 self.save()
             if self.stop_signal is None and tc.sample.num_videos > 0 and self.step > 0:
                 self.sample()
+            self._plot_loss(force=True)
         finally:
             progress.close()
             for sig, h in old_handlers.items():
@@ -698,11 +759,60 @@ class Trainer:
                        "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                        "sample_psnr_predicted": self.last_sample_psnr, "interrupted_by": interrupted}
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            if interrupted:
-                print(f"stopped by {interrupted} at step {self.step}; checkpoint {self.last_checkpoint}; "
-                      f"continue with --resume auto")
+            print(self._closing_line(result, final_loss))
         self.logger.close()
         return result
+
+    def _closing_line(self, result: TrainResult, final_loss: float | None) -> str:
+        """One line: why the run ended, final step and loss, where the checkpoint, samples and curve are."""
+        if result.interrupted_by:
+            why = f"stopped by {result.interrupted_by}"
+        elif self.step >= self.max_steps:
+            why = "finished"
+        else:
+            why = f"stopped by train.max_minutes={self.cfg.max_minutes:g}"
+        loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
+        parts = [f"magi train: {why} at step {self.step}/{self.max_steps} after "
+                 f"{result.wall_time_s / 60:.1f} min, loss {loss}",
+                 f"checkpoint {self.last_checkpoint}"]
+        gifs = [p for p in self.samples if p.suffix == ".gif"]
+        if gifs:
+            parts.append(f"samples {gifs[-1]}")
+        if (self.out_dir / LOSS_PLOT).is_file():
+            parts.append(f"loss curve {self.out_dir / LOSS_PLOT}")
+        if self.step < self.max_steps:
+            parts.append(f"continue with --resume auto (same --out)")
+        return "; ".join(parts)
+
+    def _project_end(self, progress, first_step: int) -> None:
+        """Let the progress bar's total (and so its ETA) follow the binding limit: when
+        `train.max_minutes` ends the run before `max_steps`, the total becomes the step it will reach."""
+        minutes = self.cfg.max_minutes
+        done = self.step - first_step
+        if minutes is None or done < 1 or progress.disable:
+            return
+        elapsed = time.time() - self.t_start
+        by_time = self.step + int(max(0.0, 60 * minutes - elapsed) / (elapsed / done))
+        total = max(self.step, min(self.max_steps, by_time))
+        if total != progress.total:
+            progress.total = total
+            progress.set_description("train (to max_minutes)" if total < self.max_steps else "train", refresh=False)
+
+    def _plot_loss(self, force: bool = False) -> None:
+        """Rank 0: redraw OUT/loss.png from metrics.jsonl at log steps, at most every
+        `LOSS_PLOT_SECONDS` (matplotlib costs ~0.1 s a plot), and at the end (`force`)."""
+        if not self.info.is_main or (not force and time.time() - self._plotted_at < LOSS_PLOT_SECONDS):
+            return
+        self.logger.flush()
+        if not self.logger.jsonl_path.is_file():
+            return
+        from magi.visualize import plot_loss
+
+        try:
+            plot_loss(self.logger.jsonl_path, self.out_dir / LOSS_PLOT, title=str(self.out_dir))
+        except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            warnings.warn(f"could not draw {self.out_dir / LOSS_PLOT}: {e}", stacklevel=2)
+        self._plotted_at = time.time()
 
     def _report_intervals(self) -> dict | None:
         """Rank 0: the frame intervals the first epoch trains (the clips its global batches hold), printed
@@ -744,6 +854,7 @@ class Trainer:
             if k not in ("loss", "grad_norm", "lr", "skipped"):
                 scalars[f"train/{k}"] = float(np.mean([m[k] for m in window if k in m]))
         self.logger.log(self.step, scalars)
+        self._plot_loss()
         if self.device.type == "cpu":
             release_free_memory()
         progress.set_postfix(loss=f"{loss:.4f}" if loss is not None else "nan",
@@ -767,31 +878,152 @@ def train(run: RunConfig, out_dir: str | Path, resume: str | None = None, **comp
     return trainer.fit()
 
 
+RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "samples", "summary.json", "intervals.json",
+             "train_config.yaml", LOSS_PLOT)  # what a run writes into OUT
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="magi train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="run config YAML (model, data, vae, train)")
-    p.add_argument("--out", required=True, help="output directory (checkpoints, logs, samples)")
+    from magi.errors import ArgumentParser
+
+    p = ArgumentParser(prog="magi train", description=__doc__.split("\n\n")[0],
+                       epilog="Own videos without YAML: magi train --data DIR --out RUN [--minutes 10]; "
+                              "DIR holds one sub-folder of videos per class.")
+    p.add_argument("--config", help="run config YAML (model, data, vae, train); or use --data")
+    p.add_argument("--out", required=True, help="output directory (checkpoints, logs, samples, loss.png)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable: --set train.lr=1e-4 --set model.width=256")
     p.add_argument("--resume", default=None,
                    help="'auto' = newest good checkpoint in --out (start fresh if none), or a checkpoint dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and start over (else: refuse, or --resume auto)")
+    g = p.add_argument_group("train on a folder of videos (instead of --config)")
+    g.add_argument("--data", metavar="DIR", help="folder of videos, one sub-folder per class")
+    g.add_argument("--vae", help="VAE spec: pixels:F[:gray], a diffusers VAE folder or hub id "
+                                 "(default: pixels:4)")
+    g.add_argument("--preset", help="model preset (default: tiny on a CPU, magi-b on a GPU)")
+    g.add_argument("--frames", type=int, help="video frames per training clip (default: 8 CPU, 16 GPU)")
+    g.add_argument("--size", type=int, help="frame size in pixels, square crop (default: 32 CPU, 64 GPU)")
+    g.add_argument("--interval", default="1", help="frame interval of the clips, or 'dynamic' (default 1)")
+    g.add_argument("--steps", type=int, help="optimizer steps (default: 3000 CPU, 20000 GPU)")
+    g.add_argument("--minutes", type=float, help="also stop after this many minutes (train.max_minutes)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_out_dir(out: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to write a new run over an earlier one in `out` (unless `overwrite`: delete its files) and
+    a `--resume` path that is not there; ValueError / FileExistsError name the flag."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file; expected a directory for the run")
+    if resume and resume not in ("auto", "none"):
+        path = Path(resume)
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: {path} does not exist; give 'auto' (the newest checkpoint in "
+                                    f"--out) or a checkpoint directory RUN/checkpoints/<step>")
+        if resume and overwrite:
+            raise ValueError("--overwrite deletes the run that --resume would continue; give one of them")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    earlier_run = ((out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())) or any(
+        (out / name).is_file() and (out / name).stat().st_size > 0
+        for name in ("metrics.jsonl", "train_config.yaml", "summary.json"))
+    if not earlier_run or resume not in (None, "none"):
+        return
+    if overwrite:
+        if _is_main_process():
+            for name in existing:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        return
+    found = latest_checkpoint(out) if (out / "checkpoints").is_dir() else None
+    raise FileExistsError(f"--out: {out} already holds a run ({found or ', '.join(existing)}); continue it "
+                          f"with --resume auto, choose another --out, or pass --overwrite to start over")
+
+
+def resume_target(out: Path, resume: str | None) -> str | None:
+    """`--resume RUN` (a run directory) means its newest checkpoint; anything else as given."""
+    if resume and resume not in ("auto", "none"):
+        path = Path(resume)
+        if (path / "checkpoints").is_dir() and not (path / "training_state.pt").exists():
+            found = latest_checkpoint(path)
+            if found is None:
+                raise ValueError(f"--resume: {path} has no loadable checkpoint in {path / 'checkpoints'}")
+            return str(found)
+    return resume
+
+
+def build_run(args: argparse.Namespace) -> tuple[RunConfig, dict[str, Any]]:
+    """The run config of `--config` or `--data` (with `--set` on top) and prebuilt components."""
+    from magi.config import apply_overrides
+
+    if args.config and args.data:
+        raise ValueError("--config and --data: give one (--data builds the config; to change it use --set, "
+                         "or start from the RUN/train_config.yaml it writes with --config)")
+    if not args.config and not args.data:
+        raise ValueError("--config or --data: give a run config YAML, or a folder of videos (--data DIR)")
+    folder_flags = [f"--{name}" for name in ("vae", "preset", "frames", "size", "steps", "minutes")
+                    if getattr(args, name) is not None]
+    if args.config:
+        if folder_flags:
+            raise ValueError(f"{', '.join(folder_flags)}: only with --data; with --config use --set "
+                             f"(e.g. --set train.max_minutes=10)")
+        return RunConfig.load(args.config, args.set), {}
+    from magi.from_folder import build_folder_config, describe
+
+    interval = args.interval if args.interval == "dynamic" else _positive_int(args.interval, "--interval")
+    data, vae, dataset = build_folder_config(args.data, vae=args.vae, preset=args.preset, frames=args.frames,
+                                             size=args.size, minutes=args.minutes, steps=args.steps,
+                                             interval=interval)
+    data = apply_overrides(data, args.set)
     try:
-        run = RunConfig.load(args.config, args.set)  # every config error surfaces here, before any work
-    except (ValueError, FileNotFoundError) as e:
-        print(f"magi train: {e}", file=sys.stderr)
-        return 2
+        run = RunConfig.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"--set: {e}" if args.set else str(e)) from e
+    if _is_main_process():
+        print(describe(data, dataset))
+        print(f"run config (written to {Path(args.out) / 'train_config.yaml'}; `magi train --config` on that "
+              f"file reproduces the run):")
+        print("  " + run.to_yaml().rstrip().replace("\n", "\n  "))
+    # the dataset and VAE built for the checks serve the run unless --set changed what they are
+    changed = any(o.split("=", 1)[0].strip().startswith(("data.", "vae.")) for o in args.set)
+    return run, ({} if changed else {"dataset": dataset, "vae": vae})
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{flag}: expected a positive integer or 'dynamic', got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{flag}: expected a positive integer or 'dynamic', got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from magi.errors import USER_ERRORS, fail
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    try:  # every config, data and path error surfaces here, before any work or output
+        check_out_dir(out, args.resume, args.overwrite)
+        resume = resume_target(out, args.resume)
+        if resume not in (None, "auto", "none"):
+            check_checkpoint(resume)  # an incomplete or unreadable checkpoint fails before anything is built
+        run, components = build_run(args)
+    except USER_ERRORS as e:
+        return fail("magi train", e)
     try:
         try:
-            trainer = Trainer(run, args.out)  # data/model mismatches also fail here, before training
-        except (ValueError, FileNotFoundError) as e:
-            print(f"magi train: {e}", file=sys.stderr)
-            return 2
-        trainer.resume(args.resume)
+            trainer = Trainer(run, out, **components)  # data/model mismatches also fail here, before training
+            trainer.resume(resume)
+        except USER_ERRORS as e:
+            return fail("magi train", e)
         result = trainer.fit()
     except NonFiniteLossError as e:
         print(f"magi train: {e}", file=sys.stderr)

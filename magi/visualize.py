@@ -71,3 +71,45 @@ def mark_frames(video: np.ndarray, start: int, color=(220, 40, 40), width: int =
 
 
 __all__ = ["to_uint8", "psnr", "stack_rows", "frame_grid", "comparison_image", "upscale", "mark_frames"]
+
+
+def plot_loss(metrics_jsonl, png, reference: list[list[float]] | None = None,
+              title: str | None = None):
+    """Training loss against step from a run's metrics.jsonl (a reference curve, e.g. the pretrained
+    run's, in grey), log scale, written to `png` (replaced atomically, so a viewer never reads half a
+    file). Returns the path."""
+    import os
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from magi.logging_utils import read_jsonl
+
+    png = Path(png)
+    recs = [r for r in read_jsonl(metrics_jsonl) if isinstance(r.get("train/loss"), float)]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    if reference:
+        ax.plot([s for s, _ in reference], [v for _, v in reference], color="0.7", lw=1,
+                label="pretrained run (batch 128)")
+    ax.plot([r["step"] for r in recs], [r["train/loss"] for r in recs], color="C0", lw=1.5,
+            label="this run")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if recs:
+        ax.set_yscale("log")
+    if reference and recs:
+        ax.set_xlim(0, max(recs[-1]["step"] * 3, 100))
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png
+

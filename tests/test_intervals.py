@@ -220,7 +220,7 @@ def test_sampling_refuses_untrained_intervals_unless_told(tmp_path, capsys):
     assert "frame interval 5: this model was trained on interval 3 (from its config)" in err
     assert "--allow-untrained-interval" in err
     assert main([str(run), "--out", str(out), "--num-samples", "1", "--frames", "3", "--interval", "5",
-                 "--allow-untrained-interval", *FAST]) == 0
+                 "--allow-untrained-interval", "--overwrite", *FAST]) == 0
     assert json.loads((out / "samples.json").read_text())["interval"] == 5
 
 

@@ -72,7 +72,8 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"magi data check: folder not found: {root}")
+        raise FileNotFoundError(f"ROOT: folder not found: {root}" if not root.exists()
+                                else f"ROOT: {root} is a file; expected the dataset's folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     need = clip_span(num_frames, interval)
     report: dict = {"root": str(root), "total": len(files), "good": 0, "too_short": 0, "bad": [],
@@ -100,7 +101,9 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="magi data", description="dataset tools")
+    from magi.errors import USER_ERRORS, ArgumentParser, fail
+
+    parser = ArgumentParser(prog="magi data", description="dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="scan a dataset folder for bad and too-short videos")
     check.add_argument("root", help="dataset root folder")
@@ -114,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        for flag, value in (("--num-frames", args.num_frames), ("--interval", args.interval),
+                            ("--max-interval", args.max_interval), ("--workers", args.workers)):
+            if value < 1:
+                raise ValueError(f"{flag}: expected a positive integer, got {value}")
+        if args.json and Path(args.json).is_dir():
+            raise IsADirectoryError(f"--json: {args.json} is a directory; expected a file name for the report")
         report = check_folder(args.root, args.num_frames, args.interval, args.quick, args.workers,
                               max_interval=args.max_interval)
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail("magi data check", e)
     print(f"{report['root']}: {report['total']} files, {report['good']} good, {len(report['bad'])} bad, "
           f"{report['too_short']} shorter than {clip_span(args.num_frames, args.interval)} frames")
     for entry in report["bad"]:

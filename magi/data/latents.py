@@ -444,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     from magi.data import build_dataset
     from magi.vae import load_vae
 
-    parser = argparse.ArgumentParser(
+    from magi.errors import USER_ERRORS, ArgumentParser, fail
+
+    parser = ArgumentParser(
         prog="magi cache-latents",
         description="Encode a dataset once with a VAE into a sharded safetensors latent cache.")
     parser.add_argument("--config", help="YAML file with a `data:` mapping (and optionally `vae:`)")
@@ -463,25 +465,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
     args = parser.parse_args(argv)
 
-    config = load_yaml(args.config, args.set) if args.config else apply_overrides({}, args.set)
-    data = dict(config.get("data") or {})
-    data = apply_overrides({"data": data}, [f"data.{d}" for d in args.data])["data"]
-    if "kind" not in data:
-        print("magi cache-latents: no data kind; give --config with a data: mapping or --data kind=...",
-              file=sys.stderr)
-        return 2
-    vae_spec = args.vae or config.get("vae")
-    if not vae_spec:
-        print("magi cache-latents: no VAE; give --vae or a `vae:` key in the config", file=sys.stderr)
-        return 2
-    kind = data.pop("kind")
-    if kind == "latents":
-        print("magi cache-latents: the data is already a latent cache", file=sys.stderr)
-        return 2
-    source = build_dataset(kind, **data)
-    vae = load_vae(vae_spec, subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
-    out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
-                        dtype=args.dtype, num_workers=args.workers, device=args.device)
+    try:
+        config = load_yaml(args.config, args.set) if args.config else apply_overrides({}, args.set)
+        data = dict(config.get("data") or {})
+        data = apply_overrides({"data": data}, [f"data.{d}" for d in args.data])["data"]
+        if "kind" not in data:
+            raise ValueError("--data: no data kind; give --config with a data: mapping or --data kind=...")
+        vae_spec = args.vae or config.get("vae")
+        if isinstance(vae_spec, dict):  # a run config's `vae: {spec: ..., options: ...}`
+            vae_spec = vae_spec.get("spec")
+        if not vae_spec:
+            raise ValueError("--vae: no VAE; give --vae or a `vae:` key in the config")
+        kind = data.pop("kind")
+        if kind == "latents":
+            raise ValueError("--data: kind=latents is already a latent cache")
+        if (Path(args.out) / "index.json").is_file():
+            raise FileExistsError(f"--out: {args.out} already holds a latent cache (index.json); use a new folder")
+        from magi.errors import missing_local_path
+
+        if missing_local_path(str(vae_spec)):
+            raise FileNotFoundError(f"--vae: {vae_spec} does not exist (expected 'pixels[:F[:gray]]', a local "
+                                    f"diffusers VAE folder or a Hugging Face Hub id)")
+        for flag, value in (("--clips-per-video", args.clips_per_video), ("--shard-size", args.shard_size)):
+            if value < 1:
+                raise ValueError(f"{flag}: expected a positive integer, got {value}")
+        source = build_dataset(kind, **data)
+        if len(source) == 0:
+            raise ValueError(f"--data: no usable videos: "
+                             f"{source.describe_usable() if hasattr(source, 'describe_usable') else 'empty'}")
+        vae = load_vae(vae_spec, subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
+        out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
+                            dtype=args.dtype, num_workers=args.workers, device=args.device)
+    except USER_ERRORS as e:
+        return fail("magi cache-latents", e)
     meta = json.loads((out / "index.json").read_text())
     print(f"cached {len(meta['videos'])} videos ({meta['mode']}, latents {meta['latent_shape']} for the first) "
           f"in {meta['num_shards']} shard(s) at {out}; skipped {len(meta['skipped'])}")

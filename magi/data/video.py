@@ -632,6 +632,8 @@ class VideoFolder(torch.utils.data.Dataset):
                 continue
             self.records.append(VideoRecord(rel, label, counts[rel]))
         self._failed: set[str] = set()
+        self.found = len(candidates)  # video files found (before probing)
+        self.need = need  # frames a video must have to hold one clip
         if not self.records:
             warnings.warn(f"VideoFolder({self.root}): no usable videos ({len(candidates)} found, "
                           f"{self.skipped} bad, {self.too_short} shorter than {need} frames)", stacklevel=2)
@@ -641,6 +643,21 @@ class VideoFolder(torch.utils.data.Dataset):
                           f"interval{'s' if len(missing) > 1 else ''} {_ranges(missing)} (the longest has "
                           f"{max(r.num_frames for r in self.records)} frames); uniform sampling deals "
                           f"{_ranges(self.uniform.intervals)} instead of 1..{max_interval}", stacklevel=2)
+
+    def describe_usable(self) -> str:
+        """Why the dataset holds the clips it does, e.g. "0 of 32 videos hold a clip of 59 frames (30
+        frames at interval 2): 30 shorter, 2 unreadable"; names the folder when it has no video files."""
+        if self.found == 0 and not self.missing:
+            return (f"no video files under {self.root} (looked for {', '.join(VIDEO_EXTENSIONS)}; expected "
+                    f"ROOT/<class>/<video> or videos directly in ROOT)")
+        total = self.found + self.missing
+        what = (f"{self.num_frames} frames at any interval" if self.interval == "dynamic"
+                else f"{self.num_frames} frames at interval {self.interval}")
+        reasons = [f"{self.too_short} shorter", f"{len(self.bad)} unreadable"]
+        if self.missing:
+            reasons.append(f"{self.missing} listed but missing")
+        return (f"{len(self.records)} of {total} videos in {self.root} hold a clip of {self.need} frames "
+                f"({what}): {', '.join(reasons)}")
 
     # ---- index building
     def _probe_all(self, candidates, index_file, threads, progress):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -400,7 +399,11 @@ def run_predict(args: argparse.Namespace) -> dict:
               "sampling": asdict(options), "files": files,
               "model": {"checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema, "vae": ckpt.vae_spec}}
     (out / "predict.json").write_text(json.dumps(result, indent=1))
-    print(f"prediction ({len(fake)} clips): PSNR {metrics['psnr']}, SSIM {metrics['ssim']} -> {out}")
+    def shown(value, unit=""):
+        return "n/a" if value is None else f"{value:.2f}{unit}" if unit else f"{value:.4f}"
+
+    print(f"prediction ({len(fake)} clips): PSNR {shown(metrics['psnr'], ' dB')}, SSIM {shown(metrics['ssim'])} "
+          f"-> {out / 'predict.json'}")
     return result
 
 
@@ -429,7 +432,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magi eval", description=__doc__.split("\n\n")[0])
+    from magi.errors import ArgumentParser
+
+    p = ArgumentParser(prog="magi eval", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fvd", help="Fréchet Video Distance under a protocol",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -465,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from magi.errors import USER_ERRORS, fail
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "world-model":
@@ -479,9 +486,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.num_videos is None:
                 raise ValueError("--num-videos is required")
             run_predict(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"magi eval {args.command}: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail(f"magi eval {args.command}", e)
     return 0
 
 
