@@ -793,7 +793,8 @@ class Trainer:
             return
         elapsed = time.time() - self.t_start
         by_time = self.step + int(max(0.0, 60 * minutes - elapsed) / (elapsed / done))
-        total = max(self.step, min(self.max_steps, by_time))
+        # time left: at least one more step runs; time up (train_step set out_of_time): this step is the last
+        total = self.step if self.out_of_time else max(self.step + 1, min(self.max_steps, by_time))
         if total != progress.total:
             progress.total = total
             progress.set_description("train (to max_minutes)" if total < self.max_steps else "train", refresh=False)
@@ -899,10 +900,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("train on a folder of videos (instead of --config)")
     g.add_argument("--data", metavar="DIR", help="folder of videos, one sub-folder per class")
     g.add_argument("--vae", help="VAE spec: pixels:F[:gray], a diffusers VAE folder or hub id "
-                                 "(default: pixels:4)")
+                                 "(default: pixels:2)")
     g.add_argument("--preset", help="model preset (default: tiny on a CPU, magi-b on a GPU)")
     g.add_argument("--frames", type=int, help="video frames per training clip (default: 8 CPU, 16 GPU)")
-    g.add_argument("--size", type=int, help="frame size in pixels, square crop (default: 32 CPU, 64 GPU)")
+    g.add_argument("--size", type=int, help="frame size in pixels, square crop (default: 16 CPU, 32 GPU)")
     g.add_argument("--interval", default="1", help="frame interval of the clips, or 'dynamic' (default 1)")
     g.add_argument("--steps", type=int, help="optimizer steps (default: 3000 CPU, 20000 GPU)")
     g.add_argument("--minutes", type=float, help="also stop after this many minutes (train.max_minutes)")

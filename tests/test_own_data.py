@@ -16,7 +16,7 @@ from conftest import make_video
 CLASSES = ("apple", "banana", "cherry")
 # the smallest run that exercises everything: 16 px frames through pixels:4 (4x4 grid of 48 channels),
 # 4-frame clips, the `test` preset, 1 thread, tiny sampling
-FAST_TRAIN = ["--preset", "test", "--size", "16", "--frames", "4", "--set", "train.num_threads=1",
+FAST_TRAIN = ["--preset", "test", "--vae", "pixels:4", "--size", "16", "--frames", "4", "--set", "train.num_threads=1",
               "--set", "train.progress=false", "--set", "train.log_every=1", "--set", "train.checkpoint_every=2",
               "--set", "train.sample.num_videos=2", "--set", "train.sample.mask_steps=2",
               "--set", "train.sample.diffusion_steps=2"]
@@ -89,6 +89,24 @@ def test_train_on_a_folder_resume_and_sample_by_class_name_after_moving_it(tmp_p
     assert sample_main([*args, "--overwrite"]) == 0
 
 
+def test_folder_run_resumes_bit_exact(tmp_path):
+    """`--data` hands the trainer the dataset and VAE it built for its checks; resuming stays exact."""
+    import torch
+    from safetensors.torch import load_file
+
+    from magi.train import main as train_main
+
+    data = make_own_folder(tmp_path / "videos")
+    fast = [*FAST_TRAIN, "--set", "train.sample.num_videos=0", "--set", "train.checkpoint_every=100"]
+    assert train_main(["--data", str(data), "--out", str(tmp_path / "a"), "--steps", "4", *fast]) == 0
+    assert train_main(["--data", str(data), "--out", str(tmp_path / "b"), "--steps", "2", *fast]) == 0
+    assert train_main(["--data", str(data), "--out", str(tmp_path / "b"), "--steps", "4", "--resume", "auto",
+                       *fast]) == 0
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "4" / "ema.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "4" / "ema.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_progress_follows_max_minutes(tmp_path):
     """The progress bar's total (hence its ETA) becomes the step the time limit will reach."""
     from magi.train import Trainer
@@ -101,7 +119,7 @@ def test_progress_follows_max_minutes(tmp_path):
 
     trainer = Trainer.__new__(Trainer)
     trainer.cfg = type("C", (), {"max_minutes": 1.0})()
-    trainer.max_steps, trainer.step = 1000, 10
+    trainer.max_steps, trainer.step, trainer.out_of_time = 1000, 10, False
     import time
 
     trainer.t_start = time.time() - 6.0  # 10 steps in 6 s: 0.6 s a step, 54 s left -> 90 more steps
@@ -147,7 +165,8 @@ def world(tmp_path_factory) -> dict[str, str]:
             "video": str(own / "apple" / "apple_0.mp4")}
 
 
-T = ["--preset", "test", "--size", "16", "--frames", "4", "--set", "train.progress=false"]  # quick checks
+# quick checks: the smallest model and clips
+T = ["--preset", "test", "--vae", "pixels:4", "--size", "16", "--frames", "4", "--set", "train.progress=false"]
 S = ["--mask-steps", "2", "--diffusion-steps", "2", "--no-progress"]
 
 CASES = [
@@ -158,9 +177,11 @@ CASES = [
     ("train", ["--data", "{empty}", "--out", "{new}", *T], "no video files under"),
     ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--size", "16", "--frames", "30"],
      "0 of 10 videos in {own} hold a clip of 30 frames (30 frames at interval 1): 9 shorter, 1 unreadable"),
-    ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--frames", "4", "--size", "18"],
+    ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--vae", "pixels:4", "--frames", "4",
+               "--size", "18"],
      "--size: PixelVAE: frame size 18x18 is not divisible"),
-    ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--frames", "4", "--size", "20"],
+    ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--vae", "pixels:4", "--frames", "4",
+               "--size", "20"],
      "--size: 20 px gives a 5x5 latent grid"),
     ("train", ["--data", "{own}", "--out", "{new}", "--preset", "test", "--frames", "1"], "--frames"),
     ("train", ["--data", "{own}", "--out", "{new}", "--frames", "abc"], "--frames: invalid int value"),
@@ -252,3 +273,12 @@ def test_user_errors_are_one_line_exit_2(world, tmp_path, capsys, monkeypatch, c
     assert len(lines) == 1, err
     assert lines[0].startswith("magi ") and expected.format(**names) in lines[0], lines[0]
     assert not (tmp_path / "new" / "metrics.jsonl").exists()  # nothing started
+
+
+def test_a_latent_cache_of_a_folder_keeps_its_class_names(tmp_path):
+    from magi.data import LatentDataset, VideoFolder, cache_latents
+    from magi.vae import load_vae
+
+    source = VideoFolder(make_own_folder(tmp_path / "videos"), 4, 16, interval=1, progress=False)
+    cache_latents(source, load_vae("pixels:4"), tmp_path / "cache", progress=False)
+    assert LatentDataset(tmp_path / "cache", num_frames=4, progress=False).classes == list(CLASSES)

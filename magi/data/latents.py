@@ -219,6 +219,8 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         "num_shards": shard_index, "videos": videos, "skipped": skipped,
         "latent_shape": latent_shape,
     }
+    if getattr(source, "classes", None):  # class names travel with the cache (and into checkpoints)
+        meta["classes"] = [str(c) for c in source.classes]
     (out_dir / "index.json").write_text(json.dumps(meta, indent=1))
     return out_dir
 
@@ -267,6 +269,7 @@ class LatentDataset(torch.utils.data.Dataset):
         if meta.get("format") != "magi-latent-cache" or meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"{index}: not a version-{FORMAT_VERSION} magi latent cache")
         self.meta, self.mode = meta, meta["mode"]
+        self.classes = list(meta["classes"]) if meta.get("classes") else None  # the source's class names
         self.vae_identity = meta["vae"]
         if vae is not None and not same_vae(vae.identity(), self.vae_identity):
             raise ValueError(f"LatentDataset({self.root}): cache was encoded with {_vae_name(self.vae_identity)}, "
