@@ -226,6 +226,11 @@ def load_checkpoint(path: str | Path, step: Optional[int] = None, ema: bool = Tr
         if not spec:
             raise ValueError(f"{local}: no {RUN_CONFIG_FILE} with a `vae.spec` next to the checkpoint; "
                              "pass the VAE the model was trained with, e.g. --vae pixels:4")
+    from magi.errors import missing_local_path
+
+    if missing_local_path(spec):
+        raise FileNotFoundError(f"{'--vae' if vae else f'vae.spec of {local}'}: {spec} does not exist (expected "
+                                f"'pixels[:F[:gray]]', a local diffusers VAE folder or a Hugging Face Hub id)")
     autoencoder = load_vae(spec, device=device, **vae_options)
     if hasattr(autoencoder, "eval"):
         autoencoder.eval()

@@ -268,7 +268,12 @@ def build_dataset(kind: str, options: dict[str, Any], where: str = "data.options
 
 
 def build_vae(spec: str, options: dict[str, Any]):
+    from magi.errors import missing_local_path
     from magi.vae import load_vae
+
+    if missing_local_path(spec):  # a typo in a local path: say so rather than ask the Hub
+        raise FileNotFoundError(f"vae.spec: {spec} does not exist (expected 'pixels[:F[:gray]]', a local "
+                                f"diffusers VAE folder or a Hugging Face Hub id)")
 
     try:
         return load_vae(spec, **options)

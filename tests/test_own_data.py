@@ -159,6 +159,8 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "incomplete" / "checkpoints" / "7").mkdir(parents=True)
     (root / "samples_done").mkdir()
     (root / "samples_done" / "samples.json").write_text("{}")
+    (root / "predict_done").mkdir()
+    (root / "predict_done" / "predict.json").write_text("{}")
     (root / "cache_done").mkdir()
     (root / "cache_done" / "index.json").write_text("{}")
     return {"own": str(own), "run": str(run), "root": str(root), "empty": str(root / "empty"),
@@ -209,6 +211,8 @@ CASES = [
     ("train", ["--config", "{run}/train_config.yaml", "--out", "{run}"], "already holds a run"),
     ("train", ["--config", "{run}/train_config.yaml", "--out", "{root}/a_file"], "--out: {root}/a_file is a file"),
     ("train", ["--config", "{run}/train_config.yaml", "--out", "{new}", "--epochs", "3"], "unrecognized arguments"),
+    ("train", ["--config", "{run}/train_config.yaml", "--out", "{new}", "--set", "vae.spec=runs/my_vae"],
+     "vae.spec: runs/my_vae does not exist"),
     # magi sample
     ("sample", ["{root}/runs/myrun", "--out", "{new}"], "checkpoint not found: {root}/runs/myrun"),
     ("sample", ["runs/myrun", "--out", "{new}"], "checkpoint not found: runs/myrun (no such directory"),
@@ -228,10 +232,14 @@ CASES = [
     ("sample", ["{run}", "--out", "{new}", "--vae", "pixels:2", *S], "latent channels"),
     ("sample", ["{run}", "--out", "{root}/samples_done", *S], "already holds samples"),
     ("sample", ["{run}", "--out", "{new}", "--sampler", "euler"], "--sampler: invalid choice"),
+    ("sample", ["{run}", "--out", "{new}", "--vae", "runs/my_vae", *S], "--vae: runs/my_vae does not exist"),
     # magi eval
     ("eval", ["predict", "{root}/runs/myrun", "--num-videos", "2", "--out", "{new}"], "checkpoint not found"),
     ("eval", ["predict", "{run}", "--out", "{new}"], "--num-videos is required"),
     ("eval", ["fvd", "{run}", "--out", "{new}"], "--detector"),
+    ("eval", ["fvd", "{run}", "--num-videos", "2", "--detector", "x.pt", "--out", "{root}/a_file"],
+     "--out: {root}/a_file exists"),
+    ("eval", ["predict", "{run}", "--num-videos", "2", "--out", "{root}/predict_done"], "already holds a predict.json"),
     # magi cache-latents
     ("cache-latents", ["--vae", "pixels:4", "--out", "{new}"], "--data: no data kind"),
     ("cache-latents", ["--data", "kind=folder", "--data", "root={root}/missing", "--data", "num_frames=4",

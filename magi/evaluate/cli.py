@@ -457,9 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory of cached real-set statistics ('' to disable)")
     f.add_argument("--i3d-batch-size", type=int, default=8)
     f.add_argument("--out", required=True, help="result JSON file")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     q = sub.add_parser("predict", help="PSNR/SSIM per frame and adjacent-frame L2 curves of predictions")
     _common(q)
     q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--overwrite", action="store_true", help="write into an --out that holds a predict.json")
     from magi.evaluate import world_model
 
     w = sub.add_parser("world-model", help="an action-conditioned model against the emulator: PSNR/SSIM "
@@ -481,10 +483,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif args.command == "fvd":
             if args.protocol == "custom" and args.num_videos is None:
                 raise ValueError("--num-videos is required with --protocol custom")
+            if Path(args.out).exists() and not args.overwrite:  # never overwrite a result silently
+                raise FileExistsError(f"--out: {args.out} exists; choose another file or pass --overwrite")
             run_fvd(args)
         else:
             if args.num_videos is None:
                 raise ValueError("--num-videos is required")
+            if (Path(args.out) / "predict.json").exists() and not args.overwrite:
+                raise FileExistsError(f"--out: {args.out} already holds a predict.json; choose another "
+                                      f"directory or pass --overwrite")
             run_predict(args)
     except USER_ERRORS as e:
         return fail(f"magi eval {args.command}", e)
