@@ -243,15 +243,18 @@ class KVCache:
         self.max_frames = max_frames
         self.frames = 0  # committed frames
 
+    def _allocate(self, layer: int, k, v) -> None:
+        """The layer's buffers, on first use, in the dtype of the activations: (B, H, max_frames*N, Dh)."""
+        if self.k[layer] is None:
+            b, h, _, d = k.shape
+            shape = (b, h, self.max_frames * self.tokens_per_frame, d)
+            self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
+
     def attend(self, layer: int, q, k, v) -> torch.Tensor:
         """Attention of the current frame's q (B, H, N, Dh) over the cached frames and itself."""
         if self.frames >= self.max_frames:
             raise RuntimeError(f"KVCache: full ({self.max_frames} frames)")
-        if self.k[layer] is None:  # allocated on first use, in the dtype of the activations
-            b, h, _, d = k.shape
-            shape = (b, h, self.max_frames * self.tokens_per_frame, d)
-            self.k[layer] = k.new_empty(shape)
-            self.v[layer] = v.new_empty(shape)
+        self._allocate(layer, k, v)
         n = self.tokens_per_frame
         start, end = self.frames * n, (self.frames + 1) * n
         kb, vb = self.k[layer], self.v[layer]
@@ -270,10 +273,7 @@ class KVCache:
         n, s = self.tokens_per_frame, k.shape[2] // self.tokens_per_frame
         if self.frames + s > self.max_frames:
             raise RuntimeError(f"KVCache: {self.frames} + {s} frames exceed {self.max_frames}")
-        if self.k[layer] is None:
-            b, h, _, d = k.shape
-            shape = (b, h, self.max_frames * n, d)
-            self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
+        self._allocate(layer, k, v)
         start, end = self.frames * n, (self.frames + s) * n
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
