@@ -7,7 +7,7 @@ With the tiny untrained model this checks the browser, protocol and action path,
 For pictures of a real model:
     MAGI_PLAY_MODEL=pretrained/atari MAGI_PLAY_THREADS=2 MAGI_PLAY_SCREENSHOT=play.png \\
         MAGI_PLAY_GIF=play.gif pytest -q -s tests/test_play_browser.py
-(the model is played at `magi play`'s default sampler setting with MAGI_PLAY_THREADS torch threads,
+(the model is played at the sampler setting `magi play` picks for it (its play.json) with MAGI_PLAY_THREADS torch threads,
 default 1 as in every test; the GIF is ~6 s of scripted keys).
 """
 
@@ -22,12 +22,14 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from magi.play.server import DEFAULT_SETTING, BackgroundServer, create_app
+from magi.play.server import DEFAULT_SETTING, BackgroundServer, benchmarked_setting, create_app
 from magi.play.session import load_world
+from magi.sample import SamplingOptions
 from test_play import FAST, tiny_world_model
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -131,7 +133,10 @@ def played(tmp_path_factory):
     threads = torch.get_num_threads()
     if os.environ.get("MAGI_PLAY_MODEL"):
         torch.set_num_threads(int(os.environ.get("MAGI_PLAY_THREADS", "1")))
-        world, setting = load_world(os.environ["MAGI_PLAY_MODEL"]), DEFAULT_SETTING
+        model = Path(os.environ["MAGI_PLAY_MODEL"])
+        chosen = {**asdict(DEFAULT_SETTING), **benchmarked_setting(model)}  # as `magi play` picks it
+        chosen.pop("threads", None)
+        world, setting = load_world(model), SamplingOptions(**chosen)
     else:
         world, setting = load_world(tiny_world_model(tmp_path_factory.mktemp("play_model"))), FAST
     try:
