@@ -303,7 +303,9 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
             "psnr_mean": float(np.mean(runs["true_actions"]["psnr"])),
             "psnr_above_copy_steps": int(sum(a > b for a, b in zip(runs["true_actions"]["psnr"], copy_psnr))),
         }
-        runs["model"] = {"checkpoint": ckpt.path, "step": ckpt.step, "ema": ckpt.ema,
+        record = Path(ckpt.path) / "training.json"  # an exported model: the step it was exported at
+        step = ckpt.step if ckpt.step is not None or not record.is_file() else json.loads(record.read_text()).get("steps")
+        runs["model"] = {"checkpoint": ckpt.path, "step": step, "ema": ckpt.ema,
                          "teacher_forcing": model.config.teacher_forcing,
                          "parameters": sum(p.numel() for p in model.parameters())}
         result["models"][name] = runs
@@ -394,7 +396,8 @@ def format_table(result: dict) -> str:
     for name, runs in result["models"].items():
         s = runs["summary"]
         fmt = lambda v: "  n/a" if v is None else f"{v:5.2f}"  # noqa: E731
-        lines.append(f"{name:10s} {runs['model']['step'] or 0:6d} {s['psnr_mean']:6.2f} {s['psnr_above_copy_steps']:3d}/"
+        step = runs["model"]["step"]
+        lines.append(f"{name:10s} {'-' if step is None else step:>6} {s['psnr_mean']:6.2f} {s['psnr_above_copy_steps']:3d}/"
                      f"{result['config']['horizon']}  {fmt(s['player_error_first8_px'])} / "
                      f"{fmt(s['player_error_first8_shuffled_px'])} / {fmt(s['player_error_first8_null_px'])}"
                      f"        {fmt(s['shuffled_over_true_first8'])}")
