@@ -170,12 +170,13 @@ def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: i
     """Continue `context` uint8 (R, k, 3, H, W) to `length` frames under `actions` (R, >= length-1)
     with a sliding window past the training length. -> uint8 (R, length, 3, H, W) (context included,
     through the VAE round trip)."""
+    from magi.data import to_float_video
     from magi.video_io import to_uint8
 
     device = next(model.parameters()).device
     out = []
     for b in range(0, len(context), batch_size):
-        video = context[b:b + batch_size].to(device).float() / 127.5 - 1  # (b, k, 3, H, W) in [-1, 1]
+        video = to_float_video(context[b:b + batch_size].to(device))  # (b, k, 3, H, W) in [-1, 1]
         latents = vae.encode(video)  # (b, k, C, h, w)
         gen = torch.Generator(device=device).manual_seed(seed + b)
         pred = model.generate(length, context=latents, actions=actions[b:b + batch_size].to(device),
@@ -188,8 +189,10 @@ def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: i
 
 def pooled_psnr(pred: torch.Tensor, truth: torch.Tensor) -> list[float]:
     """PSNR per frame from the squared error pooled over rollouts: uint8 (R, L, ...) -> L values."""
-    mse = (pred.double() - truth.double()).pow(2).flatten(2).mean(dim=2).mean(dim=0)  # (L,)
-    return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).tolist()
+    from magi.data import to_float_video
+    from magi.visualize import psnr
+
+    return psnr(to_float_video(pred), to_float_video(truth), dims=(0, -3, -2, -1)).tolist()
 
 
 def position_error(detector: PlayerDetector, pred: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -263,11 +266,11 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     rollouts = held_out_rollouts(dataset, c.rollouts, length, c.seed)
 
     vae = first.vae
-    truth = roll_truth = _round_trip(vae, rollouts.frames, device)  # (R, L, 3, H, W) uint8
+    truth = _round_trip(vae, rollouts.frames, device)  # (R, L, 3, H, W) uint8
     k = c.context_frames
-    calib = calibrate(detector, roll_truth.flatten(0, 1), rollouts.ram.reshape(-1, 128))
-    copy = roll_truth[:, k - 1:k].expand(-1, length, -1, -1, -1).clone()
-    copy[:, :k] = roll_truth[:, :k]
+    calib = calibrate(detector, truth.flatten(0, 1), rollouts.ram.reshape(-1, 128))
+    copy = truth[:, k - 1:k].expand(-1, length, -1, -1, -1).clone()
+    copy[:, :k] = truth[:, :k]
     shuffled = rollouts.actions.roll(1, dims=0)  # every rollout gets the next rollout's actions
     null = torch.full_like(rollouts.actions, -1)
 
@@ -316,11 +319,11 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
 
 def _round_trip(vae, frames: torch.Tensor, device) -> torch.Tensor:
     """uint8 frames through the VAE and back, as the model sees them."""
+    from magi.data import to_float_video
     from magi.video_io import to_uint8
 
     with torch.no_grad():
-        video = frames.to(device).float() / 127.5 - 1
-        return to_uint8(vae.decode(vae.encode(video))).cpu()
+        return to_uint8(vae.decode(vae.encode(to_float_video(frames.to(device))))).cpu()
 
 
 def _write_outputs(out: Path, result: dict, truth: torch.Tensor, videos: dict, k: int, n: int) -> list[str]:

@@ -140,6 +140,12 @@ class Magi(nn.Module):
     def null_action(self) -> int:
         return self.config.num_actions
 
+    def _uses_actions(self, actions) -> bool:
+        """Whether the model is action-conditioned; actions given to a model without are refused."""
+        if self.config.num_actions == 0 and actions is not None:
+            raise ValueError("actions: the model has no action conditioning (num_actions=0)")
+        return self.config.num_actions > 0
+
     def _action_tensor(self, actions, batch: int, device, name: str = "actions") -> torch.Tensor:
         """Actions as longs (B, L) from (B, L) (or (L,) when B = 1), checked: indices
         0..num_actions-1, or -1 / num_actions for none (mapped to the null action)."""
@@ -160,9 +166,7 @@ class Magi(nn.Module):
         (DESIGN §8). `actions` (B, T or T-1) follows the recordings: actions[t] is taken at frame t.
         In training (`drop`) each (sample, frame) falls back to the null action with `action_dropout`.
         None when the model has no action conditioning."""
-        if self.config.num_actions == 0:
-            if actions is not None:
-                raise ValueError("actions: the model has no action conditioning (num_actions=0)")
+        if not self._uses_actions(actions):
             return None
         null = torch.full((batch, 1), self.null_action, device=device, dtype=torch.long)
         if actions is None:
@@ -374,9 +378,7 @@ class Magi(nn.Module):
     def _action_reader(self, actions, batch: int, num_frames: Optional[int], device):
         """t -> (B,) the action that led into frame t (null at frame 0), reading a tensor or calling a
         callable once per frame in order; None for a model without action conditioning."""
-        if self.config.num_actions == 0:
-            if actions is not None:
-                raise ValueError("actions: the model has no action conditioning (num_actions=0)")
+        if not self._uses_actions(actions):
             return None
         null = torch.full((batch,), self.null_action, device=device, dtype=torch.long)
         if actions is None:
