@@ -40,13 +40,9 @@ TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
 def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch.Tensor:
     """k real frames of a fresh (held-out seed) emulator episode, NOOP between them: uint8 (1, k, 3, H, W)."""
-    import ale_py
-    import gymnasium
+    from magi.data.builtin import _resize_frame, atari_env
 
-    from magi.data.builtin import _resize_frame
-
-    gymnasium.register_envs(ale_py)
-    env = gymnasium.make(f"ALE/{game}-v5", frameskip=4, full_action_space=False)
+    env = atari_env(game)
     obs, _ = env.reset(seed=seed)
     frames = [_resize_frame(obs, size)]
     while len(frames) < k:
@@ -60,6 +56,7 @@ def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch
 def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffusion_steps: int,
                 sampler: str, seed: int = 0) -> list[float]:
     """Seconds per frame of the endless stream (generate + decode to uint8), a sticky-random player."""
+    from magi.data import to_float_video
     from magi.video_io import to_uint8
 
     model, vae = ckpt.model, ckpt.vae
@@ -71,7 +68,7 @@ def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffu
             held[0] = int(rng.integers(model.config.num_actions))
         return held[0] if t >= context.shape[1] - 1 else 0
 
-    latents = vae.encode(context.float() / 127.5 - 1)  # (1, k, C, h, w)
+    latents = vae.encode(to_float_video(context))  # (1, k, C, h, w)
     stream = model.stream(None, context=latents, actions=player, mask_steps=mask_steps,
                           diffusion_steps=diffusion_steps, sampler=sampler, long_video="window",
                           generator=torch.Generator().manual_seed(seed))

@@ -304,6 +304,19 @@ def _resize_frame(obs: np.ndarray, size) -> np.ndarray:
     return out.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def atari_env(game: str, frameskip: int = 4, who: str = "atari_env"):
+    """The emulator every recording, evaluation and play session uses: gymnasium's `ALE/<game>-v5`
+    (its sticky actions included) with the game's minimal action set. ValueError for an unknown game."""
+    import ale_py
+    import gymnasium
+
+    gymnasium.register_envs(ale_py)
+    env_id = f"ALE/{game}-v5"
+    if env_id not in gymnasium.envs.registry:
+        raise ValueError(f"{who}: unknown game {game!r} (no {env_id} in gymnasium's registry)")
+    return gymnasium.make(env_id, frameskip=frameskip, full_action_space=False)
+
+
 ATARI_CODECS = {"ffv1": ".mkv", "h264": ".mp4"}  # lossless FFV1 in Matroska; lossy H.264 for viewing
 
 
@@ -344,13 +357,10 @@ def record_atari(
 
     Returns the paths of the episode videos.
     """
-    import gymnasium
-    import ale_py
     from tqdm.auto import tqdm
 
     from magi.video_io import write_mp4
 
-    gymnasium.register_envs(ale_py)
     games = [game] if isinstance(game, str) else list(game)
     if episodes < 1 or max_frames < 2:
         raise ValueError(f"record_atari: need episodes >= 1 and max_frames >= 2, got {episodes}, {max_frames}")
@@ -367,9 +377,7 @@ def record_atari(
         if video.is_file() and meta_path.is_file() and not overwrite:
             continue
         env_id = f"ALE/{name}-v5"
-        if env_id not in gymnasium.envs.registry:
-            raise ValueError(f"record_atari: unknown game {name!r} (no {env_id} in gymnasium's registry)")
-        env = gymnasium.make(env_id, frameskip=frameskip, full_action_space=False)
+        env = atari_env(name, frameskip, "record_atari")
         meanings = env.unwrapped.get_action_meanings()
         env_seed = int(np.random.SeedSequence([seed, games.index(name), k]).generate_state(1)[0])
         rng = np.random.default_rng([seed, games.index(name), k, 1])

@@ -165,15 +165,13 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
 
 
 def make_env(game: str, frameskip: int):
-    """The emulator exactly as the recordings made it (sticky actions included, ALE v5 defaults)."""
-    import ale_py
-    import gymnasium
+    """The emulator exactly as the recordings made it (`magi.data.builtin.atari_env`)."""
+    from magi.data.builtin import atari_env
 
-    gymnasium.register_envs(ale_py)
-    env_id = f"ALE/{game}-v5"
-    if env_id not in gymnasium.envs.registry:
-        raise ModelLoadError(f"{RUN_CONFIG_FILE}: unknown Atari game {game!r} (no {env_id} in gymnasium)")
-    return gymnasium.make(env_id, frameskip=frameskip, full_action_space=False)
+    try:
+        return atari_env(game, frameskip)
+    except ValueError as e:
+        raise ModelLoadError(f"{RUN_CONFIG_FILE}: {e}") from e
 
 
 class Emulators:
