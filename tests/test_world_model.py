@@ -127,6 +127,7 @@ def test_position_error_counts_a_missing_player():
     assert err["error_px"][0] == pytest.approx(2.0)  # (4 + 0) / 2
     assert err["error_px"][2] == pytest.approx((4 + 32 * 2 ** 0.5) / 2)
     assert err["missing_rate"] == [0.0, 0.0, 0.5]
+    assert err["rollout_error_first8_px"] == pytest.approx([4.0, 32 * 2 ** 0.5 / 3])
 
 
 def test_eval_world_model_end_to_end(tmp_path):
@@ -150,6 +151,10 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert len(runs["true_actions"]["psnr"]) == 4 and len(runs["shuffled_actions"]["error_px"]) == 4
     assert result["detector"]["on_real_frames"]["found_rate"] > 0.9
     assert (out / "world_model.png").is_file() and (out / "rollouts_tiny.gif").is_file()
+    assert (out / "rollouts_tiny_worst.gif").is_file()
+    errors = runs["true_actions"]["rollout_error_first8_px"]
+    worst = [w["player_error_first8_px"] for w in runs["worst_rollouts"]]
+    assert worst == sorted(worst, reverse=True) and worst[0] == pytest.approx(max(e for e in errors if e is not None))
     assert runs["model"]["teacher_forcing"] == "ctf"
 
 

@@ -205,10 +205,12 @@ def position_error(detector: PlayerDetector, pred: torch.Tensor, truth: torch.Te
     missing = seen & np.isnan(p).any(axis=-1)
     dist = np.where(missing, 32 * np.sqrt(2), dist)
     with np.errstate(invalid="ignore"):
-        mean = np.where(seen, dist, np.nan)
+        mean = np.where(seen, dist, np.nan)  # (R, L)
         per_frame = np.nanmean(mean, axis=0)
+        per_rollout = np.nanmean(mean[:, :8], axis=1)  # (R,) over the first 8 frames
     return {"error_px": [None if np.isnan(v) else float(v) for v in per_frame],
-            "missing_rate": (missing.sum(0) / np.maximum(seen.sum(0), 1)).tolist()}
+            "missing_rate": (missing.sum(0) / np.maximum(seen.sum(0), 1)).tolist(),
+            "rollout_error_first8_px": [None if np.isnan(v) else float(v) for v in per_rollout]}
 
 
 def _mean(values: list, lo: int, hi: int) -> Optional[float]:
@@ -237,7 +239,9 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                          config: WorldModelEvalConfig = WorldModelEvalConfig(), data_root: Optional[str] = None,
                          device: str = "cpu", progress: bool = True, gif_rollouts: int = 6) -> dict:
     """Evaluate world-model checkpoints ({name: checkpoint or run dir}) on the same held-out rollouts;
-    write `world_model.json`, `world_model.png` (curves) and one GIF per model next to each other."""
+    write `world_model.json`, `world_model.png` (curves) and per model two GIFs next to each other:
+    `rollouts_NAME.gif` (the first `gif_rollouts` rollouts) and `rollouts_NAME_worst.gif` (the
+    rollouts with the largest player error over the first 8 frames, listed in the JSON)."""
     from magi.data import build_dataset
     from magi.evaluate.metrics import ssim
     from magi.sample import load_checkpoint
@@ -296,6 +300,12 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
             runs[variant] = score(pred)
             if variant == "true_actions":
                 videos[name] = pred
+        per_rollout = np.array([np.nan if v is None else v
+                                for v in runs["true_actions"]["rollout_error_first8_px"]])
+        scored = np.flatnonzero(~np.isnan(per_rollout))
+        worst = [int(i) for i in scored[np.argsort(-per_rollout[scored], kind="stable")][:gif_rollouts]]
+        runs["worst_rollouts"] = [{"rollout": i, "player_error_first8_px": float(per_rollout[i]),
+                                   **rollouts.sources[i]} for i in worst]
         true_err, shuf_err = runs["true_actions"]["error_px"], runs["shuffled_actions"]["error_px"]
         e8, s8 = _mean(true_err, 0, 8), _mean(shuf_err, 0, 8)
         copy_psnr = result["baselines"]["copy_last_frame"]["psnr"]
@@ -312,7 +322,11 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                          "teacher_forcing": model.config.teacher_forcing,
                          "parameters": sum(p.numel() for p in model.parameters())}
         result["models"][name] = runs
-    result["files"] = _write_outputs(out, result, truth, videos, k, gif_rollouts)
+    gifs = {}  # GIF name -> (rollout indices, predictions): the first rollouts and the worst ones
+    for name, pred in videos.items():
+        gifs[name] = list(range(min(gif_rollouts, len(pred)))), pred
+        gifs[f"{name}_worst"] = [w["rollout"] for w in result["models"][name]["worst_rollouts"]], pred
+    result["files"] = _write_outputs(out, result, truth, gifs, k)
     (out / "world_model.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -326,8 +340,9 @@ def _round_trip(vae, frames: torch.Tensor, device) -> torch.Tensor:
         return to_uint8(vae.decode(vae.encode(to_float_video(frames.to(device))))).cpu()
 
 
-def _write_outputs(out: Path, result: dict, truth: torch.Tensor, videos: dict, k: int, n: int) -> list[str]:
-    """Curves (PSNR, player error) in one PNG; per model a GIF of truth | prediction for n rollouts."""
+def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: int) -> list[str]:
+    """Curves (PSNR, player error) in one PNG; GIFs of truth | prediction, one per entry of `gifs`
+    ({name: (rollout indices, predictions (R, L, 3, H, W))}), the predicted frames framed in red."""
     from matplotlib.figure import Figure
 
     from magi.video_io import side_by_side, write_gif
@@ -353,10 +368,10 @@ def _write_outputs(out: Path, result: dict, truth: torch.Tensor, videos: dict, k
     fig.savefig(out / "world_model.png")
     files = ["world_model.png"]
     scale = max(1, 128 // truth.shape[-1])
-    for name, pred in videos.items():
+    for name, (indices, pred) in gifs.items():
         rows = [side_by_side(upscale(truth[i].permute(0, 2, 3, 1).numpy(), scale),
                              mark_frames(upscale(pred[i].permute(0, 2, 3, 1).numpy(), scale), k))
-                for i in range(min(n, len(pred)))]
+                for i in indices]
         path = write_gif(out / f"rollouts_{name}.gif", stack_rows(rows), fps=8)
         files.append(path.name)
     return files
