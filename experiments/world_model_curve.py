@@ -1,0 +1,67 @@
+"""World-model quality against training steps, CTF next to MTF (issue 14).
+
+Reads a `magi eval world-model` result over several checkpoints of the same runs (each model records
+its step and teacher forcing) and plots the player's position error over the first 8 predicted frames
+with the true and the shuffled actions, and the mean PSNR, against the step.
+
+    magi eval world-model ctf750=runs/atari_ctf_keep/checkpoints/750 ... mtf4625=... \\
+        --out results/world_model/learning_curve --rollouts 16 --horizon 8
+    python experiments/world_model_curve.py results/world_model/learning_curve/world_model.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def curves(result: dict) -> dict:
+    """{teacher forcing: [(step, summary), ...] sorted by step}."""
+    out = defaultdict(list)
+    for runs in result["models"].values():
+        out[runs["model"]["teacher_forcing"]].append((runs["model"]["step"], runs["summary"]))
+    return {tf: sorted(points, key=lambda p: p[0]) for tf, points in out.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("result", help="world_model.json of a `magi eval world-model` over several checkpoints")
+    p.add_argument("--out", help="PNG (default: learning_curve.png next to the JSON)")
+    args = p.parse_args()
+    result = json.loads(Path(args.result).read_text())
+    out = Path(args.out or Path(args.result).with_name("learning_curve.png"))
+    base = result["baselines"]["copy_last_frame"]
+    copy_err = sum(base["error_px"][:8]) / len(base["error_px"][:8])
+    copy_psnr = sum(base["psnr"]) / len(base["psnr"])
+
+    fig = Figure(figsize=(10, 4), dpi=110)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for tf, points in curves(result).items():
+        steps = [s for s, _ in points]
+        line = ax1.plot(steps, [m["player_error_first8_px"] for _, m in points], "o-", label=f"{tf}, true actions")[0]
+        ax1.plot(steps, [m["player_error_first8_shuffled_px"] for _, m in points], "o:", color=line.get_color(),
+                 label=f"{tf}, shuffled actions")
+        ax2.plot(steps, [m["psnr_mean"] for _, m in points], "o-", color=line.get_color(), label=tf)
+        for step, m in points:
+            print(f"{tf} {step:6d}  err@1-8 {m['player_error_first8_px']:5.2f} true, "
+                  f"{m['player_error_first8_shuffled_px']:5.2f} shuffled  PSNR {m['psnr_mean']:5.2f}")
+    ax1.axhline(copy_err, color="k", ls="--", label="copy last frame")
+    ax1.axhline(2.0, color="g", ls="-.", lw=0.8, label="target (2 px)")
+    ax2.axhline(copy_psnr, color="k", ls="--", label="copy last frame")
+    ax1.set(xlabel="training step", ylabel="player error, first 8 frames (px at 64x64)",
+            title=f"{result['game']}: controllability")
+    ax2.set(xlabel="training step", ylabel=f"PSNR over {result['config']['horizon']} steps (dB)",
+            title="frames vs emulator")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
