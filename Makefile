@@ -34,11 +34,10 @@ pretrained: $(STAMP)
 
 # Rebuild pretrained/atari/, the Boxing world model (configs/atari_world_model.yaml): records the episodes,
 # trains on one CPU core (interruptible: run it again and it continues from its newest checkpoint), exports
-# the EMA weights. ATARI_STEPS is the step count of the shipped model (pretrained/atari/training.json).
-ATARI_STEPS ?= 4625
+# the EMA weights at the config's train.max_steps (the lr decays over its last train.decay_steps).
 atari: $(STAMP)
-	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model.yaml --out runs/atari_ctf --resume auto --set train.max_steps=$(ATARI_STEPS)
-	$(VENV)/bin/magi demo --export-pretrained runs/atari_ctf --pretrained pretrained/atari --export-command "make atari ATARI_STEPS=$(ATARI_STEPS)"
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model.yaml --out runs/atari_ctf --resume auto
+	$(VENV)/bin/magi demo --export-pretrained runs/atari_ctf --pretrained pretrained/atari --export-command "make atari"
 
 bench: $(STAMP)
 	$(VENV)/bin/magi bench
