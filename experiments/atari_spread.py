@@ -23,15 +23,16 @@ import numpy as np
 from tqdm import tqdm
 
 from magi.data.builtin import _atari_policy, atari_env
+from magi.evaluate.world_model import player_detector
 
-# Boxing's player: RAM 32 (x), 34 (y); px of a 64x64 frame per RAM unit, from the detector's calibration
-# against the emulator (results/world_model/world_model.json, detector.on_real_frames.axes).
+# px of a 64x64 frame per unit of the player's RAM position, from the detector's calibration against the
+# emulator (results/world_model/world_model.json, detector.on_real_frames.axes x/y scale).
 PX_PER_UNIT = np.array([0.3824, 0.3044])
+DETECTOR = player_detector("Boxing")
 
 
 def player_xy(ale) -> np.ndarray:
-    ram = ale.getRAM()
-    return np.array([ram[32], ram[34]], dtype=np.float64) * PX_PER_UNIT
+    return DETECTOR.ram_xy(ale.getRAM()) * PX_PER_UNIT
 
 
 def measure(states: int, replays: int, horizon: int, seed: int, progress: bool = True) -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from magi.evaluate.world_model import _mean
+
 
 def curves(result: dict) -> dict:
     """{teacher forcing: [(step, summary), ...] sorted by step}."""
@@ -34,8 +36,8 @@ def main() -> None:
     result = json.loads(Path(args.result).read_text())
     out = Path(args.out or Path(args.result).with_name("learning_curve.png"))
     base = result["baselines"]["copy_last_frame"]
-    copy_err = sum(base["error_px"][:8]) / len(base["error_px"][:8])
-    copy_psnr = sum(base["psnr"]) / len(base["psnr"])
+    copy_err = _mean(base["error_px"], 0, 8)  # as `format_table` reports the baseline
+    copy_psnr = _mean(base["psnr"], 0, len(base["psnr"]))
 
     fig = Figure(figsize=(10, 4), dpi=110)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)

@@ -402,13 +402,18 @@ def test_models_that_cannot_be_played_stop_the_server(tmp_path, capsys):
 
 
 def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
-    from magi.play.server import benchmarked_setting
+    from magi.play.server import DEFAULT_SETTING, benchmarked_setting, play_setting
 
     model = tiny_world_model(tmp_path / "m")
     assert benchmarked_setting(model) == {}
+    assert play_setting(model) == (DEFAULT_SETTING, None)
     (model / "play.json").write_text(json.dumps({"setting": "m2-d5", "mask_steps": 2, "diffusion_steps": 5,
                                                  "sampler": "ddim", "threads": 2, "fps": 21.0}))
     assert benchmarked_setting(model) == {"mask_steps": 2, "diffusion_steps": 5, "sampler": "ddim", "threads": 2}
+    setting, threads = play_setting(model)
+    assert (setting.mask_steps, setting.diffusion_steps, setting.sampler, threads) == (2, 5, "ddim", 2)
+    setting, threads = play_setting(model, mask_steps=4, threads=1)  # flags win over play.json
+    assert (setting.mask_steps, setting.diffusion_steps, threads) == (4, 5, 1)
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1

@@ -22,14 +22,12 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from magi.play.server import DEFAULT_SETTING, BackgroundServer, benchmarked_setting, create_app
+from magi.play.server import BackgroundServer, create_app, play_setting
 from magi.play.session import load_world
-from magi.sample import SamplingOptions
 from test_play import FAST, tiny_world_model
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -134,9 +132,8 @@ def played(tmp_path_factory):
     if os.environ.get("MAGI_PLAY_MODEL"):
         torch.set_num_threads(int(os.environ.get("MAGI_PLAY_THREADS", "1")))
         model = Path(os.environ["MAGI_PLAY_MODEL"])
-        chosen = {**asdict(DEFAULT_SETTING), **benchmarked_setting(model)}  # as `magi play` picks it
-        chosen.pop("threads", None)
-        world, setting = load_world(model), SamplingOptions(**chosen)
+        setting, _ = play_setting(model)  # as `magi play` picks it
+        world = load_world(model)
     else:
         world, setting = load_world(tiny_world_model(tmp_path_factory.mktemp("play_model"))), FAST
     try:

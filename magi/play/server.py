@@ -348,6 +348,21 @@ def benchmarked_setting(model: Path) -> dict:
     return {k: chosen[k] for k in ("mask_steps", "diffusion_steps", "sampler", "threads") if k in chosen}
 
 
+def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps: Optional[int] = None,
+                 sampler: Optional[str] = None, temperature: float = DEFAULT_SETTING.temperature,
+                 threads: Optional[int] = None) -> tuple[SamplingOptions, Optional[int]]:
+    """(sampler setting, torch threads or None) that `magi play` runs `model` at: each value as given,
+    else the model's play.json (`benchmarked_setting`), else `DEFAULT_SETTING`. ValueError for a bad
+    play.json."""
+    chosen = benchmarked_setting(model)
+    setting = SamplingOptions(mask_steps=mask_steps or chosen.get("mask_steps", DEFAULT_SETTING.mask_steps),
+                              diffusion_steps=diffusion_steps or chosen.get("diffusion_steps",
+                                                                            DEFAULT_SETTING.diffusion_steps),
+                              sampler=sampler or chosen.get("sampler", DEFAULT_SETTING.sampler),
+                              temperature=temperature, long_video="window")
+    return setting, threads or chosen.get("threads")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="magi play", description="Play an action-conditioned world model in the browser: the keys "
@@ -372,16 +387,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        chosen = benchmarked_setting(Path(args.model))
+        setting, args.threads = play_setting(Path(args.model), args.mask_steps, args.diffusion_steps,
+                                             args.sampler, args.temperature, args.threads)
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
-    args.mask_steps = args.mask_steps or chosen.get("mask_steps", DEFAULT_SETTING.mask_steps)
-    args.diffusion_steps = args.diffusion_steps or chosen.get("diffusion_steps", DEFAULT_SETTING.diffusion_steps)
-    args.sampler = args.sampler or chosen.get("sampler", DEFAULT_SETTING.sampler)
-    args.threads = args.threads or chosen.get("threads")
-    setting = SamplingOptions(mask_steps=args.mask_steps, diffusion_steps=args.diffusion_steps,
-                              sampler=args.sampler, temperature=args.temperature, long_video="window")
     try:
         setting.validate()
         if args.max_sessions < 1:
