@@ -220,6 +220,13 @@ class MagiConfig:
     # 0 = no action conditioning. Row `num_actions` of the action table is the null action.
     num_actions: int = 0
     action_dropout: float = 0.1  # training: per (sample, frame) probability of the null action
+    # noised context (GameNGen's fix for drift in long rollouts; CTF only): in training the clean copies
+    # of a clip's frames get Gaussian noise of std sigma = context_noise * b / (buckets - 1), b drawn
+    # uniformly from 0..buckets-1 per sample, and the embedding of b is added to those clean frames; at
+    # inference the context is committed with b = 0 (clean). 0 = off (no level table: checkpoints without
+    # it load unchanged).
+    context_noise: float = 0.0
+    context_noise_buckets: int = 10
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -304,6 +311,15 @@ class MagiConfig:
             raise ValueError(f"MagiConfig.num_actions: expected an integer >= 0 (0 = off), got {self.num_actions!r}")
         if not 0.0 <= self.action_dropout < 1.0:
             raise ValueError(f"MagiConfig.action_dropout: expected in [0, 1), got {self.action_dropout}")
+        if not 0.0 <= self.context_noise < float("inf"):
+            raise ValueError(f"MagiConfig.context_noise: expected a finite number >= 0, got {self.context_noise}")
+        if self.context_noise > 0 and self.teacher_forcing != "ctf":
+            raise ValueError("MagiConfig.context_noise: noised context needs teacher_forcing='ctf' (MTF has "
+                             "no clean frames to noise)")
+        if isinstance(self.context_noise_buckets, bool) or not isinstance(self.context_noise_buckets, int) \
+                or self.context_noise_buckets < 2:
+            raise ValueError(f"MagiConfig.context_noise_buckets: expected an integer >= 2, got "
+                             f"{self.context_noise_buckets!r}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"MagiConfig.class_dropout: expected in [0, 1), got {self.class_dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:

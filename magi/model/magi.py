@@ -198,10 +198,11 @@ class Magi(nn.Module):
         return self._masks[key]
 
     def _masked_stream_conditions(self, tokens: torch.Tensor, token_mask: torch.Tensor,
-                                  cond: torch.Tensor, prev_actions: Optional[torch.Tensor] = None
-                                  ) -> torch.Tensor:
-        """tokens (B, T, N, P), token_mask (B, T, N), cond (B, D), prev_actions (B, T) or None
-        -> z of the masked stream (B, T, N, D)."""
+                                  cond: torch.Tensor, prev_actions: Optional[torch.Tensor] = None,
+                                  noise_levels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """tokens (B, T, N, P), token_mask (B, T, N), cond (B, D), prev_actions (B, T) or None,
+        noise_levels (B,) or None (noised context: the clean copies' noise bucket per sample; None =
+        clean, bucket 0, as at inference) -> z of the masked stream (B, T, N, D)."""
         T = tokens.shape[1]
         if T > self.config.num_frames:
             raise ValueError(f"latents: {T} frames, but the model was built for at most "
@@ -210,13 +211,28 @@ class Magi(nn.Module):
         if prev_actions is not None:  # per frame; a slot takes its frame's (clean and masked alike)
             cond = self.backbone.frame_condition(cond, prev_actions)[:, mask.slot_frames]  # (B, S, D)
         if self.config.teacher_forcing == "ctf":
+            clean = tokens[:, : T - 1]  # (B, T-1, N, P)
+            if self.backbone.noise_embed is not None:
+                cond = self._noised_context(cond, clean.shape[0], T, noise_levels)  # (B, 2T-1, D)
+                if noise_levels is not None:
+                    sigma = self.config.context_noise * noise_levels.float() / (self.config.context_noise_buckets - 1)
+                    clean = clean + sigma[:, None, None, None] * torch.randn_like(clean)
             clean_mask = torch.zeros_like(token_mask[:, : T - 1])
-            seq = torch.cat([tokens[:, : T - 1], tokens], dim=1)  # (B, 2T-1, N, P)
+            seq = torch.cat([clean, tokens], dim=1)  # (B, 2T-1, N, P)
             seq_mask = torch.cat([clean_mask, token_mask], dim=1)  # (B, 2T-1, N)
         else:
             seq, seq_mask = tokens, token_mask  # (B, T, N, P)
         z = self.backbone(seq, seq_mask, mask, cond, kernel=self.config.attention)  # (B, S, N, D)
         return z[:, -T:]  # the masked stream: (B, T, N, D)
+
+    def _noised_context(self, cond: torch.Tensor, batch: int, T: int,
+                        levels: Optional[torch.Tensor]) -> torch.Tensor:
+        """Per-slot conditioning (B, 2T-1, D) of a CTF sequence whose clean slots carry their noise level."""
+        if cond.dim() == 2:
+            cond = cond[:, None].expand(-1, 2 * T - 1, -1)  # (B, S, D)
+        if levels is None:
+            levels = torch.zeros(batch, dtype=torch.long, device=cond.device)
+        return torch.cat([self.backbone.context_condition(cond[:, : T - 1], levels), cond[:, T - 1:]], dim=1)
 
     def conditions(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
                    intervals=None, actions=None) -> torch.Tensor:
@@ -244,7 +260,10 @@ class Magi(nn.Module):
                                        latents.device)  # (B, T, N)
         cond = self._cond(labels, intervals, B, latents.device, drop_labels=self.training)
         prev = self._prev_actions(actions, B, T, latents.device, drop=self.training)  # (B, T) or None
-        z = self._masked_stream_conditions(tokens, token_mask, cond, prev)  # (B, T, N, D)
+        levels = None  # noised context: a noise bucket per sample, training only
+        if self.training and self.backbone.noise_embed is not None:
+            levels = torch.randint(0, c.context_noise_buckets, (B,), device=latents.device)
+        z = self._masked_stream_conditions(tokens, token_mask, cond, prev, levels)  # (B, T, N, D)
         loss = self.head(tokens[token_mask], z[token_mask])  # (M, P), (M, D)
         return {"loss": loss, "mask_ratio": token_mask.float().mean().detach()}
 
@@ -253,7 +272,8 @@ class Magi(nn.Module):
         names = set()
         for name, p in self.named_parameters():
             if p.ndim < 2 or name.startswith(("backbone.pos_", "backbone.mask_token",
-                                              "backbone.class_embed", "backbone.action_embed")):
+                                              "backbone.class_embed", "backbone.action_embed",
+                                              "backbone.noise_embed")):
                 names.add(name)
         return names
 
@@ -414,6 +434,8 @@ class Magi(nn.Module):
         `frame` on, cond (B or 2B, D) or per frame (B or 2B, S, D); a CFG batch repeats the tokens."""
         if tokens.dim() == 3:
             tokens, cond = tokens[:, None], cond[:, None] if cond.dim() == 2 else cond  # one frame
+        clean = torch.zeros(cond.shape[0], dtype=torch.long, device=cond.device)
+        cond = self.backbone.context_condition(cond, clean)  # noised context: committed clean (bucket 0)
         reps = cond.shape[0] // tokens.shape[0]
         self.backbone.prefill(tokens.repeat(reps, 1, 1, 1), frame, cond, cache, positions)
 

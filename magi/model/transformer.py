@@ -81,6 +81,8 @@ class MagiTransformer(nn.Module):
         # world models (DESIGN §8): the action that led into a frame, added to every token of it;
         # absent when num_actions = 0, so checkpoints without actions load unchanged
         self.action_embed = nn.Embedding(c.num_actions + 1, D) if c.num_actions else None
+        # noised context: the noise level of a clean frame (bucket 0 = clean, as at inference)
+        self.noise_embed = nn.Embedding(c.context_noise_buckets, D) if c.context_noise > 0 else None
         self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(D, eps=1e-6)
         self.flex = FlexKernel(compile=c.compile_flex)
@@ -91,8 +93,9 @@ class MagiTransformer(nn.Module):
         self.interval_embed.reset_parameters()
         for p in (self.mask_token, self.pos_spatial, self.pos_temporal, self.class_embed.weight):
             nn.init.normal_(p, std=0.02)
-        if self.action_embed is not None:
-            nn.init.normal_(self.action_embed.weight, std=0.02)
+        for table in (self.action_embed, self.noise_embed):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.02)
 
     @property
     def null_class(self) -> int:
@@ -110,6 +113,14 @@ class MagiTransformer(nn.Module):
         """Per-frame conditioning: cond (B, D) + the embedding of the action that led into each frame,
         prev_actions (B, T) longs (null action = `null_action`) -> (B, T, D)."""
         return cond[:, None] + self.action_embed(prev_actions)
+
+    def context_condition(self, cond: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Conditioning of clean (context) frames: cond (B, D) or (B, S, D) plus the embedding of each
+        sample's noise level, levels (B,) longs; unchanged for a model without noised context."""
+        if self.noise_embed is None:
+            return cond
+        level = self.noise_embed(levels)  # (B, D)
+        return cond + (level if cond.dim() == 2 else level[:, None])
 
     def temporal_table(self, num_positions: int) -> torch.Tensor:
         """The temporal position table, linearly interpolated to `num_positions` rows when longer
