@@ -27,8 +27,7 @@ def ucf_like_lengths(n: int = 9537, seed: int = 0) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from magi.data.video import (MAX_INTERVAL, UniformIntervals, choose_clip, interval_histogram,
-                                 interval_holders)
+    from magi.data.clips import MAX_INTERVAL, UniformIntervals, choose_clip, interval_histogram, interval_holders
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", help="a folder of videos (default: UCF-101-like synthetic lengths)")

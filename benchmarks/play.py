@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from magi.evaluate.world_model import WorldModelEvalConfig, evaluate_world_model
-    from magi.sample import load_checkpoint
+    from magi.pretrained import load_pretrained
 
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_pretrained(args.model)
     options = ((ckpt.run_config or {}).get("data") or {}).get("options") or {}
     game, size = options.get("game", "Boxing"), int(options.get("size", 64))
     k = max(2, ckpt.model.config.num_frames - 1)

@@ -261,7 +261,7 @@ def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(
+def restore_checkpoint(
     path: str | Path,
     *,
     model: nn.Module,
@@ -304,7 +304,7 @@ def load_checkpoint(
     return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints",
+__all__ = ["save_checkpoint", "restore_checkpoint", "latest_checkpoint", "list_checkpoints",
            "check_checkpoint", "remove_stale_temporaries", "rng_state", "set_rng_state",
            "full_model_state", "full_optimizer_state", "checkpoint_root", "MODEL_FILE", "EMA_FILE",
            "CONFIG_FILE", "RUN_CONFIG_FILE", "STATE_FILE"]

@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 
-from magi.data.video import VideoError
+from magi.data.decode import VideoError
 
 EXIT_USAGE = 2
 #: errors a user's input causes: a bad value, a missing path, an unreadable video, an existing output

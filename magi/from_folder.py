@@ -100,14 +100,9 @@ def build_folder_config(data: str | Path, *, vae: str | None = None, preset: str
 
     # the latent shape, from the VAE (a real one is loaded once here and handed to the trainer)
     spec = vae or defaults["vae"]
-    from magi.errors import missing_local_path
-
-    if missing_local_path(spec):
-        raise FileNotFoundError(f"--vae: {spec} does not exist (expected 'pixels[:F[:gray]]', a local "
-                                f"diffusers VAE folder or a Hugging Face Hub id)")
     try:
-        autoencoder = load_vae(spec)
-    except (ValueError, FileNotFoundError) as e:
+        autoencoder = load_vae(spec, what="--vae")
+    except ValueError as e:
         raise ValueError(f"--vae {spec}: {e}") from e
     try:
         latent_t, channels, h, w = autoencoder.latent_shape(frames, size, size)

@@ -33,9 +33,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from magi.checkpoint import (check_checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint,
-                             remove_stale_temporaries, save_checkpoint)
+from magi.checkpoint import (check_checkpoint, latest_checkpoint, list_checkpoints, remove_stale_temporaries,
+                             restore_checkpoint, save_checkpoint)
 from magi.config import RunConfig
+from magi.data.clips import epoch_interval_histogram, trained_interval_range
 from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object,
                               destroy_distributed, init_distributed, is_fsdp, shard_fsdp, unwrap,
                               wrap_model)
@@ -144,47 +145,6 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def interval_of(dataset: Dataset, index: int) -> int | None:
-    """The frame interval item `index` trains in the dataset's current epoch, without decoding; None
-    when the dataset cannot say (`interval_for`, the datasets here, or a fixed `interval`)."""
-    if hasattr(dataset, "interval_for"):
-        return int(dataset.interval_for(index))
-    interval = getattr(dataset, "interval", None)
-    return int(interval) if isinstance(interval, int) and not isinstance(interval, bool) else None
-
-
-def epoch_interval_histogram(dataset: Dataset, epoch: int, items: list[int]) -> dict[int, int] | None:
-    """{interval: clips} that `items` of `epoch` train (the dataset's epoch is restored); None if unknown."""
-    before = getattr(dataset, "epoch", None)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    try:
-        counts: dict[int, int] = {}
-        for i in items:
-            k = interval_of(dataset, i)
-            if k is None:
-                return None
-            counts[k] = counts.get(k, 0) + 1
-        return dict(sorted(counts.items()))
-    finally:
-        if before is not None and hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(before)
-
-
-def trained_interval_range(dataset: Dataset) -> tuple[int, int] | None:
-    """(lowest, highest) frame interval `dataset` trains: its `interval_range()`, else from its
-    `interval` (an int, or "dynamic" = 1..max_interval); None when it cannot say."""
-    if hasattr(dataset, "interval_range"):
-        found = dataset.interval_range()
-        return None if found is None else (int(found[0]), int(found[1]))
-    interval = getattr(dataset, "interval", None)
-    if interval == "dynamic" and getattr(dataset, "max_interval", None):
-        return 1, int(dataset.max_interval)
-    if isinstance(interval, int) and not isinstance(interval, bool):
-        return interval, interval
-    return None
-
-
 def record_trained_intervals(run: RunConfig, dataset: Dataset):
     """The model config with the data's interval range recorded (`trained_intervals`) and
     `default_interval` set to the trained interval when it is fixed (kept when it lies in a trained
@@ -268,15 +228,10 @@ def build_dataset(kind: str, options: dict[str, Any], where: str = "data.options
 
 
 def build_vae(spec: str, options: dict[str, Any]):
-    from magi.errors import missing_local_path
     from magi.vae import load_vae
 
-    if missing_local_path(spec):  # a typo in a local path: say so rather than ask the Hub
-        raise FileNotFoundError(f"vae.spec: {spec} does not exist (expected 'pixels[:F[:gray]]', a local "
-                                f"diffusers VAE folder or a Hugging Face Hub id)")
-
     try:
-        return load_vae(spec, **options)
+        return load_vae(spec, what="vae.spec", **options)
     except TypeError as e:
         raise ValueError(f"vae.options: {e} (vae.spec={spec!r})") from e
 
@@ -458,7 +413,7 @@ class Trainer:
         else:
             path = resume
         path = Path(path)
-        state = load_checkpoint(path, model=self.model, ema=self.ema, optimizer=self.optimizer,
+        state = restore_checkpoint(path, model=self.model, ema=self.ema, optimizer=self.optimizer,
                                 scheduler=self.scheduler, info=self.info)
         self.step = int(state["step"])
         self.skipped_total = int(state.get("skipped_total", 0))

@@ -576,8 +576,12 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 def load_vae(spec: str, *, subfolder: str | None = None, dtype: torch.dtype | str = torch.float32,
              device: str | torch.device | None = None, chunk_size: int | None = None,
-             sample: bool = False, **options: Any) -> VideoVAE:
+             sample: bool = False, what: str = "VAE spec", **options: Any) -> VideoVAE:
     """Build a VAE from a spec string.
+
+    A spec that reads as a local path but does not exist raises FileNotFoundError, starting with `what`
+    (the flag or config key it came from), instead of being looked up on the Hub (see
+    `magi.errors.missing_local_path`).
 
     - "pixels", "pixels:F", "pixels:F:gray": `PixelVAE` (no weights).
     - a local directory or a Hugging Face hub id (with `subfolder` inside it):
@@ -590,6 +594,11 @@ def load_vae(spec: str, *, subfolder: str | None = None, dtype: torch.dtype | st
         `scaling_factor`. From the hub only those files (and a `mean_std.pt`) are downloaded.
     `dtype` is the VAE's compute dtype (a torch dtype or its name, e.g. "bfloat16").
     """
+    from magi.errors import missing_local_path
+
+    if missing_local_path(str(spec)):  # a typo in a local path: say so rather than ask the Hub
+        raise FileNotFoundError(f"{what}: {spec} does not exist (expected 'pixels[:F[:gray]]', a local "
+                                f"diffusers VAE folder or a Hugging Face Hub id)")
     if spec == "pixels" or spec.startswith("pixels:"):
         vae: VideoVAE = parse_pixels_spec(spec)
         return vae.to(device) if device is not None else vae

@@ -1,8 +1,9 @@
 """Writing videos people look at: MP4 (PyAV, H.264), GIF (Pillow) and PNG frame grids.
 
-Everything here takes uint8 frames, either `(T, H, W, 3)` or `(T, 3, H, W)` (the library layout);
-`to_uint8` turns a model's float video in [-1, 1] into them by rounding, which is also the
-quantization the FVD protocol prescribes for generated frames.
+Everything here takes uint8 frames, either `(T, H, W, 3)` or `(T, 3, H, W)` (the library layout).
+This module also holds the library's one conversion between uint8 frames and float video in [-1, 1]:
+`to_float_video` and `to_uint8_video` (alias `to_uint8`), which rounds, the quantization the FVD
+protocol prescribes for generated frames.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ import numpy as np
 import torch
 
 
-def to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """Float video in [-1, 1] (any shape) -> uint8 in [0, 255], rounded to nearest, clamped."""
+def to_float_video(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (any shape) in [0, 255] -> float32 in [-1, 1]: what the VAEs and the model see."""
+    return frames.float().div(127.5).sub_(1.0)  # never in place on the caller's tensor
+
+
+def to_uint8_video(video: torch.Tensor) -> torch.Tensor:
+    """Float video in [-1, 1] (any shape) -> uint8 in [0, 255], rounded to nearest, clamped; uint8 input
+    is returned as is. The one conversion back to frames (FVD's quantization of generated clips too)."""
     if video.dtype == torch.uint8:
         return video
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+to_uint8 = to_uint8_video  # the name most callers use
 
 
 def _frames_thwc(video) -> np.ndarray:
@@ -184,5 +194,5 @@ def read_video(path: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
-__all__ = ["to_uint8", "write_video", "write_mp4", "write_gif", "grid", "save_grid_png",
+__all__ = ["to_float_video", "to_uint8_video", "to_uint8", "write_video", "write_mp4", "write_gif", "grid", "save_grid_png",
            "side_by_side", "read_video"]

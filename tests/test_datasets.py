@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from magi.data import EvalClips, MovingDigits, VideoFolder, build_dataset, read_clip
+from magi.data import MovingDigits, VideoFolder, build_dataset, read_clip
+from magi.evaluate.protocol import EvalClips
 from magi.data.video import BadVideoWarning, clip_span, read_all_frames, to_uint8_video
 from conftest import make_video
 

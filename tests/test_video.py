@@ -82,7 +82,7 @@ def test_read_clip_variable_frame_rate_falls_back_to_counting(tmp_path, monkeypa
     import av
     from fractions import Fraction
 
-    import magi.data.video as video
+    import magi.data.decode as video
 
     counted = []
     original = video._decode_by_counting

@@ -1,4 +1,5 @@
-"""Data: video decoding and datasets, built-in generated data, and the latent cache.
+"""Data: video decoding (`decode`), which clip an item is (`clips`, appendix A.2.1), folder datasets
+(`video`), built-in generated data (`builtin`) and the latent cache (`latents`).
 
 `build_dataset(kind, **options)` is what a training config's `data:` section calls, e.g.
 `data: {kind: moving-digits, num_frames: 6, size: 32, interval: dynamic}`.
@@ -10,10 +11,11 @@ import inspect
 from typing import Any, Callable
 
 from magi.data.builtin import MovingDigits, atari, load_actions, record_atari
+from magi.data.clips import MAX_INTERVAL, ClipSource, choose_clip, clip_span, draw_interval, max_interval_for
+from magi.data.decode import VIDEO_EXTENSIONS, BadVideoWarning, VideoError, VideoInfo, probe, read_all_frames, read_clip
 from magi.data.latents import LatentDataset, cache_latents
-from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, BadVideoWarning, EvalClips, VideoError,
-                             VideoFolder, VideoInfo, choose_clip, clip_span, draw_interval, max_interval_for, probe,
-                             read_all_frames, read_clip, to_float_video, to_uint8_video)
+from magi.data.video import VideoFolder
+from magi.video_io import to_float_video, to_uint8_video
 
 
 def ucf101(root, num_frames: int, size=None, split: str = "train", fold: int = 1, split_dir=None,
@@ -89,7 +91,7 @@ def _accepted_options(builder: Callable[..., Any]) -> set[str]:
 
 
 __all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits",
-           "LatentDataset", "cache_latents", "choose_clip", "VideoFolder", "EvalClips", "read_clip",
+           "LatentDataset", "cache_latents", "choose_clip", "ClipSource", "VideoFolder", "read_clip",
            "read_all_frames", "probe", "VideoError", "VideoInfo", "BadVideoWarning",
            "VIDEO_EXTENSIONS", "MAX_INTERVAL", "clip_span", "draw_interval", "max_interval_for",
            "to_float_video", "to_uint8_video"]

@@ -22,8 +22,8 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from magi.data.video import MAX_INTERVAL, choose_clip, clip_span, to_float_video
-from magi.video_io import write_lossless
+from magi.data.clips import MAX_INTERVAL, ClipSource, choose_clip, clip_span
+from magi.video_io import to_float_video, write_lossless
 
 Interval = Union[int, str]
 
@@ -62,7 +62,7 @@ def _bounce(x: np.ndarray, span: float) -> np.ndarray:
     return span - np.abs(m - span)
 
 
-class MovingDigits(torch.utils.data.Dataset):
+class MovingDigits(torch.utils.data.Dataset, ClipSource):
     """Deterministic moving and bouncing handwritten digits, rendered as 3-channel grayscale video.
 
     Items are dicts: `video` float (T, 3, size, size) in [-1, 1] (black background at -1), `label` the
@@ -162,7 +162,7 @@ class MovingDigits(torch.utils.data.Dataset):
         """uint8 (full_length, 3, S, S): the first frames of video `index`, enough for any of its clips."""
         return self.frames(index, num_frames=self.full_length, interval=1)
 
-    # ---- the clip-source interface shared with VideoFolder (used by EvalClips and the latent cache)
+    # ---- the ClipSource interface (magi.data.clips), shared with VideoFolder
     def video_frames(self, index: int) -> None:
         """Generated videos have no end: any start and length are valid."""
         return None

@@ -19,8 +19,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from magi.data.video import (MAX_INTERVAL, VIDEO_EXTENSIONS, UniformIntervals, VideoError, choose_clip, clip_span,
-                             interval_histogram, interval_holders, open_video, probe)
+from magi.data.clips import MAX_INTERVAL, clip_span, interval_report
+from magi.data.decode import VIDEO_EXTENSIONS, VideoError, open_video, probe
 
 TRUNCATION_TOLERANCE = 0.9  # decoding fewer than 90% of the header's frames means the file is cut short
 
@@ -51,18 +51,6 @@ def check_file(path: Path, quick: bool = False) -> tuple[int | None, str | None]
     if decoded < TRUNCATION_TOLERANCE * info.num_frames:
         return None, f"truncated: decoded {decoded} of the {info.num_frames} frames its header lists"
     return decoded, None
-
-
-def interval_report(lengths: list[int], num_frames: int, max_interval: int = MAX_INTERVAL, seed: int = 0) -> dict:
-    """Videos holding each interval, and the intervals epoch 0 trains under the capped and uniform rules."""
-    usable = [n for n in lengths if n >= num_frames]
-    capped = [choose_clip(seed, 0, i, num_frames, n, "dynamic", max_interval)[0] for i, n in enumerate(usable)]
-    uniform = UniformIntervals(usable, num_frames, max_interval)
-    drawn = [uniform.interval(seed, 0, i) for i in range(len(usable))] if uniform.intervals else []
-    return {"num_frames": num_frames, "max_interval": max_interval,
-            "holders": interval_holders(lengths, num_frames, max_interval),
-            "first_epoch": {"capped": interval_histogram(capped, max_interval),
-                            "uniform": interval_histogram(drawn, max_interval)}}
 
 
 def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = False, workers: int = 2,

@@ -37,8 +37,10 @@ import torch
 
 import numpy as np
 
-from magi.data.video import (INTERVAL_SAMPLING, MAX_INTERVAL, BadVideoWarning, UniformIntervals, VideoError, _ranges,
-                             choose_clip, clip_span, interval_histogram, max_interval_for, to_float_video)
+from magi.data.clips import (INTERVAL_SAMPLING, MAX_INTERVAL, UniformIntervals, _ranges, choose_clip, clip_span,
+                             interval_histogram, max_interval_for, stratified_clips)
+from magi.data.decode import BadVideoWarning, VideoError
+from magi.video_io import to_float_video
 
 FORMAT_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -46,36 +48,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 def _uniform_source(source) -> bool:
     return getattr(source, "interval", None) == "dynamic" and getattr(source, "interval_sampling", None) == "uniform"
-
-
-def stratified_clips(lengths: list[int], num_frames: int, clips_per_video: int, max_interval: int = MAX_INTERVAL,
-                     seed: int = 0, random_start: bool = True) -> list[list[tuple[int, int]]]:
-    """(interval, start) of each cached clip of each video (frame counts `lengths`), stratified over
-    1..max_interval: videos, the shortest first, take the K intervals they hold that have the fewest
-    clips so far (ties drawn from (seed, video)); a video holding fewer than K intervals repeats them."""
-    caps = [max_interval_for(num_frames, n, max_interval) for n in lengths]
-    counts = np.zeros(max_interval + 1, dtype=np.int64)
-    plan: list[list[tuple[int, int]]] = [[] for _ in lengths]
-    for video in sorted(range(len(lengths)), key=lambda i: (caps[i], i)):
-        rng = np.random.default_rng([seed, video, 6])
-        held = np.arange(1, caps[video] + 1)
-        if not len(held):
-            continue
-        chosen: list[int] = []
-        this_round: set[int] = set()  # a video takes each interval it holds once before repeating any
-        while len(chosen) < clips_per_video:
-            if len(this_round) == len(held):
-                this_round = set()
-            free = np.asarray([k for k in held if k not in this_round])
-            fewest = free[counts[free] == counts[free].min()]
-            k = int(rng.choice(fewest))
-            chosen.append(k)
-            this_round.add(k)
-            counts[k] += 1
-        for k in sorted(chosen):
-            room = lengths[video] - clip_span(num_frames, k)
-            plan[video].append((k, int(rng.integers(0, room + 1)) if random_start else room // 2))
-    return plan
 
 
 def _clip_plan(source, clips_per_video: int) -> tuple[str, list[list[tuple[int, int]]]]:
@@ -484,11 +456,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--data: kind=latents is already a latent cache")
         if (Path(args.out) / "index.json").is_file():
             raise FileExistsError(f"--out: {args.out} already holds a latent cache (index.json); use a new folder")
-        from magi.errors import missing_local_path
-
-        if missing_local_path(str(vae_spec)):
-            raise FileNotFoundError(f"--vae: {vae_spec} does not exist (expected 'pixels[:F[:gray]]', a local "
-                                    f"diffusers VAE folder or a Hugging Face Hub id)")
         for flag, value in (("--clips-per-video", args.clips_per_video), ("--shard-size", args.shard_size)):
             if value < 1:
                 raise ValueError(f"{flag}: expected a positive integer, got {value}")
@@ -496,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(source) == 0:
             raise ValueError(f"--data: no usable videos: "
                              f"{source.describe_usable() if hasattr(source, 'describe_usable') else 'empty'}")
-        vae = load_vae(vae_spec, subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
+        vae = load_vae(vae_spec, what="--vae", subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
         out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
                             dtype=args.dtype, num_workers=args.workers, device=args.device)
     except USER_ERRORS as e:

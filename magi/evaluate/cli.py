@@ -14,7 +14,7 @@ Protocols (every choice can be overridden and is written next to the score):
 | k600 | 50,000 random videos, one clip each | 1 | 16 (17) | one continuation of each real clip from its first 5 frames; FVD on the whole clip |
 | custom | `--data KIND` (or the checkpoint's training data) | `--interval` | `--frames` | unconditional/class-conditional, or prediction with `--context-frames` |
 
-Real clips come from `magi.data.EvalClips` (deterministic from `--seed`); their I3D statistics are
+Real clips come from `magi.evaluate.protocol.EvalClips` (deterministic from `--seed`); their I3D statistics are
 cached (`--stats-cache`) under a key of everything that affects them (the detector included), so a second evaluation of
 another checkpoint only runs the generator and the I3D on generated clips. The JSON result lists the
 protocol, the deviations from the named protocol's published settings, the detector (file, SHA-256,
@@ -30,7 +30,7 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,30 +40,11 @@ import torch
 from magi.evaluate.fvd import (PREPROCESS_VERSION, StatsCache, describe_detector, feature_stats,
                                frechet_distance, i3d_features, load_detector)
 from magi.evaluate.i3d import I3D_MIN_FRAMES, TF_BN_EPS
-from magi.sample import (LoadedCheckpoint, add_sampling_arguments, build_data, iter_generate,
-                         load_checkpoint, parse_options, pick_device, sampling_options)
-from magi.video_io import save_grid_png, to_uint8
-
-
-@dataclass(frozen=True)
-class ProtocolDefaults:
-    """The published settings of a named protocol (None = take it from the model / arguments)."""
-
-    data: Optional[str]
-    num_videos: Optional[int]
-    num_generated: Optional[int]  # None = as many as real clips
-    interval: Optional[int]
-    eval_frames: Optional[int]  # frames scored; clips are this long, or 1 + 4k with a causal VAE
-    context_frames: int
-    resolution: Optional[int]
-    split: Optional[str]
-
-
-PROTOCOLS: dict[str, ProtocolDefaults] = {
-    "ucf101": ProtocolDefaults("ucf101", 2048, 2048, 3, 16, 0, 128, "train"),
-    "k600": ProtocolDefaults("k600", 50_000, None, 1, 16, 5, None, None),
-    "custom": ProtocolDefaults(None, None, None, None, None, 0, None, None),
-}
+from magi.config import apply_overrides
+from magi.evaluate.protocol import PROTOCOLS, build_clips, deviations
+from magi.pretrained import (LoadedCheckpoint, add_sampling_arguments, iter_generate, load_pretrained, pick_device,
+                             sampling_options)
+from magi.video_io import save_grid_png, to_uint8_video
 
 
 def _smallest_valid_frames(ckpt: LoadedCheckpoint, at_least: int) -> int:
@@ -114,7 +95,7 @@ def resolve_protocol(args: argparse.Namespace, ckpt: LoadedCheckpoint) -> dict:
         "name": args.protocol,
         "data": args.data or d.data,
         "data_root": str(args.data_root) if args.data_root else None,
-        "data_options": parse_options(args.data_option),
+        "data_options": apply_overrides({}, args.data_option),
         "split": args.split or d.split,
         "num_videos": num_videos,
         "num_generated": num_generated,
@@ -154,53 +135,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
-    """How this run differs from the named protocol's published settings."""
-    d = PROTOCOLS[protocol["name"]]
-    if protocol["name"] == "custom":
-        return ["custom protocol: not comparable with published numbers"]
-    out = []
-    for key, want in (("num_videos", d.num_videos), ("interval", d.interval),
-                      ("eval_frames", d.eval_frames), ("context_frames", d.context_frames),
-                      ("resolution", d.resolution), ("split", d.split)):
-        if want is not None and protocol.get(key) != want:
-            out.append(f"{key} = {protocol.get(key)!r}, the protocol uses {want!r}")
-    want = d.num_generated or protocol["num_videos"]
-    if protocol["num_generated"] != want:
-        out.append(f"num_generated = {protocol['num_generated']}, the protocol generates {want}"
-                   + (" (the paper's Table 4, FVD_128,10k, generates 10,000)" if protocol["name"] == "ucf101" else ""))
-    if ckpt.frame_size[0] != protocol["resolution"]:
-        out.append(f"the model generates {ckpt.frame_size[0]} px videos, the real clips are "
-                   f"{protocol['resolution']} px")
-    return out
-
-
-def build_clips(protocol: dict, ckpt: LoadedCheckpoint):
-    """The protocol's real clips (`magi.data.EvalClips`) from the dataset it names."""
-    from magi.data import EvalClips, build_dataset
-
-    options = dict(protocol["data_options"])
-    kind = protocol["data"]
-    res = protocol["resolution"]
-    fixed = {"num_frames": protocol["frames"], "size": res}
-    if kind is None:  # custom without --data: the checkpoint's training data
-        source = build_data(ckpt, None, {**fixed, "interval": protocol["interval"], **options})
-    else:
-        if protocol["data_root"]:
-            options.setdefault("root", protocol["data_root"])
-        if protocol["split"] is not None and kind == "ucf101":
-            options.setdefault("split", protocol["split"])
-        if kind in ("ucf101", "k600", "folder"):
-            options.setdefault("interval", protocol["interval"])
-            if "root" not in options:
-                raise ValueError(f"--protocol {protocol['name']}: pass --data-root (the {kind} videos)")
-        for k, v in fixed.items():
-            options.setdefault(k, v)
-        source = build_dataset(kind, **options)
-    return EvalClips(source, protocol["num_videos"], protocol["frames"], protocol["interval"],
-                     seed=protocol["seed"])
-
-
 def _as_list(items: list) -> list:
     return items
 
@@ -210,7 +144,7 @@ def _real_batches(clips, batch_size: int, workers: int):
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_as_list)
     for items in loader:
-        video = torch.stack([to_uint8(item["video"]) for item in items])  # (b, T, 3, H, W)
+        video = torch.stack([to_uint8_video(item["video"]) for item in items])  # (b, T, 3, H, W)
         yield video, [int(item["label"]) for item in items]
 
 
@@ -226,7 +160,7 @@ def _labels_of(clips, num_classes: int) -> list[int]:
 
 def run_fvd(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
+    ckpt = load_pretrained(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
                            device=device)
     options = sampling_options(args)
     protocol = resolve_protocol(args, ckpt)
@@ -357,7 +291,7 @@ def run_predict(args: argparse.Namespace) -> dict:
     from magi.evaluate.metrics import adjacent_frame_l2, prediction_metrics, save_curves
 
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
+    ckpt = load_pretrained(args.checkpoint, args.step, ema=not args.raw_weights, vae=args.vae,
                            device=device)
     options = sampling_options(args)
     frames = args.frames or ckpt.train_frames
@@ -365,7 +299,7 @@ def run_predict(args: argparse.Namespace) -> dict:
     if ckpt.latent_frames(k) >= ckpt.latent_frames(frames):
         raise ValueError(f"--context-frames {k} leaves nothing to generate in {frames} frames")
     protocol = {"name": "custom", "data": args.data, "data_root": str(args.data_root) if args.data_root else None,
-                "data_options": parse_options(args.data_option), "split": args.split,
+                "data_options": apply_overrides({}, args.data_option), "split": args.split,
                 "num_videos": args.num_videos, "interval": args.interval or ckpt.default_interval,
                 "frames": frames, "resolution": ckpt.frame_size[0], "seed": args.seed}
     protocol["condition_interval"] = args.condition_interval or protocol["interval"]

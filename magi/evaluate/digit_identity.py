@@ -27,13 +27,14 @@ class DigitClassifier:
         from sklearn.svm import SVC
 
         from magi.data import MovingDigits
+        from magi.video_io import to_float_video
 
         if not 1 <= digit_size <= size:
             raise ValueError(f"DigitClassifier.digit_size: expected 1..{size}, got {digit_size}")
         self.size, self.digit_size = size, digit_size
         data = MovingDigits(num_videos=num_videos, num_frames=1, size=size, digit_size=digit_size,
                             num_digits=1, speed=(0.0, 0.0), split="train", seed=seed, cache=False)
-        frames = torch.stack([data.frames(i)[0] for i in range(num_videos)]).float() / 127.5 - 1  # (V, 3, S, S)
+        frames = to_float_video(torch.stack([data.frames(i)[0] for i in range(num_videos)]))  # (V, 3, S, S)
         # Generated digits are softer and dimmer than the crisp renderings: train on blurred, dimmed and
         # noisy copies too, or a slightly soft but clearly recognisable digit is misread.
         g = torch.Generator().manual_seed(seed)

@@ -244,11 +244,11 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     rollouts with the largest player error over the first 8 frames, listed in the JSON)."""
     from magi.data import build_dataset
     from magi.evaluate.metrics import ssim
-    from magi.sample import load_checkpoint
+    from magi.pretrained import load_pretrained
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = {name: load_checkpoint(path, device=device) for name, path in checkpoints.items()}
+    loaded = {name: load_pretrained(path, device=device) for name, path in checkpoints.items()}
     first = next(iter(loaded.values()))
     c = replace(config, context_frames=config.context_frames or max(1, first.model.config.num_frames - 1))
     length = c.context_frames + c.horizon

@@ -45,7 +45,7 @@ import numpy as np
 
 from magi.play.session import (KEYS, Emulators, Frame, ModelLoadError, PlaySession, SeedSource, World,
                                load_world)
-from magi.sample import SamplingOptions
+from magi.pretrained import SamplingOptions
 
 DEFAULT_MODEL = "pretrained/atari"
 DEFAULT_SETTING = SamplingOptions(mask_steps=4, diffusion_steps=10, sampler="ddim", long_video="window")

@@ -24,7 +24,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from magi.sample import RUN_CONFIG_FILE, LoadedCheckpoint, SamplingOptions
+from magi.checkpoint import RUN_CONFIG_FILE
+from magi.pretrained import LoadedCheckpoint, SamplingOptions
 
 KEYS = ("up", "down", "left", "right", "fire")  # what the page may hold; arrows/WASD + space
 NULL_ACTION = -1  # "no action" for Magi.stream: the action that led into frame 0
@@ -113,7 +114,7 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
     Raises `ModelLoadError` naming the file at fault: a missing `config.json`, a model without
     actions, a `train_config.yaml` that names no Atari game, weights that do not load."""
     from magi.model.magi import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_config
-    from magi.sample import load_checkpoint, read_run_config, resolve_checkpoint
+    from magi.pretrained import load_pretrained, read_run_config, resolve_checkpoint
 
     try:
         directory, _ = resolve_checkpoint(path)
@@ -143,7 +144,7 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
 
     weights = directory / (EMA_WEIGHTS_NAME if (directory / EMA_WEIGHTS_NAME).is_file() else WEIGHTS_NAME)
     try:
-        ckpt = load_checkpoint(directory, device=device)
+        ckpt = load_pretrained(directory, device=device)
     except Exception as e:  # noqa: BLE001 - corrupt or mismatched weights, a bad VAE spec
         text = str(e)
         where = "" if str(directory) in text else f"{weights}: "
