@@ -202,7 +202,7 @@ def change_weights(previous: torch.Tensor, current: torch.Tensor, change_weight:
 def tokenizer_loss(model: nn.Module, previous: torch.Tensor, current: torch.Tensor, change_weight: float,
                    kl_weight: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The change-weighted L1 reconstruction of `current` (uint8 (B, 3, H, W)) plus a small KL."""
-    from magi.data.video import to_float_video
+    from magi.video_io import to_float_video
 
     x = to_float_video(current)  # (B, 3, H, W) in [-1, 1]
     w = change_weights(previous, current, change_weight)  # (B, 1, H, W)
@@ -291,7 +291,7 @@ def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | 
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale_temporaries(out)
     if start_from is not None:
-        state = ckpt.load_checkpoint(start_from, model=model, ema=ema, optimizer=optimizer,
+        state = ckpt.restore_checkpoint(start_from, model=model, ema=ema, optimizer=optimizer,
                                      scheduler=scheduler, info=info)
         step = int(state["step"])
         print(f"resumed from {start_from} at step {step}")
@@ -350,7 +350,7 @@ def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | 
 @torch.no_grad()
 def latent_statistics(model: nn.Module, frames: torch.Tensor, batch_size: int = 64) -> tuple[list, list]:
     """Per-channel mean and std of the posterior modes of uint8 frames (N, 3, H, W)."""
-    from magi.data.video import to_float_video
+    from magi.video_io import to_float_video
 
     z = torch.cat([model.encode(to_float_video(f)).latent_dist.mode() for f in frames.split(batch_size)])
     z = z.transpose(0, 1).flatten(1)  # (C, N*h*w)
