@@ -118,8 +118,13 @@ def build_folder_config(data: str | Path, *, vae: str | None = None, preset: str
         raise ValueError(f"--frames: {frames} frames are {latent_t} latent frame(s) with VAE {spec!r}; a model "
                          f"needs at least 2 to learn motion")
 
-    # the data: which videos hold a clip, with which class
-    dataset = VideoFolder(root, frames, size, interval=interval, progress=False)
+    # the data: which videos hold a clip, with which class; built from the options the config records,
+    # so the run trains exactly what RUN/train_config.yaml says
+    options: dict[str, Any] = {"root": str(root.resolve()), "num_frames": frames, "size": size,
+                               "interval": interval}
+    if interval == "dynamic":
+        options["interval_sampling"] = "video_first"  # the paper's order (magi.data.clips)
+    dataset = VideoFolder(**options, progress=False)
     if len(dataset) == 0:
         raise ValueError(f"--data: {dataset.describe_usable()}; lower --frames"
                          + (" or --interval" if interval != 1 else "") + " or add longer videos")
@@ -134,10 +139,6 @@ def build_folder_config(data: str | Path, *, vae: str | None = None, preset: str
                  sample={**defaults["sample"], "num_videos": min(defaults["sample"]["num_videos"], len(dataset))})
     if minutes is not None:
         train["max_minutes"] = float(minutes)
-    options: dict[str, Any] = {"root": str(root.resolve()), "num_frames": frames, "size": size,
-                               "interval": interval}
-    if interval == "dynamic":
-        options["interval_sampling"] = "uniform"
     run = {"model": model, "data": {"kind": "folder", "options": options}, "vae": {"spec": spec}, "train": train}
     return run, autoencoder, dataset
 

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from magi.checkpoint import (check_checkpoint, latest_checkpoint, list_checkpoints, remove_stale_temporaries,
                              restore_checkpoint, save_checkpoint)
 from magi.config import RunConfig
-from magi.data.clips import epoch_interval_histogram, trained_interval_range
+from magi.data.clips import describe_shares, epoch_interval_histogram, epoch_shares, trained_interval_range
 from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object,
                               destroy_distributed, init_distributed, is_fsdp, shard_fsdp, unwrap,
                               wrap_model)
@@ -789,12 +789,17 @@ class Trainer:
                   "interval": getattr(self.dataset, "interval", options.get("interval")),
                   "interval_sampling": getattr(self.dataset, "interval_sampling", options.get("interval_sampling")),
                   "max_interval": getattr(self.dataset, "max_interval", options.get("max_interval"))}
+        found = epoch_shares(self.dataset, 0, items)
+        if found is not None:  # per video and per class beside the per-interval histogram
+            record.update(per_video=found["per_video"], per_class=found.get("per_class"))
         for message in getattr(self.dataset, "interval_warnings", lambda: [])():
             warnings.warn(message, stacklevel=2)
         (self.out_dir / "intervals.json").write_text(json.dumps(record, indent=1) + "\n")
         shown = " ".join(f"{k}:{n}" for k, n in histogram.items())
         print(f"frame intervals of epoch 0 ({len(items)} clips, {record['interval']}"
               f"{', ' + record['interval_sampling'] if record['interval_sampling'] else ''}): {shown}")
+        if found is not None:
+            print("\n".join(describe_shares("epoch 0", found).splitlines()[1:]))
         return record
 
     def _log_window(self, window: list[dict[str, float]], seconds: float, steps: int, progress) -> float | None:

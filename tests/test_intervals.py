@@ -109,6 +109,47 @@ def test_uniform_warns_when_no_video_holds_the_long_intervals(mixed_folder):
     assert ds.interval_range() == (1, 19)
 
 
+def test_the_three_shares_under_each_rule():
+    """Per interval, per video and per class, on UCF-like lengths whose classes differ in length."""
+    from magi.data.clips import rule_shares
+
+    labels = [int(n > 170) for n in UCF_LIKE]  # class 1: the longer half of the videos
+    found = rule_shares(UCF_LIKE, 17, labels=labels, epochs=2)["rules"]
+    # video first (the paper's order): every video drawn exactly once per epoch, classes as their videos
+    video_first = found["video_first"]
+    assert video_first["per_video"] == {"min": 1.0, "median": 1.0, "max": 1.0, "never": 0}
+    assert video_first["per_class"]["share_vs_videos"] == {"min": 1.0, "max": 1.0}
+    vf = video_first["per_interval"]
+    assert set(vf) == set(range(1, 26)) and sum(vf.values()) == 2 * len(UCF_LIKE)
+    # interval first: every interval equally often, but long videos stand in for short ones
+    first = found["interval_first"]
+    counts = list(first["per_interval"].values())
+    assert max(counts) - min(counts) <= 2
+    assert first["per_video"]["never"] > 0 and first["per_video"]["max"] > 2
+    assert first["per_class"]["share_vs_videos"]["max"] > 1.2 > 0.8 > first["per_class"]["share_vs_videos"]["min"]
+    # capped: video first too, but redrawing among held intervals favours short ones more than clamping
+    capped = found["capped"]
+    assert capped["per_video"]["never"] == 0 and capped["per_class"]["share_vs_videos"]["max"] == 1.0
+    long_share = {rule: sum(v for k, v in found[rule]["per_interval"].items() if k >= 13) for rule in found}
+    assert long_share["capped"] < long_share["video_first"] < long_share["interval_first"]
+
+
+def test_video_first_clamps_a_too_short_video_to_its_longest_interval(mixed_folder):
+    ds = VideoFolder(mixed_folder, num_frames=4, size=16, interval="dynamic", interval_sampling="video_first", seed=2)
+    seen = {}
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            video, k, start = ds.pick(i)
+            assert video == i and start + clip_span(4, k) <= ds.video_frames(i)
+            seen.setdefault(i, []).append(k)
+    short = [i for i in range(len(ds)) if ds.video_frames(i) == 13][0]
+    assert seen[short].count(4) > len(seen[short]) / 2  # holds 1..4: draws of 5..25 (21 of 25) give 4
+    # the rule is a pure function of (seed, epoch, index): the same draws from choose_clip
+    ds.set_epoch(3)
+    assert ds.choose(5) == choose_clip(2, 3, 5, 4, ds.video_frames(5), "dynamic", 25, rule="video_first")
+
+
 def test_data_check_reports_videos_per_interval(mixed_folder, tmp_path, capsys):
     from magi.cli import main
 
@@ -119,10 +160,40 @@ def test_data_check_reports_videos_per_interval(mixed_folder, tmp_path, capsys):
     holders = {int(k): v for k, v in report["holders"].items()}
     assert holders == interval_holders(lengths, 4) and holders[1] == 8 and holders[4] == 8
     assert holders[5] == 7 and holders[25] == 1  # only the 80-frame video holds interval 25
-    uniform = {int(k): v for k, v in report["first_epoch"]["uniform"].items()}
+    first = report["rules"]["interval_first"]
+    uniform = {int(k): v for k, v in first["per_interval"].items()}
     assert sum(uniform.values()) == 8 and max(uniform.values()) == 1  # 8 items dealt 8 distinct intervals
+    # the three shares side by side: video-first draws each of the 8 videos once, in its class's share
+    video_first = report["rules"]["video_first"]
+    assert video_first["per_video"] == {"min": 1.0, "median": 1.0, "max": 1.0, "never": 0}
+    assert video_first["per_class"]["share_vs_videos"] == {"min": 1.0, "max": 1.0}
+    assert report["rules"]["capped"]["per_video"]["never"] == 0
+    assert first["per_video"]["max"] > 1 and first["per_video"]["never"] > 0  # long videos stand in
     printed = capsys.readouterr().out
     assert "videos holding a 4-frame clip at interval k: 1:8 2:8" in printed and "25:1" in printed
+
+
+def test_data_interval_dynamic_trains_what_it_writes(mixed_folder, tmp_path):
+    """`magi train --data DIR --interval dynamic` and `magi train --config RUN/train_config.yaml`: the same
+    first-epoch clips (the pre-flight dataset is built from the options the config records)."""
+    from magi.config import RunConfig
+    from magi.train import GlobalBatchSampler, build_dataset, main
+
+    first = tmp_path / "first"
+    assert main(["--data", str(mixed_folder), "--interval", "dynamic", "--steps", "1", "--out", str(first),
+                 "--set", "train.progress=false"]) == 0
+    run = RunConfig.load(first / "train_config.yaml")
+    assert run.data.options["interval_sampling"] == "video_first"
+    again = tmp_path / "again"
+    assert main(["--config", str(first / "train_config.yaml"), "--out", str(again)]) == 0
+    a, b = (json.loads((d / "intervals.json").read_text()) for d in (first, again))
+    assert a == b
+    ds = build_dataset(run.data.kind, run.data.options)
+    items = GlobalBatchSampler(len(ds), run.train.global_batch_size, run.train.global_batch_size, 1, 0,
+                               run.train.seed, 0).epoch_items()
+    ds.set_epoch(0)
+    dense = {k: v for k, v in interval_histogram([ds.pick(i)[1] for i in items]).items() if v}
+    assert {int(k): v for k, v in a["histogram"].items()} == dense
 
 
 def _folder_run(root, out, model=None, **data_options):
@@ -141,7 +212,7 @@ def _folder_run(root, out, model=None, **data_options):
 def test_training_start_writes_the_first_epochs_interval_histogram(mixed_folder, tmp_path, capsys):
     from magi.train import GlobalBatchSampler, Trainer
 
-    run = _folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="uniform")
+    run = _folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="uniform")  # the old name
     trainer = Trainer(run, tmp_path / "run")
     trainer.fit()
     record = json.loads((tmp_path / "run" / "intervals.json").read_text())
@@ -150,12 +221,13 @@ def test_training_start_writes_the_first_epochs_interval_histogram(mixed_folder,
     ds.set_epoch(0)
     want = interval_histogram([ds.interval_for(i) for i in items])
     assert {int(k): v for k, v in record["histogram"].items()} == {k: v for k, v in want.items() if v}
-    assert record["clips"] == 8 and record["interval_sampling"] == "uniform"
-    assert "frame intervals of epoch 0 (8 clips, dynamic, uniform)" in capsys.readouterr().out
+    assert record["clips"] == 8 and record["interval_sampling"] == "interval_first"
+    assert record["per_video"]["never"] > 0 and set(record["per_class"]["clips"]) <= {"0", "1"}
+    assert "frame intervals of epoch 0 (8 clips, dynamic, interval_first)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["ucf101_cosmos", "ucf101_cosmos_mtf", "ucf101_2dvae", "k600_cosmos"])
-def test_paper_configs_draw_uniform_intervals(name):
+def test_paper_configs_draw_the_video_first(name):
     from pathlib import Path
 
     from magi.config import RunConfig
@@ -163,7 +235,7 @@ def test_paper_configs_draw_uniform_intervals(name):
 
     run = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     options = run.data.options
-    assert options["interval"] == "dynamic" and options["interval_sampling"] == "uniform"
+    assert options["interval"] == "dynamic" and options["interval_sampling"] == "video_first"
     assert options["max_interval"] == 25 and "interval_sampling" in _accepted_options(_builders()[run.data.kind])
 
 

@@ -148,6 +148,10 @@ class MovingDigits(torch.utils.data.Dataset, ClipSource):
         """(interval, start) of item `index` in the current epoch; start is always 0 (see `choose_clip`)."""
         return choose_clip(self.seed, self.epoch, index, self.num_frames, None, self.interval, self.max_interval)
 
+    def pick(self, index: int) -> tuple[int, int, int]:
+        """(video, interval, start) of item `index`: every item is its own video."""
+        return (index, *self.choose(index))
+
     def interval_for(self, index: int) -> int:
         """The frame interval item `index` uses in the current epoch."""
         return self.choose(index)[0]

@@ -4,10 +4,12 @@ Each file under ROOT is opened and (unless --quick) fully decoded; a file is bad
 not a video, cannot be opened, fails while decoding, or decodes to far fewer frames than its header
 claims (truncated). Good videos shorter than one clip (--num-frames at --interval) are counted as
 too short. For dynamic intervals it also reports, for each interval 1..--max-interval, how many good
-videos hold a clip of --num-frames frames at it, and the intervals one epoch trains under each
-dynamic-interval rule (`interval_sampling` capped and uniform, seed 0, epoch 0). Prints a summary; the
-JSON report is `{"root", "total", "good", "too_short", "bad": [{"path", "error"}], "too_short_paths",
-"frames", "intervals": {"num_frames", "holders", "first_epoch": {"capped", "uniform"}}}`.
+videos hold a clip of --num-frames frames at it, and what one epoch (seed 0, epoch 0) trains under each
+dynamic-interval rule (`interval_sampling` video_first, interval_first, capped), the three shares side
+by side: per interval, per video (draws per epoch, never drawn) and per class (the top-level folder).
+Prints a summary; the JSON report is `{"root", "total", "good", "too_short", "bad": [{"path", "error"}],
+"too_short_paths", "frames", "intervals": {"num_frames", "holders", "rules": {rule: {"per_interval",
+"per_video", "per_class"}}}}` (`magi.data.clips.rule_shares`).
 Exit status 1 when any file is bad.
 """
 
@@ -19,7 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from magi.data.clips import MAX_INTERVAL, clip_span, interval_report
+from magi.data.clips import MAX_INTERVAL, clip_span, describe_shares, rule_shares
 from magi.data.decode import VIDEO_EXTENSIONS, VideoError, open_video, probe
 
 TRUNCATION_TOLERANCE = 0.9  # decoding fewer than 90% of the header's frames means the file is cut short
@@ -67,7 +69,7 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
     report: dict = {"root": str(root), "total": len(files), "good": 0, "too_short": 0, "bad": [],
                     "too_short_paths": [], "clip": {"num_frames": num_frames, "interval": interval},
                     "quick": quick}
-    lengths = []
+    lengths, classes = [], []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(lambda p: (p, *check_file(p, quick)), files)
         for path, frames, error in tqdm(results, total=len(files), desc=f"checking {root.name}", unit="file",
@@ -78,13 +80,16 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
                 continue
             report["good"] += 1
             lengths.append(frames)
+            classes.append(Path(rel).parts[0] if len(Path(rel).parts) > 1 else "")
             if frames < need:
                 report["too_short"] += 1
                 report["too_short_paths"].append(rel)
     if lengths:
-        lengths.sort()
-        report["frames"] = {"min": lengths[0], "median": lengths[len(lengths) // 2], "max": lengths[-1]}
-    report["intervals"] = interval_report(lengths, num_frames, max_interval)
+        ordered = sorted(lengths)
+        report["frames"] = {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}
+    names = sorted(set(classes))
+    report["classes"] = names
+    report["intervals"] = rule_shares(lengths, num_frames, max_interval, labels=[names.index(c) for c in classes])
     return report
 
 
@@ -125,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return " ".join(f"{k}:{v}" for k, v in counts.items())
 
     print(f"videos holding a {args.num_frames}-frame clip at interval k: {row(iv['holders'])}")
-    for rule, counts in iv["first_epoch"].items():
-        print(f"intervals trained in epoch 0, interval_sampling={rule}: {row(counts)}")
+    for rule, found in iv["rules"].items():
+        print(describe_shares(f"epoch 0, interval_sampling={rule}", found))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

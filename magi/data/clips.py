@@ -5,21 +5,32 @@ A clip is `num_frames` frames taken every `interval` frames from `start`: frames
 start + interval, ..., start + (num_frames - 1) * interval. It spans `(num_frames - 1) * interval + 1`
 frames of the video, so a video must have at least that many frames to hold the clip.
 
-Dynamic intervals (`interval="dynamic"`) follow one of two rules, `interval_sampling`:
+Dynamic intervals (`interval="dynamic"`) follow one of three rules, `interval_sampling`:
 
-- "uniform" (the paper: "the frame interval is uniformly sampled from 1 to 25"): the interval comes
-  first, then the video. In epoch e the items are dealt the intervals 1..K in turn along a permutation
-  drawn from (seed, e), so every interval is trained equally often (counts differ by at most one over
-  any number of whole epochs). An item keeps its own video when that video holds a clip at its
-  interval; otherwise the clip comes from a video drawn uniformly among those that hold it (seeded by
-  (seed, e, index)), so the item's label and path are that video's. K is max_interval, or the largest
-  interval any video holds when the longest video is too short for max_interval (a warning says so).
+- "video_first" (the paper's order, A.2.1: a video drawn uniformly, then its interval uniformly from
+  1..25): every video is one item, so each is drawn exactly once per epoch and the classes keep their
+  share of the videos; the item's interval is uniform on 1..max_interval. Decision (the paper is
+  silent): a video too short for the drawn interval gives its clip at the longest interval it holds
+  (the draw is clamped). Measured on UCF-101-like lengths (`benchmarks/intervals.py`: 9,537 videos,
+  101 classes, 17 frames, 3 epochs): clamping trains intervals 13..25 in 20.0% of clips (max/min
+  interval count 20x) against 12.9% (30x) when the interval is redrawn among those the video holds
+  ("capped"); both draw every video exactly once per epoch and every class in proportion to its
+  videos. Holding the last frame to reach the drawn interval would make all 25 intervals equal but pad
+  52.7% of the clips (24.4% of all frames, 39.0% at intervals 13..25, would be copies no video shows).
+- "interval_first" (called "uniform" before; kept under its honest name): the interval comes first,
+  then a video that holds it. In epoch e the items are dealt the intervals 1..K in turn along a
+  permutation drawn from (seed, e), so every interval is trained equally often. An item keeps its own
+  video when that video holds its interval; otherwise the clip comes from a video drawn uniformly
+  among those that hold it (seeded by (seed, e, index)), so long videos are drawn far more often than
+  short ones, some videos never, and class frequencies follow video length. K is max_interval, or the
+  largest interval any video holds (a warning says so).
 - "capped" (the default of `VideoFolder`, kept for existing runs): each item draws uniformly on
   1..min(max_interval, the largest interval its own video holds); short videos never train long
-  intervals, so long intervals are rare.
+  intervals, so interval 1 is drawn ~40x as often as 25.
 
-Both are pure functions of (seed, epoch, index) and the videos' lengths, so resuming is exact and
-ranks agree.
+All are pure functions of (seed, epoch, index) and the videos' lengths, so resuming is exact and
+ranks agree. `rule_shares` reports, for each rule, the three shares side by side: per interval, per
+video (draws per epoch) and per class.
 """
 
 from __future__ import annotations
@@ -46,30 +57,47 @@ def max_interval_for(num_frames: int, video_frames: int, max_interval: int = MAX
     return min(max_interval, (video_frames - 1) // (num_frames - 1))
 
 
+INTERVAL_SAMPLING = ("video_first", "interval_first", "capped")
+LEGACY_SAMPLING = {"uniform": "interval_first"}  # names earlier run configs and caches recorded
+
+
+def sampling_rule(name: str, where: str = "interval_sampling") -> str:
+    """The rule called `name` (a legacy name maps to its honest one); ValueError naming `where` otherwise."""
+    name = LEGACY_SAMPLING.get(name, name)
+    if name not in INTERVAL_SAMPLING:
+        raise ValueError(f"{where}: expected one of {list(INTERVAL_SAMPLING)}, got {name!r}")
+    return name
+
+
 def draw_interval(rng: np.random.Generator, max_interval: int = MAX_INTERVAL,
-                  num_frames: int | None = None, video_frames: int | None = None) -> int:
-    """A dynamic interval: uniform on 1..max_interval, capped so the clip fits the video if given."""
+                  num_frames: int | None = None, video_frames: int | None = None, rule: str = "capped") -> int:
+    """A dynamic interval of one video (`rule` "capped": uniform on 1..the longest interval the video
+    holds; "video_first": uniform on 1..max_interval, clamped to the longest it holds). Without a
+    video length, uniform on 1..max_interval."""
     cap = max_interval
     if num_frames is not None and video_frames is not None:
         cap = max_interval_for(num_frames, video_frames, max_interval)
         if cap < 1:
             raise ValueError(f"a clip of {num_frames} frames does not fit in {video_frames} frames")
+    if rule == "video_first":
+        return min(int(rng.integers(1, max_interval + 1)), cap)
     return int(rng.integers(1, cap + 1))
 
 
 def choose_clip(seed: int, epoch: int, index: int, num_frames: int, video_frames: int | None,
                 interval: int | str, max_interval: int = MAX_INTERVAL,
-                random_start: bool = True) -> tuple[int, int]:
-    """(interval, start) of item `index` in `epoch`: the one rule every dataset here samples clips by.
+                random_start: bool = True, rule: str = "capped") -> tuple[int, int]:
+    """(interval, start) of item `index` in `epoch` under a rule that keeps the item's own video
+    ("capped", "video_first"; "interval_first" is `UniformIntervals`).
 
     A pure function of its arguments (seeded by (seed, epoch, index)), so training on the fly, the
-    latent cache and every DataLoader worker agree. `interval` is an int or "dynamic" (uniform on
-    1..max_interval, capped so the clip fits); the start is uniform over the valid starts (the middle
-    one if not `random_start`), and 0 for unbounded (generated) videos, `video_frames=None`.
+    latent cache and every DataLoader worker agree. `interval` is an int or "dynamic" (`draw_interval`);
+    the start is uniform over the valid starts (the middle one if not `random_start`), and 0 for
+    unbounded (generated) videos, `video_frames=None`.
     """
     rng = np.random.default_rng([seed, epoch, index, 1])
     if interval == "dynamic":
-        k = draw_interval(rng, max_interval, num_frames, video_frames) if video_frames is not None \
+        k = draw_interval(rng, max_interval, num_frames, video_frames, rule) if video_frames is not None \
             else draw_interval(rng, max_interval)
     else:
         k = int(interval)
@@ -81,11 +109,8 @@ def choose_clip(seed: int, epoch: int, index: int, num_frames: int, video_frames
     return k, int(rng.integers(0, room + 1)) if random_start else room // 2
 
 
-INTERVAL_SAMPLING = ("capped", "uniform")
-
-
 class UniformIntervals:
-    """The "uniform" dynamic-interval rule (see the module doc) over videos of known lengths.
+    """The "interval_first" dynamic-interval rule (see the module doc) over videos of known lengths.
 
     Args:
         lengths: frames of each video, in dataset order (None = unbounded, holds every interval).
@@ -204,6 +229,8 @@ class ClipSource(Protocol):
 
     def path_of(self, index: int) -> str: ...
 
+    def pick(self, index: int) -> tuple[int, int, int]: ...
+
     def choose(self, index: int) -> tuple[int, int]: ...
 
     def interval_for(self, index: int) -> int: ...
@@ -245,16 +272,86 @@ def stratified_clips(lengths: list[int], num_frames: int, clips_per_video: int, 
     return plan
 
 
-def interval_report(lengths: list[int], num_frames: int, max_interval: int = MAX_INTERVAL, seed: int = 0) -> dict:
-    """Videos holding each interval, and the intervals epoch 0 trains under the capped and uniform rules."""
-    usable = [n for n in lengths if n >= num_frames]
-    capped = [choose_clip(seed, 0, i, num_frames, n, "dynamic", max_interval)[0] for i, n in enumerate(usable)]
-    uniform = UniformIntervals(usable, num_frames, max_interval)
-    drawn = [uniform.interval(seed, 0, i) for i in range(len(usable))] if uniform.intervals else []
-    return {"num_frames": num_frames, "max_interval": max_interval,
-            "holders": interval_holders(lengths, num_frames, max_interval),
-            "first_epoch": {"capped": interval_histogram(capped, max_interval),
-                            "uniform": interval_histogram(drawn, max_interval)}}
+def shares(videos, intervals, labels, num_videos: int, epochs: int = 1, max_interval: int = MAX_INTERVAL) -> dict:
+    """The three shares of the clips a run trains, side by side. `videos[j]`, `intervals[j]`: the video
+    and interval of clip j (over `epochs` epochs of `num_videos` videos); `labels[v]`: video v's class
+    (None: no classes).
+
+    - per interval: {k: clips};
+    - per video: draws per epoch, min / median / max, and how many videos were never drawn;
+    - per class: {class: clips}, and how far each class's share of the clips is from its share of the
+      videos (ratio min / max; 1.0 = every class trained in proportion to its videos).
+    """
+    draws = np.bincount(np.asarray(videos, dtype=np.int64), minlength=num_videos) / max(epochs, 1)
+    out = {"per_interval": interval_histogram(intervals, max_interval),
+           "per_video": {"min": float(draws.min()) if num_videos else 0.0,
+                         "median": float(np.median(draws)) if num_videos else 0.0,
+                         "max": float(draws.max()) if num_videos else 0.0,
+                         "never": int((draws == 0).sum())}}
+    if labels is not None and num_videos:
+        labels = np.asarray(labels, dtype=np.int64)
+        clips = np.bincount(labels[np.asarray(videos, dtype=np.int64)], minlength=labels.max() + 1)
+        have = np.bincount(labels, minlength=labels.max() + 1)
+        held = have > 0
+        ratio = (clips[held] / clips.sum()) / (have[held] / have.sum())
+        out["per_class"] = {"clips": {int(c): int(clips[c]) for c in np.nonzero(held)[0]},
+                            "share_vs_videos": {"min": float(ratio.min()), "max": float(ratio.max())}}
+    return out
+
+
+def describe_shares(what: str, found: dict) -> str:
+    """`magi.data.clips.shares` as three lines: per interval, per video, per class."""
+    v = found["per_video"]
+    lines = [f"{what}: clips per interval " + " ".join(f"{k}:{n}" for k, n in found["per_interval"].items()),
+             f"  per video: {v['min']:g} / {v['median']:g} / {v['max']:g} draws (min / median / max), "
+             f"{v['never']} never drawn"]
+    if "per_class" in found:
+        c = found["per_class"]["share_vs_videos"]
+        lines.append(f"  per class: share of clips / share of videos {c['min']:.2f} .. {c['max']:.2f}")
+    return "\n".join(lines)
+
+
+def rule_shares(lengths, num_frames: int, max_interval: int = MAX_INTERVAL, seed: int = 0, labels=None,
+                epochs: int = 1) -> dict:
+    """What each dynamic-interval rule trains over `epochs` epochs of videos with these frame counts
+    (`labels`: their classes): `shares` per rule, and how many videos hold each interval."""
+    keep = [i for i, n in enumerate(lengths) if n >= num_frames]
+    usable = [int(lengths[i]) for i in keep]
+    classes = None if labels is None else [int(labels[i]) for i in keep]
+    first = UniformIntervals(usable, num_frames, max_interval)
+    rules = {}
+    for rule in INTERVAL_SAMPLING:
+        videos, intervals = [], []
+        for epoch in range(epochs):
+            for i, n in enumerate(usable):
+                if rule == "interval_first":
+                    if not first.intervals:
+                        break
+                    v, k, _ = first.choose(seed, epoch, i)
+                else:
+                    v, (k, _) = i, choose_clip(seed, epoch, i, num_frames, n, "dynamic", max_interval, rule=rule)
+                videos.append(v)
+                intervals.append(k)
+        rules[rule] = shares(videos, intervals, classes, len(usable), epochs, max_interval)
+    return {"num_frames": num_frames, "max_interval": max_interval, "videos": len(usable), "epochs": epochs,
+            "holders": interval_holders(lengths, num_frames, max_interval), "rules": rules}
+
+
+def epoch_shares(dataset: Any, epoch: int, items: list[int]) -> dict | None:
+    """`shares` of the clips `items` of `epoch` train in `dataset` (its epoch is restored); None when
+    the dataset cannot say which video and interval an item is without decoding."""
+    if not hasattr(dataset, "pick"):
+        return None
+    before = getattr(dataset, "epoch", None)
+    dataset.set_epoch(epoch)
+    try:
+        picked = [dataset.pick(i)[:2] for i in items]
+    finally:
+        if before is not None:
+            dataset.set_epoch(before)
+    labels = [int(dataset.label_of(v)) for v in range(len(dataset))] if hasattr(dataset, "label_of") else None
+    return shares([v for v, _ in picked], [k for _, k in picked], labels, len(dataset),
+                  max_interval=getattr(dataset, "max_interval", MAX_INTERVAL))
 
 
 def interval_of(dataset: Any, index: int) -> int | None:

@@ -10,14 +10,15 @@ Two modes, chosen by the VAE:
   so clips with any interval, including dynamic ones, are still drawn at training time.
 - "clips" (3D VAE): frames are not independent, so K clips per video are pre-sampled and cached with
   their intervals, (K, T', C, h, w) per video. How depends on the source's dynamic-interval rule:
-  * `interval_sampling: uniform` (the paper's): the clips are stratified over the intervals. Videos,
+  * `interval_sampling: interval_first` ("uniform" before): the clips are stratified over the intervals. Videos,
     the shortest first, each take the K intervals they hold that the cache holds fewest clips of so
     far (a video holding fewer than K takes each once, then repeats), so the cache covers 1..25 as
     evenly as the videos' lengths allow. In training, epoch e deals the intervals in turn exactly as
-    the uniform rule does on videos (`UniformIntervals`): an item takes its own video's clip at its
+    the interval-first rule does on videos (`UniformIntervals`): an item takes its own video's clip at its
     interval, or a clip at that interval of a video drawn among those that cached one.
-  * otherwise (a fixed interval, or `capped`): clip k is what the source draws at epoch k (k < K) and
-    epoch e reads clip e mod K, as caches written before the stratified selection did.
+  * otherwise (a fixed interval, `video_first` or `capped`): clip k is what the source draws at epoch
+    k (k < K) and epoch e reads clip e mod K: the first K epochs train what encoding on the fly would,
+    later epochs repeat them (each video trains only its K cached crops and intervals).
 
 Either way `LatentDataset` yields the items the video dataset would have yielded after encoding
 (`latents` (T', C, h, w) in place of `video`), with the same sampling rule; with the exact `pixels`
@@ -37,8 +38,8 @@ import torch
 
 import numpy as np
 
-from magi.data.clips import (INTERVAL_SAMPLING, MAX_INTERVAL, UniformIntervals, _ranges, choose_clip, clip_span,
-                             interval_histogram, max_interval_for, stratified_clips)
+from magi.data.clips import (MAX_INTERVAL, UniformIntervals, _ranges, choose_clip, clip_span, interval_histogram,
+                             max_interval_for, sampling_rule, stratified_clips)
 from magi.data.decode import BadVideoWarning, VideoError
 from magi.video_io import to_float_video
 
@@ -47,7 +48,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def _uniform_source(source) -> bool:
-    return getattr(source, "interval", None) == "dynamic" and getattr(source, "interval_sampling", None) == "uniform"
+    return getattr(source, "interval", None) == "dynamic" and getattr(source, "interval_sampling", None) == "interval_first"
 
 
 def _clip_plan(source, clips_per_video: int) -> tuple[str, list[list[tuple[int, int]]]]:
@@ -253,7 +254,10 @@ class LatentDataset(torch.utils.data.Dataset):
             for name, value in (("num_frames", num_frames), ("interval", interval), ("max_interval", max_interval),
                                 ("seed", seed), ("random_start", random_start),
                                 ("interval_sampling", interval_sampling)):
-                if value is not None and value != src.get(name):
+                recorded = src.get(name)
+                if name == "interval_sampling" and value is not None and recorded is not None:
+                    value, recorded = sampling_rule(value), sampling_rule(recorded)
+                if value is not None and value != recorded:
                     raise ValueError(f"LatentDataset.{name}: a clip cache is fixed at {name}={src.get(name)!r} "
                                      f"(got {value!r}); re-cache to change it")
         self.num_frames = num_frames if num_frames is not None else src.get("num_frames")
@@ -261,10 +265,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.max_interval = max_interval if max_interval is not None else src.get("max_interval", MAX_INTERVAL)
         self.seed = seed if seed is not None else src.get("seed", 0)
         self.random_start = random_start if random_start is not None else src.get("random_start", True)
-        self.interval_sampling = interval_sampling or src.get("interval_sampling") or "capped"
-        if self.interval_sampling not in INTERVAL_SAMPLING:
-            raise ValueError(f"LatentDataset.interval_sampling: expected one of {list(INTERVAL_SAMPLING)}, "
-                             f"got {self.interval_sampling!r}")
+        self.interval_sampling = sampling_rule(interval_sampling or src.get("interval_sampling") or "capped",
+                                               "LatentDataset.interval_sampling")
         # "uniform": the stratified clips of a uniform source; "epoch": clip epoch mod K (older caches too)
         self.clip_selection = meta.get("clip_selection") or "epoch" if self.mode == "clips" else None
 
@@ -294,7 +296,7 @@ class LatentDataset(torch.utils.data.Dataset):
         if self.mode == "clips" and self.clip_selection == "uniform":
             self.uniform = UniformIntervals([None] * len(self.records), self.num_frames, self.max_interval,
                                             holds=[r["intervals"] for r in self.records])
-        elif self.mode == "frames" and self.interval == "dynamic" and self.interval_sampling == "uniform":
+        elif self.mode == "frames" and self.interval == "dynamic" and self.interval_sampling == "interval_first":
             self.uniform = UniformIntervals([None if self.unbounded else r["frames"] for r in self.records],
                                             self.num_frames, self.max_interval)
         self._handles: dict[int, Any] = {}
@@ -346,8 +348,11 @@ class LatentDataset(torch.utils.data.Dataset):
                                        random_start=self.random_start)
         frames = None if self.unbounded else record["frames"]
         interval, start = choose_clip(self.seed, self.epoch, record["index"], self.num_frames, frames, self.interval,
-                                      self.max_interval, self.random_start)
+                                      self.max_interval, self.random_start, rule=self.interval_sampling)
         return index, interval, start
+
+    def label_of(self, index: int) -> int:
+        return int(self.records[index]["label"])
 
     def choose(self, index: int) -> tuple[int, int]:
         """(interval, start) of item `index` ("frames" caches; in record `pick(index)[0]`)."""
@@ -382,10 +387,10 @@ class LatentDataset(torch.utils.data.Dataset):
         out = []
         if self.clip_selection == "epoch":
             out.append(f"latent cache {self.root}: {len(self.records[0]['intervals'])} pre-sampled clips per video, "
-                       f"epoch e reads clip e mod K (interval_sampling={self.interval_sampling}), so each video "
-                       f"trains only its cached clips and the intervals are not uniform on 1..{self.max_interval} "
-                       f"(cached clips per interval: {' '.join(f'{k}:{n}' for k, n in cached.items())}); "
-                       f"re-cache from data with interval_sampling: uniform for the paper's distribution")
+                       f"epoch e reads clip e mod K (interval_sampling={self.interval_sampling}): the first K epochs "
+                       f"train what encoding on the fly would, later epochs repeat each video's cached crops and "
+                       f"intervals (cached clips per interval: {' '.join(f'{k}:{n}' for k, n in cached.items())}); "
+                       f"more --clips-per-video, or training from video, draws new ones")
         if missing:
             out.append(f"latent cache {self.root}: no cached clip at interval{'s' if len(missing) > 1 else ''} "
                        f"{_ranges(missing)} of the configured 1..{self.max_interval}; those intervals never train "

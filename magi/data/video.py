@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magi.data.clips import (INTERVAL_SAMPLING, MAX_INTERVAL, ClipSource, UniformIntervals, _ranges, choose_clip,
-                             clip_span, max_interval_for)
+from magi.data.clips import (MAX_INTERVAL, ClipSource, UniformIntervals, _ranges, choose_clip, clip_span,
+                             max_interval_for, sampling_rule)
 from magi.data.decode import VIDEO_EXTENSIONS, BadVideoWarning, VideoError, _warn_bad, probe, read_all_frames, read_clip
 from magi.video_io import to_float_video
 # names this module defined before the split into clips.py and decode.py, which tests import from here
@@ -121,10 +121,12 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         num_frames: frames per clip.
         size: output frame size, int (square) or (H, W): resize to cover, centre crop. None keeps the size.
         interval: a fixed frame interval, or "dynamic": drawn per item and epoch by `interval_sampling`.
-        interval_sampling: the dynamic-interval rule (module doc): "uniform" (the paper: every interval
-            in 1..max_interval trained equally often; an item whose video is too short for its interval
-            takes its clip from a video that holds it) or "capped" (uniform on 1..the largest interval
-            the item's own video holds; the default, what earlier versions did).
+        interval_sampling: the dynamic-interval rule (`magi.data.clips`): "video_first" (the paper's
+            order: every video once per epoch, its interval uniform on 1..max_interval, clamped to the
+            longest it holds), "interval_first" (every interval equally often; an item whose video is
+            too short for its interval takes its clip from a video that holds it; "uniform" is its
+            earlier name) or "capped" (uniform on 1..the largest interval the item's own video holds;
+            the default, what earlier versions did).
         split_file: optional list of the videos to use (see `read_list_file`): UCF-101's
             `trainlist01.txt`, a Kinetics CSV, or "path label" lines. Without one, every video under root.
         classes: class names in label order; default: UCF's `classInd.txt` when next to the split file
@@ -166,9 +168,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         actions: bool = False,
         interval_sampling: str = "capped",
     ) -> None:
-        if interval_sampling not in INTERVAL_SAMPLING:
-            raise ValueError(f"VideoFolder.interval_sampling: expected one of {list(INTERVAL_SAMPLING)}, "
-                             f"got {interval_sampling!r}")
+        interval_sampling = sampling_rule(interval_sampling, "VideoFolder.interval_sampling")
         if interval != "dynamic" and (isinstance(interval, bool) or not isinstance(interval, int)
                                       or interval < 1):
             raise ValueError(f"VideoFolder.interval: expected an integer >= 1 or 'dynamic', got {interval!r}")
@@ -245,7 +245,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             missing = self.uniform.missing()
             warnings.warn(f"VideoFolder({self.root}): no video holds a clip of {num_frames} frames at "
                           f"interval{'s' if len(missing) > 1 else ''} {_ranges(missing)} (the longest has "
-                          f"{max(r.num_frames for r in self.records)} frames); uniform sampling deals "
+                          f"{max(r.num_frames for r in self.records)} frames); interval-first sampling deals "
                           f"{_ranges(self.uniform.intervals)} instead of 1..{max_interval}", stacklevel=2)
 
     def describe_usable(self) -> str:
@@ -318,8 +318,8 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
 
     @property
     def uniform(self) -> UniformIntervals | None:
-        """The uniform rule over the current records (None unless dynamic with interval_sampling uniform)."""
-        if self.interval != "dynamic" or self.interval_sampling != "uniform":
+        """The interval-first rule over the current records (None unless dynamic with that rule)."""
+        if self.interval != "dynamic" or self.interval_sampling != "interval_first":
             return None
         if self._uniform is None:
             self._uniform = UniformIntervals([r.num_frames for r in self.records], self.num_frames,
@@ -353,17 +353,17 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
     # ---- items
     def pick(self, index: int) -> tuple[int, int, int]:
         """(video, interval, start) of item `index` in the current epoch. The video is `index` itself
-        except under uniform sampling when that video is too short for the item's interval."""
+        except under interval-first sampling when that video is too short for the item's interval."""
         if self.uniform is not None:
             return self.uniform.choose(self.seed, self.epoch, index, random_start=self.random_start)
         interval, start = choose_clip(self.seed, self.epoch, index, self.num_frames,
                                       self.records[index].num_frames, self.interval, self.max_interval,
-                                      self.random_start)
+                                      self.random_start, rule=self.interval_sampling)
         return index, interval, start
 
     def choose(self, index: int) -> tuple[int, int]:
         """(interval, start) of item `index` in the current epoch, in video `pick(index)[0]` (the
-        item's own video, except under uniform sampling; see `pick`)."""
+        item's own video, except under interval-first sampling; see `pick`)."""
         return self.pick(index)[1:]
 
     def interval_for(self, index: int) -> int:
@@ -389,7 +389,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
                 if e.available is not None and e.available >= self.num_frames and \
                         e.available < record.num_frames:
                     record.num_frames = e.available  # the header over-counted: retry within what exists
-                    self._uniform = None  # the uniform rule's table follows the lengths
+                    self._uniform = None  # the interval-first table follows the lengths
                     try:
                         return self._load(j)
                     except VideoError as e2:
