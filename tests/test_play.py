@@ -1,15 +1,21 @@
 """`magi play` driven from Python over its WebSocket protocol (issue 15): hello, paced frames, keys ->
 actions, reset, the reality pane, bad messages answered and survived, the session limit, disconnects
 that free their session (and its memory), only the page served, and models that fail to load.
+Hostile clients (issue 21), each against the real server on 127.0.0.1: foreign Host headers (DNS
+rebinding), clients that never read or never play holding the slots, deeply nested JSON, bad ports.
 
 A tiny untrained action-conditioned model stands in for the real one: these tests check the
 protocol and the action path, not what the frames show (benchmarks/play.py does that)."""
 
 from __future__ import annotations
 
+import base64
 import gc
 import http.client
 import json
+import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -18,9 +24,9 @@ import pytest
 import yaml
 
 from magi import Magi, MagiConfig
-from magi.play.server import (MAX_MESSAGE_BYTES, WS_MAX_SIZE, BackgroundServer, create_app, decode_frame,
-                              main)
-from magi.play.session import FIRST_SEED, action_name, action_table, load_world
+from magi.play.server import (MAX_MESSAGE_BYTES, PING_INTERVAL_S, PING_TIMEOUT_S, WS_MAX_SIZE,
+                              BackgroundServer, Rate, create_app, decode_frame, main)
+from magi.play.session import FIRST_SEED, Emulators, action_name, action_table, load_world
 from magi.sample import SamplingOptions
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -31,13 +37,16 @@ BOXING = ['NOOP', 'FIRE', 'UP', 'RIGHT', 'LEFT', 'DOWN', 'UPRIGHT', 'UPLEFT', 'D
           'DOWNLEFTFIRE']
 
 
-def tiny_world_model(directory: Path, num_actions: int = 18, game: str = "Boxing") -> Path:
-    """An untrained 64x64 gray Boxing world model (pixels:4:gray -> 16x16x16 latents, 3 frames)."""
-    config = MagiConfig.preset("test", latent_channels=16, latent_size=16, num_frames=3, patch_size=2,
+def tiny_world_model(directory: Path, num_actions: int = 18, game: str = "Boxing",
+                     vae: str = "pixels:4:gray") -> Path:
+    """An untrained 64x64 Boxing world model (pixels:4:gray -> 16x16x16 latents, 3 frames; pixels:4
+    for colour -> 16x16x48)."""
+    channels = 16 if vae.endswith(":gray") else 48
+    config = MagiConfig.preset("test", latent_channels=channels, latent_size=16, num_frames=3, patch_size=2,
                                num_classes=0, num_actions=num_actions, attention="sdpa")
     Magi(config).save_pretrained(directory)
     (directory / "train_config.yaml").write_text(yaml.safe_dump({
-        "vae": {"spec": "pixels:4:gray"},
+        "vae": {"spec": vae},
         "data": {"kind": "atari", "options": {"game": game, "size": 64, "frameskip": 4}}}))
     return directory
 
@@ -218,15 +227,19 @@ def test_a_huge_message_closes_only_its_connection(server):
     ({"type": "reality", "on": "yes"}, "true or false"),
     ([1, 2, 3], "JSON object"),
     (b"\x00\x01", "binary"),
+    ("[" * 1000 + "]" * 1000, "nested too deeply"),  # 2 KB, under the size limit
+    ('{"type": "keys", "keys": ' + "[" * 1500 + "]" * 1500 + "}", "nested too deeply"),
 ])
-def test_bad_messages_get_an_error_and_play_goes_on(server, message, error):
+def test_bad_messages_get_an_error_and_play_goes_on(server, message, error, caplog):
     c = Client(server)
     try:
         c.text("hello")
         c.frames(1)
-        c.send(message)
-        reply = c.text("error")
+        with caplog.at_level(logging.WARNING, logger="magi.play"):
+            c.send(message)
+            reply = c.text("error")
         assert error in reply["error"]
+        assert any("bad message" in r.getMessage() and error in r.getMessage() for r in caplog.records)
         before = c.frames(1)[0]["index"]
         assert c.frames(2)[-1]["index"] == before + 2  # frames keep coming
     finally:
@@ -262,10 +275,209 @@ def test_other_origins_are_refused(server):
         Client(server, origin="http://evil.example")
 
 
-def _get(url: str, path: str) -> tuple[int, bytes]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.putrequest("GET", path, skip_accept_encoding=True)  # sent as is, not normalised
+def _raw_handshake(url: str, host: str | None = None, origin: str | None = None,
+                   receive_buffer: int | None = None) -> socket.socket:
+    """A WebSocket handshake sent by hand on a plain socket, with any Host and Origin; nothing read."""
+    address, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect((address, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = ["GET /ws HTTP/1.1", f"Host: {host or f'{address}:{port}'}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"Origin: {origin}"] if origin else []
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def _status_line(sock: socket.socket) -> str:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+def test_a_foreign_host_header_is_refused(server, caplog):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host evil.example
+    and a matching Origin. The page and the WebSocket are refused with 403; this server's names work."""
+    port = server.rsplit(":", 1)[1]
+    with caplog.at_level(logging.WARNING, logger="magi.play"):
+        assert _get(server, "/", host=f"evil.example:{port}")[0] == 403
+        sock = _raw_handshake(server, host=f"evil.example:{port}", origin=f"http://evil.example:{port}")
+        assert _status_line(sock).split()[1] == "403"
+        sock.close()
+        assert _get(server, "/static/play.js", host="127.0.0.1.evil.example")[0] == 403
+    assert any("evil.example" in r.getMessage() for r in caplog.records)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "localhost."):
+        assert _get(server, "/", host=host)[0] == 200, host
+    sock = _raw_handshake(server, host=f"localhost:{port}", origin=f"http://localhost:{port}")
+    assert _status_line(sock).split()[1] == "101"
+    sock.close()
+
+
+def test_which_host_names_a_server_answers():
+    from magi.play.host_check import host_allowed, host_name
+
+    assert host_name("[::1]:8000") == "::1" and host_name("Example.COM.:80") == "example.com"
+    assert host_allowed("127.0.0.1:8000", "127.0.0.1") and host_allowed("localhost", "127.0.0.1")
+    assert not host_allowed("192.168.1.5:8000", "127.0.0.1") and not host_allowed(None, "127.0.0.1")
+    assert not host_allowed("", "127.0.0.1") and not host_allowed("[::1", "::1")
+    assert host_allowed("[::1]:8000", "::1") and not host_allowed("evil.example", "::1")
+    # bound to every interface: any IP literal (rebinding needs a name) and this machine's names
+    assert host_allowed("192.168.1.5:8000", "0.0.0.0") and host_allowed("[fe80::1]:80", "::")
+    assert host_allowed(socket.gethostname(), "0.0.0.0") and not host_allowed("evil.example", "0.0.0.0")
+    assert host_allowed("box.lan:8000", "box.lan") and not host_allowed("evil.example", "box.lan")
+
+
+def _wait_for_a_slot(url: str, timeout: float) -> tuple[Client, float]:
+    """(a client that got a hello rather than "busy", the seconds that took)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        c = Client(url)
+        first = c.next()
+        if first["type"] == "hello":
+            return c, time.monotonic() - start
+        c.close()
+        assert first["type"] == "busy"
+        time.sleep(0.25)
+    raise AssertionError(f"no slot freed within {timeout} s")
+
+
+def test_clients_that_never_read_lose_their_slots(world):
+    """Two clients that shake hands and then never read hold both slots; uvicorn's keepalive (a ping
+    every PING_INTERVAL_S, its pong due within PING_TIMEOUT_S) drops them, and the next player gets in."""
+    app = create_app(world, FAST, max_sessions=2)
+    with BackgroundServer(app) as url:
+        hogs = [_raw_handshake(url) for _ in range(2)]
+        assert all(_status_line(h).split()[1] == "101" for h in hogs)
+        for _ in range(100):
+            if app.state.sessions["active"] == 2:
+                break
+            time.sleep(0.05)
+        player, waited = _wait_for_a_slot(url, timeout=PING_INTERVAL_S + PING_TIMEOUT_S + 10)
+        assert player.frames(2)
+        player.close()
+        print(f"\nclients that never read held the slots for {waited:.1f} s")
+        assert waited <= PING_INTERVAL_S + PING_TIMEOUT_S + 3
+        for h in hogs:
+            h.close()
+
+
+def test_a_stalled_send_ends_the_session(world, caplog):
+    """A client that stopped reading fills the socket's buffers (here fast: frames as fast as the model
+    makes them, a 1 KB receive buffer) and the next send stalls: after the send timeout the session
+    ends and its slot is free, long before the keepalive would notice."""
+    app = create_app(world, FAST, max_sessions=1, fps_cap=1000, send_timeout=1.0)
+    with BackgroundServer(app) as url, caplog.at_level(logging.WARNING, logger="magi.play"):
+        hog = _raw_handshake(url, receive_buffer=1024)
+        player, waited = _wait_for_a_slot(url, timeout=PING_INTERVAL_S + PING_TIMEOUT_S - 1)
+        player.close()
+        hog.close()
+    assert any("waited 1 s to be sent" in r.getMessage() for r in caplog.records), caplog.text
+    print(f"\nslot freed {waited:.1f} s after a client stopped reading (send timeout 1 s)")
+
+
+def test_an_idle_session_ends_and_frees_its_slot(world):
+    app = create_app(world, FAST, max_sessions=1, idle_limit=1.0)
+    with BackgroundServer(app) as url:
+        start = time.monotonic()
+        c = Client(url)
+        assert c.text("hello")["idle_limit"] == 1.0
+        assert c.text("idle", timeout=10) == {"type": "idle", "seconds": 1.0}
+        assert 1.0 <= time.monotonic() - start < 5
+        with pytest.raises(Exception, match="1000"):
+            while True:
+                c.next(timeout=10)
+        c.close()
+        d, waited = _wait_for_a_slot(url, timeout=10)
+        assert waited < 5
+        d.send({"type": "keys", "keys": ["up"]})  # a key held down is play, however long it is held
+        d.frames(40)  # ~2.7 s at 15 frames/s, past the 1 s limit
+        assert not any(m.get("type") == "idle" for m in d.texts)
+        d.send({"type": "keys", "keys": []})
+        assert d.text("idle", timeout=10)["seconds"] == 1.0
+        d.close()
+
+
+class ShortEpisodes(Emulators):
+    """Emulators whose episodes end (truncate) after `frames` steps, as Boxing's do after ~1,786."""
+
+    def __init__(self, game: str, frameskip: int, frames: int) -> None:
+        super().__init__(game, frameskip, keep=0)
+        self.frames = frames
+
+    def take(self):
+        from gymnasium.wrappers import TimeLimit
+
+        return TimeLimit(super().take(), max_episode_steps=self.frames)
+
+
+def test_the_reality_pane_says_when_its_episode_ended(world):
+    app = create_app(world, FAST, emulators=ShortEpisodes(world.game, world.frameskip, frames=20))
+    with BackgroundServer(app) as url:
+        c = Client(url)
+        try:
+            c.text("hello")
+            c.send({"type": "reality", "on": True})
+            deadline = time.monotonic() + 30
+            while True:  # reality frames while the episode lasts, then stats saying where it ended
+                m = c.next()
+                if m.get("type") == "stats" and m["reality_over"]:
+                    break
+                assert time.monotonic() < deadline
+            end = m["reality_over_at"]
+            assert end == 20, m  # the opening's NOOP and 19 steps under the keys: the 20th ended it
+            later = [c.next() for _ in range(30)]
+            model = [f["index"] for f in later if f.get("kind") == 0]
+            assert model and all(i > end for i in model)  # the model plays on
+            assert not any(f.get("kind") == 1 for f in later)  # the pane is not fed a frozen frame
+            c.send({"type": "reset"})
+            reset = c.text("reset")
+            while (m := c.text("stats"))["seed"] != reset["seed"]:
+                pass
+            assert m["frame"] < 20 and m["reality_over"] is False and m["reality_over_at"] is None
+            assert c.frames(1, kind=1)[0]["index"] < 20  # reality again, from the new episode
+        finally:
+            c.close()
+
+
+def test_the_page_is_told_what_the_model_sees(world, tmp_path):
+    assert world.sees["colour"] == "gray" and world.sees["latent"] == [16, 16, 16]
+    assert "64x64 gray" in world.sees["text"] and "pixels:4:gray" in world.sees["text"]
+    colour = load_world(tiny_world_model(tmp_path / "colour", vae="pixels:4"))
+    assert colour.sees["colour"] == "colour" and colour.sees["latent"] == [48, 16, 16]
+    assert "64x64 colour" in colour.sees["text"]
+    with BackgroundServer(create_app(colour, FAST)) as url:
+        c = Client(url)
+        assert c.text("hello")["sees"] == colour.sees
+        assert c.frames(3)[-1]["channels"] == 3  # the model pane is colour too
+        c.close()
+
+
+def test_the_frame_rate_spans_at_least_a_second():
+    rate = Rate()
+    rate.add(30.0, now=0.0)
+    rate.add(30.0, now=0.001)  # two frames arriving together at the start
+    assert rate.fps() is None
+    rate.add(30.0, now=0.9)
+    assert rate.fps() is None  # 0.9 s is not yet a second
+    for k in range(15, 31):  # then 15 frames/s for a second
+        rate.add(30.0, now=k / 15)
+    assert rate.fps() == pytest.approx(15.0)
+    assert rate.events[-1][0] - rate.events[0][0] >= 1.0
+
+
+def _get(url: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    address, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(address, int(port), timeout=10)
+    conn.putrequest("GET", path, skip_host=host is not None, skip_accept_encoding=True)  # sent as is
+    if host is not None:
+        conn.putheader("Host", host)
     conn.endheaders()
     r = conn.getresponse()
     body = r.read()
@@ -417,3 +629,38 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--port", "70000"], "--port"), (["--port", "-1"], "--port"), (["--port", "0"], "--port"),
+    (["--port", "http"], "--port"), (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "inf"], "--temperature"), (["--idle-limit", "nan"], "--idle-limit"),
+    (["--idle-limit", "0"], "--idle-limit"), (["--max-sessions", "0"], "--max-sessions"),
+    (["--mask-steps", "-3"], "--mask-steps"), (["--threads", "0"], "--threads"),
+])
+def test_bad_flags_stop_in_one_line(tmp_path, capsys, flags, named):
+    model = tiny_world_model(tmp_path / "m")
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", str(model), *flags])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and err.startswith(f"magi play: argument {named}") and err.count("\n") == 1
+    assert "Traceback" not in err and "open http" not in out
+
+
+def test_a_port_that_cannot_be_bound_stops_before_open_is_printed(tmp_path, capsys):
+    model = tiny_world_model(tmp_path / "m")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code = main(["--model", str(model), "--port", str(port)])
+    finally:
+        taken.close()
+    out, err = capsys.readouterr()
+    assert code == 2 and err == f"magi play: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert "open http" not in out
+    code = main(["--model", str(model), "--host", "no-such-host.invalid"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith("magi play: cannot listen on no-such-host.invalid:8000: ")
+    assert err.count("\n") == 1 and "open http" not in out

@@ -1,7 +1,8 @@
 """`magi play` in a real browser (issue 15): headless Chromium loads the page, the test presses keys
 through the Chrome DevTools Protocol and reads the counters `play.js` keeps on `window.magiPlay`:
-frames arrive at a measured rate, and the held keys come back as the action the server applied to
-the frames that followed. Skipped where no Chromium is installed (`.ci/run` installs Debian's).
+frames arrive at a measured rate, the frames/s readout waits for a full second, the held keys come
+back as the action the server applied to the frames that followed (tracked by physical key), the
+page says what the model sees, and the reality pane says when its episode ended. Skipped where no Chromium is installed (`.ci/run` installs Debian's).
 
 With the tiny untrained model this checks the browser, protocol and action path, not the picture.
 For pictures of a real model:
@@ -28,13 +29,13 @@ import pytest
 
 from magi.play.server import BackgroundServer, create_app, play_setting
 from magi.play.session import load_world
-from test_play import FAST, tiny_world_model
+from test_play import FAST, ShortEpisodes, tiny_world_model
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
 
 KEY_EVENTS = {  # DOM code -> (key, Windows virtual key code), as a real keyboard sends them
     "ArrowUp": ("ArrowUp", 38), "ArrowDown": ("ArrowDown", 40), "ArrowLeft": ("ArrowLeft", 37),
-    "ArrowRight": ("ArrowRight", 39), "Space": (" ", 32), "KeyA": ("a", 65),
+    "ArrowRight": ("ArrowRight", 39), "Space": (" ", 32), "KeyA": ("a", 65), "KeyW": ("w", 87),
 }
 
 
@@ -152,17 +153,26 @@ def test_browser_plays_frames_and_keys(played, tmp_path):
         browser.call("Emulation.setDeviceMetricsOverride", width=1100, height=640, deviceScaleFactor=1,
                      mobile=False)  # a fixed viewport: the screenshot shows both panes and the readout
         browser.call("Page.navigate", url=url + "/")
-        browser.wait_for("window.magiPlay && window.magiPlay.frames >= 3", timeout=60)
+        readout = "[window.magiPlay.fpsSpanMs, window.magiPlay.fps, document.getElementById('fps').textContent]"
+        browser.wait_for("window.magiPlay && window.magiPlay.frames >= 2", timeout=60)
+        early = [browser.eval(readout) for _ in range(10)]  # the first second: no rate yet
+        assert any(span < 1000 for span, _, _ in early), early
+        for span, fps, shown in early:
+            assert (fps is None and shown == "–") if span < 1000 else shown == f"{fps:.1f}", early
+        browser.wait_for("window.magiPlay.frames >= 3", timeout=60)
         hello = browser.eval("window.magiPlay.hello")
         assert hello["game"] == world.game and hello["actions"] == world.meanings
+        assert browser.eval("document.getElementById('sees').textContent") == world.sees["text"]
+        assert world.sees["colour"] in browser.eval("document.getElementById('model-caption').textContent")
 
         f0, t0 = browser.eval("window.magiPlay.frames"), time.perf_counter()
         time.sleep(3.0)
         f1, t1 = browser.eval("window.magiPlay.frames"), time.perf_counter()
-        rate = (f1 - f0) / (t1 - t0)
+        rate, shown = (f1 - f0) / (t1 - t0), browser.eval("window.magiPlay.fps")
         print(f"\nbrowser: {rate:.1f} frames/s received over {t1 - t0:.1f} s (cap {hello['fps_cap']}), "
-              f"page fps readout {browser.eval('window.magiPlay.fps'):.1f}")
+              f"page fps readout {shown:.1f}")
         assert 2 < rate < hello["fps_cap"] + 2, f"{rate:.1f} frames/s in the browser"
+        assert abs(shown - rate) < 0.25 * rate + 1, (shown, rate)  # a rate over >= 1 s, not over two frames
 
         for code in ("ArrowUp", "ArrowRight", "Space"):
             browser.key(code, down=True)
@@ -178,6 +188,17 @@ def test_browser_plays_frames_and_keys(played, tmp_path):
         browser.wait_for("window.magiPlay.lastActionName === 'LEFT'")
         browser.key("KeyA", down=False)
         assert browser.eval("window.magiPlay.keyMessages") == 8
+        browser.wait_for("window.magiPlay.lastActionName === 'NOOP'")
+        browser.key("ArrowUp", down=True)  # two physical keys for one game key: releasing W keeps "up"
+        browser.key("KeyW", down=True)
+        browser.key("KeyW", down=False)
+        state = browser.wait_for("window.magiPlay.lastActionName === 'UP' && window.magiPlay")
+        browser.wait_for(f"window.magiPlay.lastFrame >= {state['lastFrame'] + 4}")
+        state = browser.state()
+        assert state["lastActionName"] == "UP" and state["keys"] == ["up"] and state["codes"] == ["ArrowUp"]
+        browser.key("ArrowUp", down=False)
+        browser.wait_for("window.magiPlay.lastActionName === 'NOOP'")
+        assert browser.eval("window.magiPlay.keyMessages") == 10  # "up" held, "up" released: W sent nothing
         assert browser.eval("document.querySelector('.status').textContent").startswith("playing")
 
         browser.eval("document.getElementById('reality').click()")
@@ -196,6 +217,30 @@ def test_browser_plays_frames_and_keys(played, tmp_path):
             _gif(browser, Path(os.environ["MAGI_PLAY_GIF"]))
     finally:
         browser.close()
+
+
+def test_the_reality_pane_says_its_episode_ended(tmp_path):
+    chromium = find_chromium()
+    world = load_world(tiny_world_model(tmp_path / "model"))
+    app = create_app(world, FAST, emulators=ShortEpisodes(world.game, world.frameskip, frames=20))
+    with BackgroundServer(app) as url:
+        browser = Browser(chromium, tmp_path / "profile")
+        try:
+            browser.call("Page.navigate", url=url + "/")
+            browser.wait_for("window.magiPlay && window.magiPlay.frames >= 1", timeout=60)
+            browser.eval("document.getElementById('reality').click()")
+            browser.wait_for("window.magiPlay.realityOverAt !== null")
+            caption = browser.eval("document.getElementById('reality-caption').textContent")
+            assert caption == ("reality: the episode ended at frame 20; the model plays on. "
+                               "Reset starts a new episode.")
+            frames = browser.eval("window.magiPlay.frames")
+            browser.wait_for(f"window.magiPlay.frames >= {frames + 5}")  # the model plays on
+            browser.eval("document.getElementById('reset').click()")
+            browser.wait_for("window.magiPlay.realityOverAt === null")
+            assert browser.eval("document.getElementById('reality-caption').textContent").startswith(
+                "reality (the emulator")
+        finally:
+            browser.close()
 
 
 def _screenshot(browser: Browser, path: Path) -> None:

@@ -1,7 +1,8 @@
 """`magi play`: play an action-conditioned world model in the browser (DESIGN §8).
 
 `session` holds one player's game (emulator, keys -> actions, `Magi.stream`); `server` is the web app
-(Starlette + uvicorn, one WebSocket per player) and the command line; `static/` the page.
+(Starlette + uvicorn, one WebSocket per player) and the command line; `host_check` the Host-header
+guard against DNS rebinding; `static/` the page.
 """
 
 from magi.play.server import create_app, main

@@ -10,16 +10,28 @@ server -> client
   binary a frame: a 12-byte header (`FRAME_HEADER`: kind 0 = model / 1 = reality, channels 1 | 3,
          height, width, action index (-1 none), frame index; little-endian) then height x width x
          channels bytes, row-major, channels last. Gray frames (R = G = B) go as one channel.
-  text   {"type": "stats", "fps", "latency_ms", "frame", "action", "seed", "reality", "reality_over"}
-         about twice a second
+  text   {"type": "stats", "fps", "latency_ms", "frame", "action", "seed", "reality", "reality_over",
+          "reality_over_at"}                               about twice a second; fps is null until
+                                                           frames span a second
   text   {"type": "reset", "seed"}        after a reset request
   text   {"type": "error", "error": "..."} a bad message (the session goes on) or a failure
   text   {"type": "busy", "max_sessions"} when the server is full; then the socket closes (1013)
+  text   {"type": "idle", "seconds"}      no message from the client, and no key held, for
+                                          `idle_limit` s; then the socket closes (1000), the slot is free
 
 client -> server (JSON text, at most `MAX_MESSAGE_BYTES`)
   {"type": "keys", "keys": ["up", "right", "fire"]}   the keys now held (any subset of KEYS)
   {"type": "reset"}                                   start again from a new held-out episode
   {"type": "reality", "on": true}                     send the emulator's frames too
+
+No client holds a slot it does not use (issue 21): uvicorn pings every `PING_INTERVAL_S` (5 s) and
+drops a client whose pong is not back within `PING_TIMEOUT_S` (5 s), so a client that stops reading
+is gone within ~10 s; a message the client has not taken within `SEND_TIMEOUT_S` (5 s) ends its session
+too (a client that stops reading fills the socket's `SEND_BUFFER_BYTES`, then the send stalls, and a
+stalled send would hold the slot past the keepalive); and `idle_limit` seconds (`IDLE_LIMIT_S`, 120 s)
+without a client message while no key is held end a session. Requests must name this server in their
+Host header (`host_check`: DNS rebinding), and a WebSocket's Origin, when sent, must match it. Bad
+messages are answered with an error and logged (the first `MAX_LOGGED_BAD` of a session).
 
 Frames are produced on a worker thread (`asyncio.to_thread`; torch releases the GIL), one at a time,
 started at most `fps_cap` times a second (the game's own 60 / frameskip = 15 frames/s): the keys are
@@ -32,6 +44,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import socket
 import struct
 import sys
@@ -43,6 +56,8 @@ from typing import Optional
 
 import numpy as np
 
+from magi.errors import ArgumentParser
+from magi.play.host_check import HostCheck
 from magi.play.session import (KEYS, Emulators, Frame, ModelLoadError, PlaySession, SeedSource, World,
                                load_world)
 from magi.pretrained import SamplingOptions
@@ -52,6 +67,13 @@ DEFAULT_SETTING = SamplingOptions(mask_steps=4, diffusion_steps=10, sampler="ddi
 MAX_MESSAGE_BYTES = 4096  # a client message larger than this gets an error reply
 WS_MAX_SIZE = 65536  # client messages past this are refused by the WebSocket layer (close 1009)
 STATS_EVERY_S = 0.5
+SEND_TIMEOUT_S = 5.0  # a message the client has not taken in this long ends its session
+PING_INTERVAL_S, PING_TIMEOUT_S = 5.0, 5.0  # uvicorn's keepalive: a ping every 5 s, its pong within 5 s
+# the kernel's send buffer per connection: bounds what a client that stopped reading holds, so its
+# sends stall (and time out) within seconds; 256 KB still carries 2.5 MB/s at a 100 ms round trip
+SEND_BUFFER_BYTES = 256 * 1024
+IDLE_LIMIT_S = 120.0  # default: a session with no client message (key, reset, pane) for this long ends
+MAX_LOGGED_BAD = 5  # bad messages logged per session; the rest are answered without a log line
 FRAME_HEADER = struct.Struct("<BBHHhI")  # kind, channels, height, width, action, frame index
 MODEL_FRAME, REALITY_FRAME = 0, 1
 STATIC = Path(__file__).parent / "static"
@@ -107,6 +129,8 @@ def parse_message(message: dict) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise BadMessage(f"not JSON: {e}") from None
+    except RecursionError:  # e.g. 1,000 nested "[" in 2 KB: Python's parser gives up
+        raise BadMessage("not accepted: JSON nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise BadMessage('expected a JSON object with a "type"')
     expected = {"keys": {"type", "keys"}, "reset": {"type"}, "reality": {"type", "on"}}
@@ -126,22 +150,27 @@ def parse_message(message: dict) -> dict:
 
 
 class Rate:
-    """Frames per second over the last second, and the mean latency of those frames."""
+    """Frames per second over at least the last second, and the mean latency of those frames.
 
-    def __init__(self) -> None:
+    The window keeps the newest frame that is at least `window_s` old, so a rate always spans a full
+    second: two frames that arrive together at the start do not read as 40 frames/s."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
         self.events: deque[tuple[float, float]] = deque()
 
-    def add(self, latency_ms: float) -> None:
-        now = time.perf_counter()
+    def add(self, latency_ms: float, now: Optional[float] = None) -> None:
+        now = time.perf_counter() if now is None else now
         self.events.append((now, latency_ms))
-        while self.events and now - self.events[0][0] > 1.0:
+        while len(self.events) > 2 and now - self.events[1][0] >= self.window_s:
             self.events.popleft()
 
-    def fps(self) -> float:
+    def fps(self) -> Optional[float]:
+        """None until the frames seen span `window_s`."""
         if len(self.events) < 2:
-            return 0.0
+            return None
         span = self.events[-1][0] - self.events[0][0]
-        return (len(self.events) - 1) / span if span > 0 else 0.0
+        return (len(self.events) - 1) / span if span >= self.window_s else None
 
     def latency_ms(self) -> float:
         generated = [lat for _, lat in self.events if lat > 0]
@@ -153,20 +182,28 @@ class Rate:
 
 
 def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_sessions: int = 2,
-               fps_cap: Optional[float] = None):
+               fps_cap: Optional[float] = None, host: str = "127.0.0.1", idle_limit: float = IDLE_LIMIT_S,
+               send_timeout: float = SEND_TIMEOUT_S, emulators: Optional[Emulators] = None):
     """The Starlette app for one loaded model; sessions share its weights. `fps_cap` defaults to the
-    game's own rate (60 / frameskip)."""
+    game's own rate (60 / frameskip). `host` is the address the server is bound to: requests must name
+    it (or localhost) in their Host header. `emulators` (a pool) defaults to the game's own."""
     import torch
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import Response
     from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
 
     setting.validate()
     if max_sessions < 1:
         raise ValueError(f"max_sessions: expected >= 1, got {max_sessions}")
+    for name, value in (("idle_limit", idle_limit), ("send_timeout", send_timeout)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}: expected a number of seconds > 0, got {value}")
     fps_cap = world.fps if fps_cap is None else fps_cap
     assets = {url: ((STATIC / name).read_bytes(), media) for url, (name, media) in ASSETS.items()}
-    seeds, emulators = SeedSource(), Emulators(world.game, world.frameskip, keep=max_sessions)
+    seeds = SeedSource()
+    emulators = emulators or Emulators(world.game, world.frameskip, keep=max_sessions)
     state = {"active": 0}
 
     def asset(request):
@@ -179,7 +216,8 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
                             "sampler": setting.sampler, "temperature": setting.temperature,
                             "threads": torch.get_num_threads()},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
-                "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index"}
+                "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index",
+                "sees": world.sees, "idle_limit": idle_limit}
 
     async def play(websocket) -> None:
         origin = websocket.headers.get("origin")
@@ -201,27 +239,47 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
                 await websocket.send_json({"type": "error", "error": f"could not start: {type(e).__name__}: {e}"})
                 await websocket.close(code=1011)
                 return
-            await websocket.send_json(hello(session))
-            await Player(websocket, session, fps_cap).run()
+            player = Player(websocket, session, fps_cap, idle_limit, send_timeout)
+            await player.send(text=hello(session))
+            await player.run()
+        except SlowClient as e:  # the hello did not go out: the client is not reading
+            log.warning("%s: %s; session closed, its slot is free", client_name(websocket), e)
+        except (OSError, WebSocketDisconnect) as e:  # it left before the hello
+            log.debug("%s: left before the hello: %r", client_name(websocket), e)
         finally:
             if session is not None:
                 await asyncio.to_thread(session.close)  # waits for a frame in progress
             state["active"] -= 1
 
     routes = [Route(url, asset) for url in ASSETS] + [WebSocketRoute("/ws", play)]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(HostCheck, bound=host)])
     app.state.sessions = state
     return app
 
 
+class SlowClient(Exception):
+    """The client did not take a message within the send timeout: it has stopped reading."""
+
+
+def client_name(websocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "a client"
+
+
 class Player:
     """One WebSocket's two loops: frames out (paced, on a worker thread) and messages in. Whichever
-    ends first (the client left, or generation failed) ends the other."""
+    ends first (the client left or stopped reading, it went idle, or generation failed) ends the
+    other."""
 
-    def __init__(self, websocket, session: PlaySession, fps_cap: float) -> None:
+    def __init__(self, websocket, session: PlaySession, fps_cap: float, idle_limit: float = IDLE_LIMIT_S,
+                 send_timeout: float = SEND_TIMEOUT_S) -> None:
         self.ws, self.session, self.period = websocket, session, 1.0 / fps_cap
+        self.idle_limit, self.send_timeout = idle_limit, send_timeout
         self.send_lock = asyncio.Lock()
         self.rate = Rate()
+        self.name = client_name(websocket)
+        self.bad_messages = 0
+        self.held: list[str] = []  # the keys the client holds
 
     async def run(self) -> None:
         tasks = {asyncio.create_task(self.frames()), asyncio.create_task(self.messages())}
@@ -230,15 +288,21 @@ class Player:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in done:  # a send to a client that has gone; generation failures are reported in frames()
-            if task.exception() is not None:
-                log.debug("session ended: %r", task.exception())
+            error = task.exception()
+            if isinstance(error, SlowClient):
+                log.warning("%s: %s; session closed, its slot is free", self.name, error)
+            elif error is not None:
+                log.info("%s: connection lost (%s); session closed", self.name, type(error).__name__)
 
     async def send(self, *, text: Optional[dict] = None, data: Optional[bytes] = None) -> None:
+        """Send one message; SlowClient when the client has not taken it within the send timeout."""
         async with self.send_lock:
-            if text is not None:
-                await self.ws.send_text(json.dumps(text))
-            else:
-                await self.ws.send_bytes(data)
+            message = self.ws.send_text(json.dumps(text)) if text is not None else self.ws.send_bytes(data)
+            try:
+                await asyncio.wait_for(message, self.send_timeout)
+            except asyncio.TimeoutError:
+                raise SlowClient(f"a message waited {self.send_timeout:g} s to be sent (the client stopped "
+                                 "reading)") from None
 
     async def frames(self) -> None:
         """Produce and send frames, each started at most `fps_cap` times a second; stats about twice
@@ -271,22 +335,42 @@ class Player:
     def stats(self, frame: Frame) -> dict:
         s = self.session
         action = s.world.meanings[frame.action] if frame.action >= 0 else None
-        return {"type": "stats", "fps": round(self.rate.fps(), 2), "latency_ms": round(self.rate.latency_ms(), 1),
-                "frame": frame.index, "action": action, "seed": frame.seed, "reality": s.reality,
-                "reality_over": s.reality_over}
+        fps = self.rate.fps()
+        return {"type": "stats", "fps": None if fps is None else round(fps, 2),
+                "latency_ms": round(self.rate.latency_ms(), 1), "frame": frame.index, "action": action,
+                "seed": frame.seed, "reality": s.reality, "reality_over": s.reality_over,
+                "reality_over_at": s.reality_over_at}
 
     async def messages(self) -> None:
-        """Read client messages until the client goes; a bad one gets an error reply, play goes on."""
+        """Read client messages until the client goes, or stays silent with no key held for
+        `idle_limit` seconds; a bad one gets an error reply (and a log line), play goes on."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()  # of the last good message (or the start)
         while True:
-            message = await self.ws.receive()
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), max(last + self.idle_limit - loop.time(), 0))
+            except asyncio.TimeoutError:
+                if self.held:  # a key held down all along is play, not idleness
+                    last = loop.time()
+                    continue
+                log.info("%s: no message for %g s; session closed", self.name, self.idle_limit)
+                await self.send(text={"type": "idle", "seconds": self.idle_limit})
+                await self.ws.close(code=1000)
+                return
             if message["type"] == "websocket.disconnect":
                 return
             try:
                 data = parse_message(message)
             except BadMessage as e:
+                self.bad_messages += 1
+                if self.bad_messages <= MAX_LOGGED_BAD:
+                    more = " (further bad messages are not logged)" if self.bad_messages == MAX_LOGGED_BAD else ""
+                    log.warning("%s: bad message: %s%s", self.name, e, more)
                 await self.send(text={"type": "error", "error": str(e)})
                 continue
+            last = loop.time()
             if data["type"] == "keys":
+                self.held = data["keys"]
                 self.session.set_keys(data["keys"])
             elif data["type"] == "reality":
                 self.session.reality = data["on"]
@@ -303,7 +387,25 @@ def uvicorn_config(app, host: str = "127.0.0.1", port: int = 8000, **kwargs):
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_SIZE,
-                          lifespan="off", **kwargs)
+                          ws_ping_interval=PING_INTERVAL_S, ws_ping_timeout=PING_TIMEOUT_S, lifespan="off",
+                          **kwargs)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), for uvicorn to serve on: binding here, before anything is
+    printed, makes a taken port or an unknown host an error the command can report. OSError (a
+    `socket.gaierror` for a name that does not resolve) when it cannot."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)  # accepted sockets inherit it
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class BackgroundServer:
@@ -313,9 +415,7 @@ class BackgroundServer:
     def __init__(self, app, host: str = "127.0.0.1") -> None:
         import uvicorn
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock = listen(host, 0)
         self.server = uvicorn.Server(uvicorn_config(app, host, self.sock.getsockname()[1]))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -363,25 +463,55 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
     return setting, threads or chosen.get("threads")
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {port}")
+    return port
+
+
+def positive(kind):
+    """argparse type: a finite number > 0 of `kind` (int or float); nan and inf are refused."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, got {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} > 0, got {text!r}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="magi play", description="Play an action-conditioned world model in the browser: the keys "
         "drive the model, the model draws the game.")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"run or checkpoint directory of an action-conditioned model "
                         f"(default {DEFAULT_MODEL})")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-sessions", type=int, default=2, help="concurrent players (default 2)")
-    parser.add_argument("--mask-steps", type=int, help="default: the model's play.json (the setting "
+                        help="interface to bind (default 127.0.0.1: this machine only); requests must name "
+                        "it (or localhost) in their Host header")
+    parser.add_argument("--port", type=port_number, default=8000, help="TCP port, 1..65535 (default 8000)")
+    parser.add_argument("--max-sessions", type=positive(int), default=2, help="concurrent players (default 2)")
+    parser.add_argument("--idle-limit", type=positive(float), default=IDLE_LIMIT_S, metavar="SECONDS",
+                        help=f"end a session after this long without a key or button (default {IDLE_LIMIT_S:g})")
+    parser.add_argument("--mask-steps", type=positive(int), help="default: the model's play.json (the setting "
                         f"benchmarks/play.py chose), else {DEFAULT_SETTING.mask_steps}")
-    parser.add_argument("--diffusion-steps", type=int,
+    parser.add_argument("--diffusion-steps", type=positive(int),
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.diffusion_steps}")
     parser.add_argument("--sampler", choices=["ddim", "ddpm"],
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.sampler}")
-    parser.add_argument("--temperature", type=float, default=DEFAULT_SETTING.temperature)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--temperature", type=positive(float), default=DEFAULT_SETTING.temperature)
+    parser.add_argument("--threads", type=positive(int), default=None,
                         help="torch intra-op threads (default: the model's play.json, else torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -389,21 +519,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         setting, args.threads = play_setting(Path(args.model), args.mask_steps, args.diffusion_steps,
                                              args.sampler, args.temperature, args.threads)
+        setting.validate()
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
-    try:
-        setting.validate()
-        if args.max_sessions < 1:
-            raise ValueError(f"--max-sessions: expected >= 1, got {args.max_sessions}")
-    except ValueError as e:
-        parser.error(str(e))
     model = Path(args.model)
     if args.model == DEFAULT_MODEL and not model.exists():
         print(f"magi play: {model / 'config.json'} not found: the shipped Atari world model is missing. "
               "Rebuild it with `make atari` (or train one: `magi train --config "
               "configs/atari_world_model.yaml --out runs/atari --resume auto`, then `magi play --model runs/atari`).", file=sys.stderr)
         return 2
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as e:  # the port is taken or privileged, the host does not resolve or is not this machine's
+        reason = e.strerror or str(e)
+        print(f"magi play: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+        return 2
+    with sock:
+        return _serve(args, model, setting, sock)
+
+
+def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> int:
+    """Load the model, then serve it on the bound socket until Ctrl+C."""
     import torch
 
     if args.threads is not None:
@@ -413,21 +550,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ModelLoadError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
-    app = create_app(world, setting, max_sessions=args.max_sessions)
+    app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("magi play: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
     local = args.host in ("127.0.0.1", "localhost", "::1")
     if not local:
         print(f"magi play: WARNING: bound to {args.host}: the game is reachable from the network; anyone "
               f"who can reach port {args.port} can play (up to {args.max_sessions} at once).", file=sys.stderr)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
     threads = torch.get_num_threads()
     print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
           f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, {threads} "
-          f"thread{'s' if threads > 1 else ''})\nmagi play: open http://{shown}:{args.port}/  (Ctrl+C stops)",
-          flush=True)
+          f"thread{'s' if threads > 1 else ''}); {world.sees['text']}\n"
+          f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn
 
-    uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run(sockets=[sock])
+    finally:
+        log.removeHandler(handler)
     return 0
 
 

@@ -95,6 +95,7 @@ class World:
     size: tuple[int, int]  # (H, W) of the frames, as recorded
     meanings: list[str]  # the game's minimal action set, index = action
     context_frames: int  # k real opening frames given to the model
+    sees: dict  # what the model sees, from its VAE (`describe_view`): shown on the page
 
     @property
     def fps(self) -> float:
@@ -162,7 +163,26 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
         raise ModelLoadError(f"{directory / CONFIG_NAME}: num_actions = {config.num_actions} but {game} has "
                              f"{len(meanings)} actions")
     context = max(MIN_CONTEXT, config.num_frames - 1)
-    return World(ckpt, game, frameskip, size, meanings, context)
+    return World(ckpt, game, frameskip, size, meanings, context, describe_view(ckpt))
+
+
+@torch.no_grad()
+def describe_view(ckpt: LoadedCheckpoint) -> dict:
+    """What the model sees and draws, read off its VAE rather than assumed: the frame size, whether the
+    VAE keeps colour (a colour probe frame sent through encode -> decode comes back gray or not), the
+    VAE's spec and the latent grid per frame. {"size", "colour", "vae", "latent", "text"}."""
+    H, W = ckpt.frame_size
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    probe = torch.stack([xs * 255 // max(W - 1, 1), ys * 255 // max(H - 1, 1),
+                         torch.full_like(xs, 60)]).to(torch.uint8)  # (3, H, W): red across, green down
+    back = ckpt.decode(ckpt.encode(probe[None, None]))[0, 0].int()  # (3, H, W) uint8 as the model sees it
+    gray = bool(((back[0] - back[1]).abs().max() <= 2) and ((back[0] - back[2]).abs().max() <= 2))
+    colour = "gray" if gray else "colour"
+    C, (h, w) = ckpt.model.config.latent_channels, ckpt.model.config.grid
+    spec = ckpt.vae_spec if len(str(ckpt.vae_spec)) <= 60 else "..." + str(ckpt.vae_spec)[-57:]
+    text = (f"The model sees and draws {W}x{H} {colour} frames: its VAE ({spec}) turns each frame into "
+            f"{h}x{w} latents of {C} channels.")
+    return {"size": [H, W], "colour": colour, "vae": str(ckpt.vae_spec), "latent": [C, h, w], "text": text}
 
 
 def make_env(game: str, frameskip: int):
@@ -241,6 +261,7 @@ class PlaySession:
         self.action = self._noop  # the game action the held keys map to (index into world.meanings)
         self.seed = seeds()  # the emulator seed of the current (or about to start) episode
         self.reality_over = False  # the emulator's episode ended; the model plays on
+        self.reality_over_at: Optional[int] = None  # the frame index t at which it ended
         self._env = self._emulators.take()  # reset with this session's seed at the first frame
         self._stream: Optional[Iterator[torch.Tensor]] = None
         self._lock = threading.Lock()  # one frame at a time; close() waits for it
@@ -308,7 +329,7 @@ class PlaySession:
         w, k = self.world, self.world.context_frames
         self.seed = seed
         obs, _ = self._env.reset(seed=seed)
-        frames, self.reality_over = [obs], False
+        frames, self.reality_over, self.reality_over_at = [obs], False, None
         for _ in range(k - 1):
             obs, *_ = self._env.step(self._noop)
             frames.append(obs)
@@ -333,7 +354,8 @@ class PlaySession:
         a = self._last_action = self.action
         if not self.reality_over:  # the emulator plays along even when the pane is off
             self._obs, _, terminated, truncated, _ = self._env.step(a)
-            self.reality_over = bool(terminated or truncated)
+            if terminated or truncated:
+                self.reality_over, self.reality_over_at = True, t + 1  # frame t + 1 is its last
         return a
 
     def _resize(self, obs: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 // Held keys go to the server as {"type": "keys"} on every change; frames come back as binary
 // messages (a 12-byte header, then raw pixels) and are drawn on 64x64 canvases that CSS scales up
 // with nearest-neighbour. `window.magiPlay` exposes counters for tests and curious players.
+// Keys are tracked by physical key (event.code): holding ArrowUp and tapping W keeps "up" held.
 "use strict";
 
 (() => {
@@ -14,13 +15,15 @@
 
   const state = window.magiPlay = {
     connected: false, busy: false, closed: null, hello: null, stats: null, errors: [],
-    frames: 0, realityFrames: 0, keyMessages: 0, resets: 0,
-    keys: [], lastAction: null, lastActionName: null, lastFrame: -1, fps: 0, seed: null,
+    frames: 0, realityFrames: 0, keyMessages: 0, resets: 0, idle: null, realityOverAt: null,
+    keys: [], codes: [], lastAction: null, lastActionName: null, lastFrame: -1, fps: null, fpsSpanMs: 0,
+    seed: null,
   };
+  const FPS_WINDOW_MS = 1000; // the readout is a rate over at least this long, never over two frames
   const $ = (id) => document.getElementById(id);
   const canvases = { [MODEL]: $("model"), [REALITY]: $("reality-canvas") };
-  const held = new Set();
-  const arrivals = []; // receive times of model frames over the last second
+  const held = new Set(); // physical keys (event.code) now down
+  const arrivals = []; // receive times of model frames: the newest one >= FPS_WINDOW_MS old, and after it
 
   const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
   socket.binaryType = "arraybuffer";
@@ -66,9 +69,10 @@
     state.lastActionName = action >= 0 ? names[action] : "none";
     const now = performance.now();
     arrivals.push(now);
-    while (arrivals.length && now - arrivals[0] > 1000) arrivals.shift();
-    state.fps = arrivals.length > 1 ? (arrivals.length - 1) * 1000 / (now - arrivals[0]) : 0;
-    $("fps").textContent = state.fps.toFixed(1);
+    while (arrivals.length > 2 && now - arrivals[1] >= FPS_WINDOW_MS) arrivals.shift();
+    state.fpsSpanMs = now - arrivals[0];
+    state.fps = state.fpsSpanMs >= FPS_WINDOW_MS ? (arrivals.length - 1) * 1000 / state.fpsSpanMs : null;
+    $("fps").textContent = state.fps === null ? "–" : state.fps.toFixed(1);
     $("frame").textContent = index;
     $("action").textContent = state.lastActionName;
   }
@@ -82,15 +86,22 @@
       $("setting").textContent = `${s.sampler.toUpperCase()}, ${s.mask_steps} mask × ${s.diffusion_steps} ` +
         `diffusion steps${s.threads ? `, ${s.threads} thread${s.threads > 1 ? "s" : ""}` : ""}`;
       $("seed").textContent = message.seed;
+      $("sees").textContent = message.sees.text;
+      $("model-caption").textContent = `world model (${message.sees.colour}, as its VAE sees it)`;
       status(`playing ${message.game} (model ${message.model}); ${message.fps_cap} frames/s at most`);
     } else if (message.type === "stats") {
       state.stats = message;
       $("latency").textContent = message.latency_ms.toFixed(1) + " ms/frame";
-      $("seed").textContent = message.seed + (message.reality_over ? " (reality: episode over)" : "");
+      $("seed").textContent = message.seed;
+      realityOver(message.reality_over ? message.reality_over_at : null);
     } else if (message.type === "reset") {
       state.resets++;
       state.seed = message.seed;
       $("seed").textContent = message.seed;
+    } else if (message.type === "idle") {
+      state.idle = message.seconds;
+      status(`closed: no key pressed for ${message.seconds} s, so the slot went to the next player; ` +
+        "reload the page to play again", true);
     } else if (message.type === "busy") {
       state.busy = true;
       status(`busy: ${message.max_sessions} player(s) already; try again later`, true);
@@ -100,37 +111,50 @@
     }
   }
 
+  function realityOver(frame) { // the emulator's episode ended at `frame` (null: it runs)
+    if (frame === state.realityOverAt) return;
+    state.realityOverAt = frame;
+    $("reality-pane").classList.toggle("over", frame !== null);
+    $("reality-caption").textContent = frame === null ? "reality (the emulator, same keys)"
+      : `reality: the episode ended at frame ${frame}; the model plays on. Reset starts a new episode.`;
+  }
+
   socket.addEventListener("open", () => { state.connected = true; status("connected"); });
   socket.addEventListener("close", (event) => {
     state.connected = false;
     state.closed = event.code;
-    if (!state.busy) status(`disconnected (${event.code}); reload the page to play again`, true);
+    if (!state.busy && state.idle === null) status(`disconnected (${event.code}); reload the page to play again`, true);
   });
   socket.addEventListener("message", (event) => {
     if (event.data instanceof ArrayBuffer) onFrame(event.data);
     else onText(JSON.parse(event.data));
   });
 
-  function sendKeys() {
-    state.keys = [...held].sort();
+  function heldKeys() { return [...new Set([...held].map((code) => KEYMAP[code]))].sort(); }
+
+  function update() { // send the held game keys when they change
+    state.codes = [...held].sort();
+    const keys = heldKeys();
+    if (keys.join() === state.keys.join()) return;
+    state.keys = keys;
     state.keyMessages++;
-    send({ type: "keys", keys: state.keys });
-    for (const el of document.querySelectorAll("kbd[data-key]")) el.classList.toggle("held", held.has(el.dataset.key));
+    send({ type: "keys", keys });
+    for (const el of document.querySelectorAll("kbd[data-key]")) el.classList.toggle("held", keys.includes(el.dataset.key));
   }
 
   document.addEventListener("keydown", (event) => {
-    const key = KEYMAP[event.code];
-    if (!key) return;
+    if (!KEYMAP[event.code]) return;
     event.preventDefault(); // no page scrolling on arrows and space
-    if (!held.has(key)) { held.add(key); sendKeys(); }
+    held.add(event.code);
+    update();
   });
   document.addEventListener("keyup", (event) => {
-    const key = KEYMAP[event.code];
-    if (!key) return;
+    if (!KEYMAP[event.code]) return;
     event.preventDefault();
-    if (held.delete(key)) sendKeys();
+    held.delete(event.code);
+    update();
   });
-  window.addEventListener("blur", () => { if (held.size) { held.clear(); sendKeys(); } });
+  window.addEventListener("blur", () => { held.clear(); update(); });
 
   $("reality").checked = false; // the server starts with the pane off; browsers may restore the box
   $("reset").addEventListener("click", (event) => { send({ type: "reset" }); event.target.blur(); });
