@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The default suite holds a budget of 10 minutes on a 2-core machine (tests/conftest.py reports it), each
+# test at most 300 s (pytest-timeout); what does not fit is marked `slow` and runs in test-all.
+# PYTEST_ARGS adds options, e.g. PYTEST_ARGS=--durations=20 (as .ci/run does).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/magi demo --out outputs/demo

