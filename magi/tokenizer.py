@@ -424,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             result = train_tokenizer(run, args.out, resume=args.resume, frames=frames)
             print(f"tokenizer: step {result['step']}, checkpoint {result['checkpoint']}"
                   + (f", loss {result['loss']:.4f}, PSNR {result['psnr']:.2f} dB" if "loss" in result else ""))
-            if args.export:
+            if args.export and result["step"] < run.train.max_steps:
+                print(f"{prog}: stopped at step {result['step']} of {run.train.max_steps}; not exported "
+                      f"(run the same command again to continue)", file=sys.stderr)
+            elif args.export:
                 print(f"exported to {export_tokenizer(args.out, args.export, frames=frames)}")
         else:
             print(f"exported to {export_tokenizer(args.run, args.out, step=args.step)}")
