@@ -191,7 +191,9 @@ def load_pretrained(path: str | Path, step: Optional[int] = None, ema: bool = Tr
                     vae: Optional[str] = None, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a model for sampling (EMA weights by default) together with its VAE.
 
-    The VAE spec comes from `vae` if given, else from the checkpoint's `train_config.yaml`.
+    The VAE spec comes from `vae` if given, else from the checkpoint's `train_config.yaml`; a relative
+    spec naming a folder inside the model's own folder (an exported world model's `tokenizer/`) is read
+    from there, so the folder works wherever it is copied or downloaded to.
     """
     from magi import Magi
     from magi.vae import load_vae
@@ -212,6 +214,8 @@ def load_pretrained(path: str | Path, step: Optional[int] = None, ema: bool = Tr
         if not spec:
             raise ValueError(f"{local}: no {RUN_CONFIG_FILE} with a `vae.spec` next to the checkpoint; "
                              "pass the VAE the model was trained with, e.g. --vae pixels:4")
+        if not Path(spec).is_absolute() and (local / spec).is_dir():  # a VAE the folder carries itself
+            spec = str(local / spec)
     autoencoder = load_vae(spec, device=device, what="--vae" if vae else f"vae.spec of {local}", **vae_options)
     if hasattr(autoencoder, "eval"):
         autoencoder.eval()

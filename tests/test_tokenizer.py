@@ -102,3 +102,38 @@ def test_command_refuses_a_missing_config(tmp_path, capsys):
     assert main(["tokenizer", "train", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nope.yaml" in err and "Traceback" not in err
+
+
+def test_an_exported_world_model_carries_its_tokenizer(recording, tmp_path):
+    """Train a tiny world model on tokenizer latents, export it, remove the tokenizer's original folder:
+    the exported folder still loads (its train_config names the copy inside it) and decodes colour."""
+    import shutil
+
+    import yaml
+
+    from magi.cli import main
+    from magi.demo import export_pretrained
+    from magi.pretrained import load_pretrained
+
+    root, frames = recording
+    train_tokenizer(_run(root, max_steps=2), tmp_path / "tok", frames=frames, progress=False)
+    tokenizer = export_tokenizer(tmp_path / "tok", tmp_path / "tok_export", frames=frames)
+    run = tmp_path / "wm"
+    assert main(["train", "--config", "configs/atari_world_model_tokens.yaml", "--out", str(run),
+                 "--set", f"vae.spec={tokenizer}", "--set", f"data.options.root={root}",
+                 "--set", "data.options.episodes=2", "--set", "data.options.val_episodes=0",
+                 "--set", "data.options.max_frames=12", "--set", "data.options.size=32",
+                 "--set", "data.options.policy=sticky", "--set", "data.sample_options={}",
+                 "--set", "model.width=32", "--set", "model.head_width=32", "--set", "model.depth=1",
+                 "--set", "train.max_steps=2", "--set", "train.global_batch_size=2",
+                 "--set", "train.sample.num_videos=0", "--set", "train.progress=false",
+                 "--set", "train.num_threads=null"]) == 0
+    dest = tmp_path / "pretrained"
+    export_pretrained(run, dest, command="test")
+    shutil.rmtree(tokenizer)
+    assert yaml.safe_load((dest / "train_config.yaml").read_text())["vae"]["spec"] == "tokenizer"
+    assert load_vae(str(dest / "tokenizer")).latent_channels == 4
+    loaded = load_pretrained(dest)
+    video = loaded.vae.decode(torch.zeros(1, 1, 4, 16, 16))  # (1, 1, 3, 32, 32)
+    assert video.shape == (1, 1, 3, 32, 32)
+    assert (video[:, :, 0] - video[:, :, 1]).abs().max() > 0  # colour, not a gray copy
