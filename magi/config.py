@@ -213,9 +213,13 @@ class MagiConfig:
     # checkpoint; sampling refuses intervals outside it unless told otherwise; None = not recorded
     # (checkpoints written before it existed). `default_interval`: what `generate` conditions on when
     # given none; the trainer sets it to the trained interval when that is fixed.
+    # `trained_interval_shares`: the share of the first epoch's training clips at interval k, for
+    # k = 1..highest trained (a range says nothing about how often each interval was seen; sampling warns
+    # on an interval below 1%); None = not recorded.
     max_interval: int = 25
     default_interval: int = 1
     trained_intervals: Optional[tuple[int, int]] = None
+    trained_interval_shares: Optional[tuple[float, ...]] = None
     # actions (world models, DESIGN §8): frame t is conditioned on the action that led into it;
     # 0 = no action conditioning. Row `num_actions` of the action table is the null action.
     num_actions: int = 0
@@ -240,6 +244,8 @@ class MagiConfig:
             self.latent_size = tuple(self.latent_size)
         if isinstance(self.trained_intervals, list):
             self.trained_intervals = tuple(self.trained_intervals)
+        if isinstance(self.trained_interval_shares, list):
+            self.trained_interval_shares = tuple(float(s) for s in self.trained_interval_shares)
         if isinstance(self.class_names, list):
             self.class_names = tuple(self.class_names)
         self.validate()
@@ -285,6 +291,13 @@ class MagiConfig:
             if not t[0] <= self.default_interval <= t[1]:
                 raise ValueError(f"MagiConfig.default_interval: {self.default_interval} is outside the trained "
                                  f"intervals {t[0]}..{t[1]}")
+        if self.trained_interval_shares is not None:
+            s = self.trained_interval_shares
+            if (not 1 <= len(s) <= self.max_interval or any(not 0 <= v <= 1 for v in s)
+                    or abs(sum(s) - 1) > 1e-3):
+                raise ValueError(f"MagiConfig.trained_interval_shares: expected the shares of intervals 1..k "
+                                 f"(k <= max_interval {self.max_interval}), each in [0, 1], summing to 1; "
+                                 f"got {list(s)}")
         h, w = self.grid
         if h <= 0 or w <= 0:
             raise ValueError(f"MagiConfig.latent_size: expected positive sizes, got {self.latent_size!r}")
@@ -379,7 +392,7 @@ class MagiConfig:
 # Fields that choose how the model computes, not what it computes: free to differ from a checkpoint's.
 RUNTIME_FIELDS = ("attention", "compile_flex")
 # What the training data was (set by the trainer): fine-tuning from a checkpoint may change it.
-INTERVAL_RECORD_FIELDS = ("trained_intervals", "default_interval")
+INTERVAL_RECORD_FIELDS = ("trained_intervals", "trained_interval_shares", "default_interval")
 # Everything the trainer records about its data: fine-tuning on other data may change it.
 RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
 

@@ -13,6 +13,7 @@ or `step=`), or a Hugging Face Hub id. The VAE is read from the checkpoint's `tr
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -20,6 +21,9 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 
 from magi.checkpoint import RUN_CONFIG_FILE
+
+#: sampling warns on a trained interval seen in fewer than this share of the training clips
+RARE_INTERVAL_SHARE = 0.01
 from magi.video_io import to_float_video, to_uint8_video
 
 
@@ -140,6 +144,14 @@ class LoadedCheckpoint:
                              f"{self.describe_intervals()}; its interval embedding never learnt "
                              f"{'these' if len(bad) > 1 else 'this one'}. Condition on a trained interval, "
                              f"or pass --allow-untrained-interval (allow_untrained_interval=True) to do it anyway")
+        shares = self.model.config.trained_interval_shares
+        rare = sorted({k for k in values if shares is not None and lo <= k <= hi
+                       and (shares[k - 1] if k <= len(shares) else 0.0) < RARE_INTERVAL_SHARE})
+        if rare:
+            seen = ", ".join(f"{k}: {shares[k - 1] if k <= len(shares) else 0.0:.2%}" for k in rare)
+            warnings.warn(f"frame interval {', '.join(map(str, rare))}: within the trained range but seen in under "
+                          f"{RARE_INTERVAL_SHARE:.0%} of this model's training clips ({seen}); its interval "
+                          f"embedding barely learnt {'them' if len(rare) > 1 else 'it'}", stacklevel=2)
 
     def latent_frames(self, video_frames: int) -> int:
         return self.vae.latent_frames(video_frames)

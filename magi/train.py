@@ -158,7 +158,13 @@ def record_trained_intervals(run: RunConfig, dataset: Dataset):
         raise ValueError(f"the data trains frame intervals up to {hi} but model.max_interval={mc.max_interval}; "
                          f"raise model.max_interval or lower data.options.max_interval")
     default = mc.default_interval if lo <= mc.default_interval <= hi else lo
-    return mc.replace(trained_intervals=(lo, hi), default_interval=default)
+    counts = epoch_interval_histogram(dataset, 0, list(range(len(dataset))))
+    shares = None
+    if counts:  # how often each interval is seen, not only the range (sampling warns on rare ones)
+        total = sum(counts.values())
+        shares = tuple(round(counts.get(k, 0) / total, 6) for k in range(1, max(counts) + 1))
+        shares = tuple(v / sum(shares) for v in shares)
+    return mc.replace(trained_intervals=(lo, hi), default_interval=default, trained_interval_shares=shares)
 
 
 def describe_data(dataset: Dataset) -> str:
@@ -310,6 +316,7 @@ class Trainer:
             model = Magi(run.model)
         elif isinstance(getattr(model, "config", None), type(run.model)):  # a prebuilt model: record the same
             model.config = model.config.replace(trained_intervals=run.model.trained_intervals,
+                                                trained_interval_shares=run.model.trained_interval_shares,
                                                 default_interval=run.model.default_interval,
                                                 class_names=run.model.class_names)
         self._check_latents(first)

@@ -208,3 +208,29 @@ def test_ucf101_protocol_generated_count(setup):
     assert any("Table 4" in d for d in deviations(table4, ckpt))
     with pytest.raises(ValueError, match="distinct integers"):
         resolve_protocol(parse("--seeds", "1,1", "--num-videos", "2", "--frames", "9"), ckpt)
+
+
+def test_deviations_name_a_non_paper_sampling_setting(setup):
+    """UCF-101's Table 4 samples with CFG 7, 64 x 100 DDPM, EMA weights: anything else is a deviation."""
+    from dataclasses import replace
+
+    from magi.evaluate.protocol import deviations
+    from magi.pretrained import SamplingOptions
+
+    root, run, i3d = setup
+    ckpt = load_checkpoint(run)
+    parse = lambda *a: build_parser().parse_args(["fvd", str(run), "--detector", "x", "--out", "y",
+                                                  "--allow-untrained-interval", *a])
+    ucf = resolve_protocol(parse("--protocol", "ucf101"), ckpt)
+    paper = SamplingOptions(cfg=7.0)  # 64 mask x 100 DDPM steps by default
+    sampling = lambda found: [d for d in found if "the paper samples" in d or "EMA" in d]
+    assert sampling(deviations(ucf, ckpt, paper)) == []
+    found = sampling(deviations(ucf, ckpt, SamplingOptions()))  # the CLI default --cfg 1
+    assert found == ["cfg = 1.0, the paper samples with 7.0"]
+    found = sampling(deviations(ucf, ckpt, replace(paper, sampler="ddim", diffusion_steps=25, mask_steps=8)))
+    assert found == ["mask_steps = 8, the paper samples with 64", "diffusion_steps = 25, the paper samples with 100",
+                     "sampler = 'ddim', the paper samples with 'ddpm'"]
+    raw = load_checkpoint(run, ema=False)
+    assert any("non-EMA" in d for d in deviations(ucf, raw, paper))
+    k600 = resolve_protocol(parse("--protocol", "k600", "--unconditional"), ckpt)
+    assert sampling(deviations(k600, ckpt, SamplingOptions())) == []  # K600: no guidance

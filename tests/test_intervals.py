@@ -236,7 +236,9 @@ def test_paper_configs_draw_the_video_first(name):
     run = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     options = run.data.options
     assert options["interval"] == "dynamic" and options["interval_sampling"] == "video_first"
-    assert options["max_interval"] == 25 and "interval_sampling" in _accepted_options(_builders()[run.data.kind])
+    # the intervals their data can reach: a 10 s Kinetics clip holds 15 (25 fps) to 18 (30 fps) at 17 frames
+    assert options["max_interval"] == (15 if name == "k600_cosmos" else 25)
+    assert "interval_sampling" in _accepted_options(_builders()[run.data.kind])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,3 +319,39 @@ def test_older_checkpoints_default_to_what_their_run_config_trained(tmp_path):
     dynamic = make_run(tmp_path / "dyn", preset="test", steps=(1,), vae="pixels:2:gray",
                        data={"kind": "ucf101", "options": {"root": "u", "num_frames": 3, "interval": "dynamic"}})
     assert load_checkpoint(dynamic).trained_intervals == (1, 25)
+
+
+def test_k600_defaults_to_interval_1(tmp_path):
+    from magi.data import build_dataset
+    from magi.pretrained import intervals_of_run_config
+
+    root = tmp_path / "k600"
+    for i in range(2):
+        make_video(root / "abseiling" / f"v{i}.mp4", num_frames=12, height=16, width=16, seed=i)
+    (tmp_path / "list.txt").write_text("abseiling/v0.mp4\nabseiling/v1.mp4\n")
+    ds = build_dataset("k600", root=str(root), num_frames=4, size=16, list_file=str(tmp_path / "list.txt"))
+    assert ds.interval == 1 and ds.interval_range() == (1, 1)
+    assert intervals_of_run_config({"data": {"kind": "k600", "options": {}}}) == (1, 1)
+    assert intervals_of_run_config({"data": {"kind": "folder", "options": {}}}) == (3, 3)
+
+
+def test_sampling_warns_on_an_interval_seen_in_under_1_percent(mixed_folder, tmp_path):
+    from magi.sample import load_checkpoint
+    from magi.train import Trainer
+
+    result = Trainer(_folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="capped"),
+                     tmp_path / "run").fit()
+    saved = json.loads((result.checkpoint / "config.json").read_text())
+    shares = saved["trained_interval_shares"]
+    assert abs(sum(shares) - 1) < 1e-6 and len(shares) <= 25
+    ckpt = load_checkpoint(result.checkpoint)
+    seen = [k for k in range(1, len(shares) + 1) if shares[k - 1] >= 0.01]
+    rare = [k for k in range(1, 26) if k > len(shares) or shares[k - 1] < 0.01]
+    assert seen and rare  # 8 clips of one epoch cannot cover 25 intervals
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        ckpt.check_intervals(seen[0])  # a seen interval: no warning
+    with pytest.warns(UserWarning, match=rf"frame interval {rare[-1]}: within the trained range but seen in under 1%"):
+        ckpt.check_intervals(rare[-1])

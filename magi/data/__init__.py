@@ -42,13 +42,13 @@ def ucf101(root, num_frames: int, size=None, split: str = "train", fold: int = 1
     return VideoFolder(root, num_frames, size, split_file=split_file, **options)
 
 
-def k600(root, num_frames: int, size=None, list_file=None, **options: Any) -> VideoFolder:
+def k600(root, num_frames: int, size=None, list_file=None, interval: int | str = 1, **options: Any) -> VideoFolder:
     """Kinetics-600: `list_file` is the official CSV (label,youtube_id,time_start,time_end,...), a
-    `path,label` CSV or a `path label` text list, with paths relative to `root`. The paper's K600
-    setup uses interval 1."""
+    `path,label` CSV or a `path label` text list, with paths relative to `root`. The interval defaults
+    to 1, the paper's K600 setup (a folder's default is 3, UCF-101's protocol)."""
     if list_file is None:
         raise ValueError("k600: list_file is required (the CSV or text list of videos)")
-    return VideoFolder(root, num_frames, size, split_file=list_file, **options)
+    return VideoFolder(root, num_frames, size, interval=interval, split_file=list_file, **options)
 
 
 def _builders() -> dict[str, Callable[..., Any]]:

@@ -253,7 +253,7 @@ def run_fvd(args: argparse.Namespace) -> dict:
         "fvd_std": score_std,  # over the generation seeds (None for one seed)
         "fvd_per_seed": {str(k_): v for k_, v in scores.items()},
         "protocol": protocol,
-        "deviations": deviations(protocol, ckpt),
+        "deviations": deviations(protocol, ckpt, options),
         "real": {"num_clips": int(n_real), "stats_cached": cached is not None,
                  "unreadable_videos_skipped": getattr(clips.source, "skipped", None),
                  "stats_file": str(cache.path(real_key)) if cache is not None else None},

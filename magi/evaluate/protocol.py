@@ -22,7 +22,7 @@ import torch
 from magi.data.clips import clip_span
 from magi.data.decode import VideoError, _warn_bad
 from magi.data.video import VideoFolder
-from magi.pretrained import LoadedCheckpoint, build_data
+from magi.pretrained import LoadedCheckpoint, SamplingOptions, build_data
 from magi.video_io import to_float_video
 
 
@@ -38,17 +38,26 @@ class ProtocolDefaults:
     context_frames: int
     resolution: Optional[int]
     split: Optional[str]
+    #: how the paper sampled for this protocol (`SamplingOptions` fields), always with the EMA weights
+    sampling: Optional[dict] = None
+
+
+#: the paper's inference (DESIGN §1): 64 masked-prediction steps x 100 DDPM steps per token, EMA weights;
+#: UCF-101's Table 4 samples class-conditionally with CFG 7, K600 predicts frames without guidance
+PAPER_SAMPLING = {"mask_steps": 64, "diffusion_steps": 100, "sampler": "ddpm"}
 
 
 PROTOCOLS: dict[str, ProtocolDefaults] = {
-    "ucf101": ProtocolDefaults("ucf101", 2048, 2048, 3, 16, 0, 128, "train"),
-    "k600": ProtocolDefaults("k600", 50_000, None, 1, 16, 5, None, None),
+    "ucf101": ProtocolDefaults("ucf101", 2048, 2048, 3, 16, 0, 128, "train", {**PAPER_SAMPLING, "cfg": 7.0}),
+    "k600": ProtocolDefaults("k600", 50_000, None, 1, 16, 5, None, None, {**PAPER_SAMPLING, "cfg": 1.0}),
     "custom": ProtocolDefaults(None, None, None, None, None, 0, None, None),
 }
 
 
-def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
-    """How this run differs from the named protocol's published settings."""
+def deviations(protocol: dict, ckpt: LoadedCheckpoint, options: Optional[SamplingOptions] = None) -> list[str]:
+    """How this run differs from the named protocol's published settings: the real clips (counts,
+    interval, frames, split, resolution) and, given the sampling `options`, how the samples were drawn
+    (cfg, mask and diffusion steps, sampler) and whether the EMA weights were used."""
     d = PROTOCOLS[protocol["name"]]
     if protocol["name"] == "custom":
         return ["custom protocol: not comparable with published numbers"]
@@ -65,6 +74,12 @@ def deviations(protocol: dict, ckpt: LoadedCheckpoint) -> list[str]:
     if ckpt.frame_size[0] != protocol["resolution"]:
         out.append(f"the model generates {ckpt.frame_size[0]} px videos, the real clips are "
                    f"{protocol['resolution']} px")
+    if options is not None and d.sampling is not None:
+        for key, want in d.sampling.items():
+            if getattr(options, key) != want:
+                out.append(f"{key} = {getattr(options, key)!r}, the paper samples with {want!r}")
+    if not ckpt.ema:
+        out.append("raw (non-EMA) weights; every number the paper reports uses the EMA weights")
     return out
 
 
