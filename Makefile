@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo pretrained atari bench clean
+.PHONY: install test test-all demo pretrained atari bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ atari: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/magi bench
+
+# The checks that need a GPU (<= 8 min on one): CUDA tests, training steps of magi-b and magi-850m (bf16, fp32),
+# compiled FlexAttention at the paper's shapes, 200 steps of magi-850m. `python benchmarks/gpu_check.py --cpu-smoke`
+# runs the same steps at tiny shapes on the CPU.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) outputs runs
