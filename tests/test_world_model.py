@@ -113,6 +113,73 @@ def test_boxing_detector_tracks_the_emulator_ram(boxing):
     assert np.isnan(det.detect(blank)).all()
 
 
+def test_boxing_opponent_detector_tracks_the_emulator_ram(boxing):
+    from magi.evaluate.world_model import calibrate, opponent_detector, player_detector
+
+    det = opponent_detector("Boxing")
+    assert det.sprite == "opponent" and det.ram_bytes == (33, 35)
+    assert opponent_detector("Breakout") is None
+    paths = sorted(boxing.glob("Boxing/*.mkv"))
+    frames = torch.cat([read_all_frames(p, None) for p in paths])
+    ram = np.concatenate([load_ram(p) for p in paths])
+    report = calibrate(det, frames, ram)
+    assert report["found_rate"] == 1.0
+    assert report["axes"]["x"]["corr"] > 0.98 and report["axes"]["y"]["corr"] > 0.98
+    assert report["mean_error_px"] < 1.0
+    # the two detectors see different boxers: at every frame their positions differ as the RAM's do
+    gap_px = np.abs(det.detect(frames) - player_detector("Boxing").detect(frames)).sum(axis=-1)
+    gap_ram = np.abs(ram[:, 33].astype(int) - ram[:, 32]) + np.abs(ram[:, 35].astype(int) - ram[:, 34])
+    assert np.corrcoef(gap_px, gap_ram)[0, 1] > 0.9
+    # the black boxer painted out (ring colour): no opponent, the white one still found
+    ring = torch.tensor([110, 156, 66], dtype=torch.uint8).view(3, 1, 1)
+    painted = frames[:1].clone()
+    dark = painted[0].float().mean(dim=0) < 55  # (H, W)
+    dark[:8] = False  # keep the score and the clock
+    dark[56:] = False
+    painted[0][:, dark] = ring.view(3, 1).expand(3, int(dark.sum()))
+    assert np.isnan(det.detect(painted)).all()
+    assert not np.isnan(player_detector("Boxing").detect(painted)).any()
+
+
+def test_colour_metrics_charge_a_gray_prediction_and_the_vae_space_ones_do_not(boxing):
+    """The reported PSNR/SSIM are colour (against the emulator's RGB); *_vae_space compare with the
+    truth's VAE round trip, so the gray VAE's own loss is not charged there."""
+    from magi.evaluate.world_model import opponent_detector, player_detector, score_frames
+    from magi.vae import load_vae
+
+    real = read_all_frames(sorted(boxing.glob("Boxing/*.mkv"))[0], None)[None, :8]  # (1, 8, 3, 64, 64)
+    vae = load_vae("pixels:4:gray")
+    with torch.no_grad():
+        gray = ((vae.decode(vae.encode(real.float() / 127.5 - 1)) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    assert not torch.equal(gray, real)
+    detectors = {"player": player_detector("Boxing"), "opponent": opponent_detector("Boxing")}
+    perfect = score_frames(real, real, gray, detectors)
+    as_gray = score_frames(gray, real, gray, detectors)
+    assert min(perfect["psnr"]) > 90 and min(perfect["ssim"]) == pytest.approx(1.0)
+    assert max(as_gray["psnr"]) < 40 and max(as_gray["ssim"]) < 0.99  # the colour it lost
+    assert min(as_gray["psnr_vae_space"]) > 90 and min(as_gray["ssim_vae_space"]) == pytest.approx(1.0)
+    # positions: the gray frames keep both boxers where they are
+    assert max(as_gray["error_px"]) == pytest.approx(0.0) and max(as_gray["opponent"]["error_px"]) == pytest.approx(0.0)
+    shifted = real.clone()
+    shifted[..., 4:] = real[..., 4:].roll(3, dims=-1)  # all but the black border 3 px right
+    moved = score_frames(shifted, real, gray, detectors)
+    assert np.mean(moved["opponent"]["error_px"]) == pytest.approx(3.0, abs=0.3)
+    assert np.mean(moved["error_px"]) == pytest.approx(3.0, abs=0.3)
+
+
+def test_sticky_player_holds_keys_and_opens_with_noop():
+    from magi.evaluate.world_model import StickyPlayer
+
+    player = StickyPlayer(18, context_frames=4, seed=0)
+    taken = [player(t) for t in range(400)]
+    assert taken[:3] == [0, 0, 0]
+    changes = np.count_nonzero(np.diff(taken[3:]))
+    assert 60 < changes < 110  # ~ a quarter of the frames (a few draws repeat the key)
+    assert set(taken) <= set(range(18)) and len(set(taken)) > 12
+    again = StickyPlayer(18, 4, seed=0)
+    assert [again(t) for t in range(400)] == taken == player.taken
+
+
 def test_position_error_counts_a_missing_player():
     from magi.evaluate.world_model import player_detector, position_error
 
@@ -156,6 +223,58 @@ def test_eval_world_model_end_to_end(tmp_path):
     worst = [w["player_error_first8_px"] for w in runs["worst_rollouts"]]
     assert worst == sorted(worst, reverse=True) and worst[0] == pytest.approx(max(e for e in errors if e is not None))
     assert runs["model"]["teacher_forcing"] == "ctf"
+    # colour and VAE-space metrics, the opponent, and the copy baseline in both spaces
+    for key in ("psnr", "ssim", "psnr_vae_space", "ssim_vae_space"):
+        assert len(runs["true_actions"][key]) == 4 and len(result["baselines"]["copy_last_frame"][key]) == 4
+    assert len(runs["null_action"]["opponent"]["error_px"]) == 4
+    assert result["opponent_detector"]["ram_bytes"] == [33, 35]
+    assert "opponent_error_first8_shuffled_px" in runs["summary"] and "at_play_setting" not in runs
+    assert runs["setting"] == {"mask_steps": 1, "diffusion_steps": 2, "sampler": "ddim"}
+
+    # --play-setting: the model's play.json setting too, next to the evaluation setting
+    (run / "play.json").write_text(json.dumps({"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim"}))
+    out2 = tmp_path / "eval2"
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "2", "--horizon", "3",
+                 "--mask-steps", "1", "--diffusion-steps", "2", "--play-setting", "--no-progress"]) == 0
+    runs = json.loads((out2 / "world_model.json").read_text())["models"]["tiny"]
+    play = runs["at_play_setting"]
+    assert {k: play["setting"][k] for k in ("mask_steps", "diffusion_steps", "sampler")} == \
+        {"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim"}
+    assert play["setting"]["source"].endswith("play.json")
+    assert len(play["shuffled_actions"]["psnr"]) == 3 and "opponent_error_first8_px" in play["summary"]
+    assert play["true_actions"]["psnr"] != runs["true_actions"]["psnr"]  # sampled at another setting
+
+    # --stream-frames alone: the play loop's stream, both boxers counted, per-block timing
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "0",
+                 "--stream-frames", "12", "--no-progress"]) == 0
+    stream = json.loads((out2 / "stream_tiny.json").read_text())
+    assert stream["frames"] == 12 and stream["setting"]["diffusion_steps"] == 3 and stream["sprites"] == ["player", "opponent"]
+    assert 0.0 <= stream["both_detected_fraction"] <= min(stream["player_detected_fraction"],
+                                                         stream["opponent_detected_fraction"])
+    assert len(stream["blocks"]) == 1 and stream["blocks"][0]["ms_median"] > 0
+    assert (out2 / "stream_tiny.png").is_file()
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "0"]) == 2
+
+
+def test_stream_check_counts_detections_per_block(tmp_path):
+    """stream_check's bookkeeping (blocks, snapshots, shares) on a tiny random-weight model: the shares
+    are whatever the detectors find in its frames, counted per block and overall."""
+    from magi import Magi, MagiConfig
+    from magi.evaluate.world_model import stream_check
+    from magi.pretrained import LoadedCheckpoint
+    from magi.vae import load_vae
+
+    cfg = MagiConfig.preset("test", latent_channels=16, latent_size=16, num_frames=3, num_actions=18)
+    ckpt = LoadedCheckpoint(Magi(cfg).eval(), load_vae("pixels:4:gray"), "random", None, False,
+                            "pixels:4:gray", None)
+    report, snapshots = stream_check(ckpt, "Boxing", frames=7, mask_steps=1, diffusion_steps=2, block=3,
+                                     snapshot_every=5, progress=False)
+    assert [b["frames"] for b in report["blocks"]] == [[0, 3], [3, 6], [6, 7]]
+    assert report["snapshot_frames"] == [0, 5, 6] and snapshots.shape == (3, 3, 64, 64)
+    assert report["context_frames"] == 2 and report["frames"] == 7
+    both = [b["both_detected"] for b in report["blocks"]]
+    assert report["both_detected_fraction"] == pytest.approx((3 * both[0] + 3 * both[1] + both[2]) / 7)
+    assert report["passes"] == (report["both_detected_fraction"] >= 0.95)
 
 
 def test_a_world_model_refuses_data_without_actions_before_training(tmp_path):

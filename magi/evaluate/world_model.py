@@ -1,18 +1,25 @@
-"""A world model measured against the emulator (issue 14, DESIGN §8).
+"""A world model measured against the emulator (issues 14 and 19, DESIGN §8).
 
 From held-out episodes: give the model k real frames, then feed it the recorded actions for H frames
 and compare its frames with the emulator's:
 
-- PSNR and SSIM per horizon step, pooled over rollouts (PSNR from the pooled squared error), next to
-  the copy-the-last-frame baseline;
-- controllability: the player's position read from every frame by a small detector (`PlayerDetector`,
-  whose own error on real frames is measured against the emulator's RAM), its error per horizon step
-  with the true actions, with the actions of another rollout ("shuffled") and with the null action.
-
-Both model and truth are compared in the model's pixel space: the truth goes through the VAE round
-trip (e.g. `pixels:4:gray` keeps one gray channel), so the VAE's own loss is not charged to the model.
+- colour PSNR and SSIM per horizon step against the emulator's RGB frames (PSNR from the squared
+  error pooled over rollouts), next to the copy-the-last-frame baseline. Until issue 19 the reported
+  PSNR/SSIM compared with the truth's VAE round trip (gray for `pixels:4:gray`, so a gray model was
+  not charged for colour); those numbers are kept as `psnr_vae_space` / `ssim_vae_space`;
+- controllability: the player's and the opponent's positions read from every frame by small
+  detectors (`PlayerDetector`; Boxing's white and black boxers), whose own error on real frames is
+  measured against the emulator's RAM; their error per horizon step with the true actions, with the
+  actions of another rollout ("shuffled") and with the null action. Positions are compared with the
+  sprite found in the emulator's frame;
+- `--play-setting`: the same again at each model's play setting (its play.json), next to the
+  evaluation setting (default 4 mask x 10 DDIM steps);
+- `--stream-frames N`: an N-frame stream as `magi play` runs it (`stream_check`): how often both
+  sprites are found in the model's frames and the ms per frame, per 1,000 frames.
 
     magi eval world-model runs/atari_ctf runs/atari_mtf --out results/world_model --rollouts 64
+    magi eval world-model pretrained/atari --out results/world_model/shipped --play-setting
+    magi eval world-model pretrained/atari --out results/world_model --rollouts 0 --stream-frames 10000
 
 Legend: R rollouts, L = k + H frames, A actions.
 """
@@ -24,14 +31,14 @@ import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 
 # --------------------------------------------------------------------------------------------------
-# Player detectors: where is the sprite the player controls?
+# Sprite detectors: where are the sprite the player controls and its opponent?
 
 
 def _gray(frames: torch.Tensor) -> np.ndarray:
@@ -39,22 +46,38 @@ def _gray(frames: torch.Tensor) -> np.ndarray:
     return frames.float().mean(dim=-3).numpy()
 
 
+def _centroid(weight: np.ndarray, top: int, left: int, H: int, W: int, min_pixels: int = 2) -> np.ndarray:
+    """Centroid (x, y) of a 0/1 `weight` (..., h, w) cut from a frame (H, W) at row `top`, column `left`
+    -> (..., 2) in pixels of a 64x64 frame; NaN with fewer than `min_pixels` pixels."""
+    mass = weight.sum(axis=(-2, -1))
+    ys = np.arange(top, top + weight.shape[-2], dtype=np.float64)[:, None]
+    xs = np.arange(left, left + weight.shape[-1], dtype=np.float64)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (weight * xs).sum(axis=(-2, -1)) / mass
+        y = (weight * ys).sum(axis=(-2, -1)) / mass
+    out = np.stack([x, y], axis=-1)
+    out[mass < min_pixels] = np.nan
+    return out * np.array([64 / W, 64 / H])
+
+
 def _boxing_player(gray: np.ndarray) -> np.ndarray:
     """The white boxer: centroid (x, y) of pixels brighter than the ring (gray > 140) below the score
     line and right of the black border. gray (..., H, W) at any size -> (..., 2), NaN when absent."""
     H, W = gray.shape[-2:]
     top, left, bottom = round(6 * H / 64), round(4 * W / 64), round(60 * H / 64)
-    region = gray[..., top:bottom, left:]
-    weight = (region > 140).astype(np.float64)  # (..., h, w)
-    mass = weight.sum(axis=(-2, -1))
-    ys = np.arange(top, bottom, dtype=np.float64)[:, None]
-    xs = np.arange(left, W, dtype=np.float64)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = (weight * xs).sum(axis=(-2, -1)) / mass
-        y = (weight * ys).sum(axis=(-2, -1)) / mass
-    out = np.stack([x, y], axis=-1)
-    out[mass < 2] = np.nan  # fewer than 2 bright pixels: no boxer
-    return out * np.array([64 / W, 64 / H])  # in pixels of a 64x64 frame
+    weight = (gray[..., top:bottom, left:] > 140).astype(np.float64)  # (..., h, w)
+    return _centroid(weight, top, left, H, W)
+
+
+def _boxing_opponent(gray: np.ndarray) -> np.ndarray:
+    """The black boxer: centroid (x, y) of pixels darker than the ring (gray < 55; the ring is ~110,
+    the boxer 0) inside the ring's rows 8..55 of 64, which leaves out the black score (rows 1-3), the
+    clock (row 6) and the logo (row 58), and right of the black border. gray (..., H, W) at any size
+    -> (..., 2) in pixels of a 64x64 frame, NaN when absent."""
+    H, W = gray.shape[-2:]
+    top, left, bottom = round(8 * H / 64), round(4 * W / 64), round(56 * H / 64)
+    weight = (gray[..., top:bottom, left:] < 55).astype(np.float64)  # (..., h, w)
+    return _centroid(weight, top, left, H, W)
 
 
 def _breakout_player(gray: np.ndarray) -> np.ndarray:
@@ -73,15 +96,18 @@ def _breakout_player(gray: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PlayerDetector:
-    """Reads the player's sprite position from frames, and its true position from the emulator RAM.
+    """Reads a sprite's position from frames, and its true position from the emulator RAM.
 
     `detect(frames uint8 (..., 3, H, W)) -> (..., 2)` (x, y) in pixels of a 64x64 frame (NaN when no
     sprite is found); `ram_xy(ram (..., 128)) -> (..., 2)` the RAM bytes of the same position (in the
-    emulator's own units; `calibrate` fits the linear map between the two on real frames)."""
+    emulator's own units; `calibrate` fits the linear map between the two on real frames). Detection
+    reads the channel mean, so it scores gray and colour frames alike (a gray VAE's output included).
+    `sprite` names what is tracked: "player" (the sprite the actions move) or "opponent"."""
 
     game: str
     detect_fn: Callable[[np.ndarray], np.ndarray]
     ram_bytes: tuple[int, int]  # (x, y) RAM addresses; y may repeat x for 1-D players
+    sprite: str = "player"
 
     def detect(self, frames: torch.Tensor) -> np.ndarray:
         return self.detect_fn(_gray(frames))
@@ -94,12 +120,20 @@ PLAYER_DETECTORS = {
     "Boxing": PlayerDetector("Boxing", _boxing_player, (32, 34)),  # AtariARI: player_x, player_y
     "Breakout": PlayerDetector("Breakout", _breakout_player, (72, 72)),  # paddle x (DESIGN §8)
 }
+OPPONENT_DETECTORS = {  # games with a second sprite that the actions do not move
+    "Boxing": PlayerDetector("Boxing", _boxing_opponent, (33, 35), sprite="opponent"),  # AtariARI: enemy_x, _y
+}
 
 
 def player_detector(game: str) -> PlayerDetector:
     if game not in PLAYER_DETECTORS:
         raise ValueError(f"no player detector for {game!r}; detectors exist for {', '.join(PLAYER_DETECTORS)}")
     return PLAYER_DETECTORS[game]
+
+
+def opponent_detector(game: str) -> Optional[PlayerDetector]:
+    """The opponent's detector, or None for a game without one (Breakout)."""
+    return OPPONENT_DETECTORS.get(game)
 
 
 def calibrate(detector: PlayerDetector, frames: torch.Tensor, ram: np.ndarray) -> dict:
@@ -196,9 +230,9 @@ def pooled_psnr(pred: torch.Tensor, truth: torch.Tensor) -> list[float]:
 
 
 def position_error(detector: PlayerDetector, pred: torch.Tensor, truth: torch.Tensor) -> dict:
-    """Per frame: mean distance (px at 64x64) between the player found in `pred` and in `truth`, over
-    rollouts where the truth shows it; a prediction with no player counts as missing (its rate is
-    reported) and is scored at the frame's half-diagonal, not dropped."""
+    """Per frame: mean distance (px at 64x64) between the sprite `detector` finds in `pred` and in
+    `truth`, over rollouts where the truth shows it; a prediction without the sprite counts as missing
+    (its rate is reported) and is scored at the frame's half-diagonal, not dropped."""
     p, t = detector.detect(pred), detector.detect(truth)  # (R, L, 2)
     dist = np.sqrt(((p - t) ** 2).sum(axis=-1))  # (R, L)
     seen = ~np.isnan(t).any(axis=-1)
@@ -221,6 +255,22 @@ def _mean(values: list, lo: int, hi: int) -> Optional[float]:
 # --------------------------------------------------------------------------------------------------
 # The evaluation
 
+METRICS = {  # written into world_model.json: what each number is
+    "psnr": "colour PSNR (dB) per horizon step against the emulator's RGB frames, from the squared error "
+            "pooled over rollouts (peak-to-peak 2 in [-1, 1])",
+    "ssim": "colour SSIM per horizon step against the emulator's RGB frames (magi.evaluate.metrics.ssim: "
+            "per RGB channel, channels averaged), mean over rollouts",
+    "psnr_vae_space": "the same PSNR against the truth's VAE round trip (what the evaluation reported as "
+                      "'psnr' before colour: gray for a pixels:F:gray VAE, so a gray model is not "
+                      "charged for the colour it cannot draw, nor any VAE for its own loss)",
+    "ssim_vae_space": "SSIM against the truth's VAE round trip (the former 'ssim')",
+    "error_px": "the player's position error per step (px at 64x64), detector on the prediction vs on the "
+                "emulator's frame; a missing sprite scores the half-diagonal",
+    "opponent": "the same for the opponent (Boxing: the black boxer)",
+    "copy_last_frame": "baseline: the last real context frame repeated (colour for the colour metrics, its "
+                       "VAE round trip for the *_vae_space ones)",
+}
+
 
 @dataclass
 class WorldModelEvalConfig:
@@ -233,17 +283,75 @@ class WorldModelEvalConfig:
     temperature: float = 1.0
     seed: int = 0
     batch_size: int = 64
+    play_setting: bool = False  # also evaluate each model at its play setting (`at_play_setting`)
+
+
+def play_setting_of(path: str | Path) -> dict:
+    """The sampler setting `magi play` runs a model folder at (its play.json, else play's default;
+    `magi.play.server.play_setting`), with where it came from."""
+    from magi.play.server import play_setting
+
+    setting, threads = play_setting(Path(path))
+    source = Path(path) / "play.json"
+    return {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
+            "sampler": setting.sampler, "temperature": setting.temperature, "threads": threads,
+            "source": str(source) if source.is_file() else "magi play's default (no play.json)"}
+
+
+def score_frames(pred: torch.Tensor, real: torch.Tensor, vae_truth: torch.Tensor,
+                 detectors: dict[str, PlayerDetector], pred_vae: Optional[torch.Tensor] = None) -> dict:
+    """Scores of predicted frames uint8 (R, H', 3, H, W) against the emulator's `real` frames and their
+    VAE round trip `vae_truth` (same shapes): colour PSNR/SSIM against `real`, the same against
+    `vae_truth` (`*_vae_space`; `pred_vae` stands in for `pred` there, for the copy baseline), and
+    the position error of each sprite in `detectors` ({"player": ..., "opponent": ...}) against the
+    sprite found in `real` (the player's at the top level, the others under their name)."""
+    from magi.evaluate.metrics import ssim
+
+    pv = pred if pred_vae is None else pred_vae
+    out = {"psnr": pooled_psnr(pred, real), "ssim": ssim(pred, real).mean(dim=0).tolist(),
+           "psnr_vae_space": pooled_psnr(pv, vae_truth), "ssim_vae_space": ssim(pv, vae_truth).mean(dim=0).tolist()}
+    for sprite, detector in detectors.items():
+        error = position_error(detector, pred, real)
+        if sprite == "player":
+            out.update(error)
+        else:
+            out[sprite] = error
+    return out
+
+
+def _summary(runs: dict, base: dict) -> dict:
+    """One model at one setting in a few numbers: errors over the first 8 steps, PSNR/SSIM means and
+    steps above copying."""
+    true, shuf, null = runs["true_actions"], runs["shuffled_actions"], runs["null_action"]
+    e8, s8 = _mean(true["error_px"], 0, 8), _mean(shuf["error_px"], 0, 8)
+    above = lambda key: int(sum(a > b for a, b in zip(true[key], base[key])))  # noqa: E731
+    out = {
+        "player_error_first8_px": e8, "player_error_first8_shuffled_px": s8,
+        "player_error_first8_null_px": _mean(null["error_px"], 0, 8),
+        "shuffled_over_true_first8": (s8 / e8) if e8 and s8 else None,
+        "psnr_mean": float(np.mean(true["psnr"])), "ssim_mean": float(np.mean(true["ssim"])),
+        "psnr_above_copy_steps": above("psnr"),
+        "psnr_step1_above_copy_db": float(true["psnr"][0] - base["psnr"][0]),
+        "psnr_mean_vae_space": float(np.mean(true["psnr_vae_space"])),
+        "ssim_mean_vae_space": float(np.mean(true["ssim_vae_space"])),
+        "psnr_above_copy_steps_vae_space": above("psnr_vae_space"),
+    }
+    if "opponent" in true:
+        out.update({f"opponent_error_first8{suffix}_px": _mean(r["opponent"]["error_px"], 0, 8)
+                    for suffix, r in (("", true), ("_shuffled", shuf), ("_null", null))})
+    return out
 
 
 def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                          config: WorldModelEvalConfig = WorldModelEvalConfig(), data_root: Optional[str] = None,
                          device: str = "cpu", progress: bool = True, gif_rollouts: int = 6) -> dict:
-    """Evaluate world-model checkpoints ({name: checkpoint or run dir}) on the same held-out rollouts;
-    write `world_model.json`, `world_model.png` (curves) and per model two GIFs next to each other:
-    `rollouts_NAME.gif` (the first `gif_rollouts` rollouts) and `rollouts_NAME_worst.gif` (the
-    rollouts with the largest player error over the first 8 frames, listed in the JSON)."""
+    """Evaluate world-model checkpoints ({name: checkpoint or run dir}) on the same held-out rollouts
+    at the config's sampler setting (and, with `config.play_setting`, again at each model's play
+    setting, under `at_play_setting`); write `world_model.json`, `world_model.png` (curves) and per
+    model two GIFs of the emulator (colour) next to the model: `rollouts_NAME.gif` (the first
+    `gif_rollouts` rollouts) and `rollouts_NAME_worst.gif` (the rollouts with the largest player
+    error over the first 8 frames, listed in the JSON)."""
     from magi.data import build_dataset
-    from magi.evaluate.metrics import ssim
     from magi.pretrained import load_pretrained
 
     out = Path(out_dir)
@@ -266,67 +374,71 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     dataset = build_dataset("atari", **options)
     game = options.get("game", "Pong")
     game = game if isinstance(game, str) else game[0]
-    detector = player_detector(game)
+    detectors = {"player": player_detector(game)}
+    if opponent_detector(game) is not None:
+        detectors["opponent"] = opponent_detector(game)
     rollouts = held_out_rollouts(dataset, c.rollouts, length, c.seed)
 
-    vae = first.vae
-    truth = _round_trip(vae, rollouts.frames, device)  # (R, L, 3, H, W) uint8
+    real = rollouts.frames  # (R, L, 3, H, W) uint8: the emulator's colour frames
+    truth = _round_trip(first.vae, real, device)  # (R, L, 3, H, W) uint8: as the (first) VAE sees them
     k = c.context_frames
-    calib = calibrate(detector, truth.flatten(0, 1), rollouts.ram.reshape(-1, 128))
-    copy = truth[:, k - 1:k].expand(-1, length, -1, -1, -1).clone()
-    copy[:, :k] = truth[:, :k]
-    shuffled = rollouts.actions.roll(1, dims=0)  # every rollout gets the next rollout's actions
-    null = torch.full_like(rollouts.actions, -1)
+    calib = {sprite: calibrate(d, real.flatten(0, 1), rollouts.ram.reshape(-1, 128)) for sprite, d in detectors.items()}
 
-    def score(pred: torch.Tensor) -> dict:
-        ps = pooled_psnr(pred[:, k:], truth[:, k:])
-        ss = ssim(pred[:, k:], truth[:, k:]).mean(dim=0).tolist()
-        pos = position_error(detector, pred[:, k:], truth[:, k:])
-        return {"psnr": ps, "ssim": ss, **pos}
+    def copy_last(frames: torch.Tensor) -> torch.Tensor:  # (R, L, 3, H, W): the last context frame held
+        return frames[:, k - 1:k].expand(-1, c.horizon, -1, -1, -1)
 
-    result = {"game": game, "config": asdict(c), "rollout_sources": rollouts.sources,
-              "detector": {"game": game, "ram_bytes": list(detector.ram_bytes), "on_real_frames": calib},
-              "baselines": {"copy_last_frame": score(copy)}, "models": {}}
+    base = score_frames(copy_last(real), real[:, k:], truth[:, k:], detectors, pred_vae=copy_last(truth))
+    variants = {"true_actions": rollouts.actions,
+                "shuffled_actions": rollouts.actions.roll(1, dims=0),  # every rollout: the next one's actions
+                "null_action": torch.full_like(rollouts.actions, -1)}
+    result = {"game": game, "config": asdict(c), "metrics": METRICS, "rollout_sources": rollouts.sources,
+              "detector": {"game": game, "ram_bytes": list(detectors["player"].ram_bytes),
+                           "on_real_frames": calib["player"]},
+              "opponent_detector": None if "opponent" not in detectors else {
+                  "game": game, "ram_bytes": list(detectors["opponent"].ram_bytes),
+                  "on_real_frames": calib["opponent"]},
+              "baselines": {"copy_last_frame": base}, "models": {}}
+
+    def at_setting(ckpt, setting: dict) -> tuple[dict, torch.Tensor]:
+        """The three action variants at one sampler setting -> (runs, true-action predictions)."""
+        vae_truth = truth if ckpt.vae_spec == first.vae_spec else _round_trip(ckpt.vae, real, device)
+        runs, videos = {}, {}
+        for variant, acts in variants.items():
+            videos[variant] = roll_out(ckpt.model, ckpt.vae, real[:, :k], acts, length,
+                                       mask_steps=setting["mask_steps"], diffusion_steps=setting["diffusion_steps"],
+                                       sampler=setting["sampler"], temperature=c.temperature, seed=c.seed,
+                                       batch_size=c.batch_size, progress=progress)
+            runs[variant] = score_frames(videos[variant][:, k:], real[:, k:], vae_truth[:, k:], detectors)
+        runs["summary"] = _summary(runs, base)
+        return runs, videos["true_actions"]
+
     videos = {}
     for name, ckpt in loaded.items():
         model = ckpt.model
-        runs = {}
-        for variant, acts in (("true_actions", rollouts.actions), ("shuffled_actions", shuffled),
-                              ("null_action", null)):
-            pred = roll_out(model, ckpt.vae, rollouts.frames[:, :k], acts, length, mask_steps=c.mask_steps,
-                            diffusion_steps=c.diffusion_steps, sampler=c.sampler,
-                            temperature=c.temperature, seed=c.seed, batch_size=c.batch_size,
-                            progress=progress)
-            runs[variant] = score(pred)
-            if variant == "true_actions":
-                videos[name] = pred
+        setting = {"mask_steps": c.mask_steps, "diffusion_steps": c.diffusion_steps, "sampler": c.sampler}
+        runs, videos[name] = at_setting(ckpt, setting)
+        runs["setting"] = setting
         per_rollout = np.array([np.nan if v is None else v
                                 for v in runs["true_actions"]["rollout_error_first8_px"]])
         scored = np.flatnonzero(~np.isnan(per_rollout))
         worst = [int(i) for i in scored[np.argsort(-per_rollout[scored], kind="stable")][:gif_rollouts]]
         runs["worst_rollouts"] = [{"rollout": i, "player_error_first8_px": float(per_rollout[i]),
                                    **rollouts.sources[i]} for i in worst]
-        true_err, shuf_err = runs["true_actions"]["error_px"], runs["shuffled_actions"]["error_px"]
-        e8, s8 = _mean(true_err, 0, 8), _mean(shuf_err, 0, 8)
-        copy_psnr = result["baselines"]["copy_last_frame"]["psnr"]
-        runs["summary"] = {
-            "player_error_first8_px": e8, "player_error_first8_shuffled_px": s8,
-            "player_error_first8_null_px": _mean(runs["null_action"]["error_px"], 0, 8),
-            "shuffled_over_true_first8": (s8 / e8) if e8 and s8 else None,
-            "psnr_mean": float(np.mean(runs["true_actions"]["psnr"])),
-            "psnr_above_copy_steps": int(sum(a > b for a, b in zip(runs["true_actions"]["psnr"], copy_psnr))),
-        }
+        if c.play_setting:
+            play = play_setting_of(checkpoints[name])
+            play_runs, _ = at_setting(ckpt, play)
+            runs["at_play_setting"] = {"setting": play, **play_runs}
         record = Path(ckpt.path) / "training.json"  # an exported model: the step it was exported at
         step = ckpt.step if ckpt.step is not None or not record.is_file() else json.loads(record.read_text()).get("steps")
         runs["model"] = {"checkpoint": ckpt.path, "step": step, "ema": ckpt.ema,
-                         "teacher_forcing": model.config.teacher_forcing,
+                         "teacher_forcing": model.config.teacher_forcing, "vae": ckpt.vae_spec,
                          "parameters": sum(p.numel() for p in model.parameters())}
         result["models"][name] = runs
     gifs = {}  # GIF name -> (rollout indices, predictions): the first rollouts and the worst ones
     for name, pred in videos.items():
         gifs[name] = list(range(min(gif_rollouts, len(pred)))), pred
         gifs[f"{name}_worst"] = [w["rollout"] for w in result["models"][name]["worst_rollouts"]], pred
-    result["files"] = _write_outputs(out, result, truth, gifs, k)
+    result["files"] = _write_outputs(out, result, real, gifs, k)
     (out / "world_model.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -341,8 +453,8 @@ def _round_trip(vae, frames: torch.Tensor, device) -> torch.Tensor:
 
 
 def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: int) -> list[str]:
-    """Curves (PSNR, player error) in one PNG; GIFs of truth | prediction, one per entry of `gifs`
-    ({name: (rollout indices, predictions (R, L, 3, H, W))}), the predicted frames framed in red."""
+    """Curves (colour PSNR, player error) in one PNG; GIFs of truth | prediction, one per entry of
+    `gifs` ({name: (rollout indices, predictions (R, L, 3, H, W))}), the predicted frames framed in red."""
     from matplotlib.figure import Figure
 
     from magi.video_io import side_by_side, write_gif
@@ -359,7 +471,7 @@ def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: 
         for variant, style in (("true_actions", "-"), ("shuffled_actions", ":"), ("null_action", "-.")):
             ax2.plot(steps, [np.nan if v is None else v for v in runs[variant]["error_px"]], style,
                      color=line.get_color(), label=f"{name}, {variant.replace('_', ' ')}")
-    ax1.set(xlabel="horizon step", ylabel="PSNR (dB, pooled)", title=f"{result['game']}: frames vs emulator")
+    ax1.set(xlabel="horizon step", ylabel="colour PSNR (dB, pooled)", title=f"{result['game']}: frames vs emulator")
     ax2.set(xlabel="horizon step", ylabel="player position error (px at 64x64)", title="controllability")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -378,6 +490,181 @@ def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: 
 
 
 # --------------------------------------------------------------------------------------------------
+# A long stream, as `magi play` runs it
+
+
+def emulator_opening(game: str, frames: int, size, seed: int) -> torch.Tensor:
+    """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
+    opens a session: uint8 (1, frames, 3, H, W) at the training `size`."""
+    from magi.data.builtin import _resize_frame, atari_env
+
+    env = atari_env(game, who="emulator_opening")
+    noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
+    obs, _ = env.reset(seed=seed)
+    out = [_resize_frame(obs, size)]
+    while len(out) < frames:
+        obs, *_ = env.step(noop)
+        out.append(_resize_frame(obs, size))
+    env.close()
+    return torch.from_numpy(np.stack(out))[None]
+
+
+class StickyPlayer:
+    """A seeded player for `Magi.stream(actions=...)`: NOOP (0) for the opening's frames t < k - 1,
+    then a key held that changes, with probability `change` per frame, to one drawn uniformly from the
+    game's `num_actions` (a player who keeps a key for a few frames, as people do)."""
+
+    def __init__(self, num_actions: int, context_frames: int, seed: int, change: float = 0.25) -> None:
+        self.num_actions, self.k, self.change = num_actions, context_frames, change
+        self.rng, self.held, self.taken = np.random.default_rng(seed), 0, []
+
+    def __call__(self, t: int) -> int:
+        if t >= self.k - 1 and self.rng.random() < self.change:
+            self.held = int(self.rng.integers(self.num_actions))
+        a = self.held if t >= self.k - 1 else 0
+        self.taken.append(a)
+        return a
+
+
+def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
+                temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None
+                ) -> Iterator[tuple[torch.Tensor, float]]:
+    """The endless stream `magi play` runs: real opening frames of a fresh emulator episode (play's
+    first held-out seed, NOOPs), `Magi.stream(None, ..., actions=player, long_video="window")`, each
+    latent decoded to uint8. `player(t)` is the action taken at frame t (default: a `StickyPlayer`
+    seeded with `seed`). Yields (frame uint8 (3, H, W), ms spent on it: the stream's next frame +
+    decode)."""
+    import time
+
+    from magi.play.session import FIRST_SEED
+
+    model = ckpt.model
+    k = stream_context_frames(ckpt)
+    context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED))  # (1, k, C, h, w)
+    player = player or StickyPlayer(_num_game_actions(game), k, seed)
+    stream = model.stream(None, context=context, actions=player, mask_steps=mask_steps,
+                          diffusion_steps=diffusion_steps, sampler=sampler, temperature=temperature,
+                          generator=torch.Generator(device=ckpt.device).manual_seed(seed), long_video="window")
+    try:
+        with torch.no_grad():
+            while True:
+                start = time.perf_counter()
+                image = ckpt.decode(next(stream)[:, None])[0, 0]  # (1, C, h, w) -> (3, H, W) uint8
+                yield image, (time.perf_counter() - start) * 1000
+    finally:
+        stream.close()
+
+
+def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
+                 sampler: str = "ddim", temperature: float = 1.0, seed: int = 0, block: int = 1000,
+                 snapshot_every: Optional[int] = None, progress: bool = True) -> tuple[dict, torch.Tensor]:
+    """Stream `frames` frames from a model (a `LoadedCheckpoint`) exactly as `magi play` does
+    (`play_stream`), timing every frame (generate + decode) and finding both sprites in every decoded
+    frame.
+
+    -> (report, snapshots uint8 (S, 3, H, W): the first generated frame and every `snapshot_every`-th
+    after it). The report: the share of frames in which the player, the opponent and both are found
+    (target >= 0.95 for both), the longest run of frames with a sprite lost, and per block of `block`
+    frames the ms per frame (median, p95, mean) and the detected shares, to show both stay flat."""
+    from tqdm.auto import tqdm
+
+    from magi.play.session import FIRST_SEED
+
+    if frames < 1 or block < 1:
+        raise ValueError(f"stream_check: frames and block must be >= 1, got {frames}, {block}")
+    detectors = {"player": player_detector(game)}
+    if opponent_detector(game) is not None:
+        detectors["opponent"] = opponent_detector(game)
+    k = stream_context_frames(ckpt)
+    snapshot_every = snapshot_every or block
+    found = {sprite: np.zeros(frames, bool) for sprite in detectors}
+    ms = np.zeros(frames)
+    snapshots, pending = [], []
+    player = StickyPlayer(_num_game_actions(game), k, seed)
+    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player)
+    try:
+        for t, (image, spent) in enumerate(tqdm(stream, total=frames, desc="stream", disable=not progress,
+                                                leave=False)):
+            ms[t] = spent
+            pending.append(image)
+            if t % snapshot_every == 0 or t == frames - 1:
+                snapshots.append(image)
+            if len(pending) == block or t == frames - 1:  # detect a block at once: (b, 3, H, W)
+                batch, lo = torch.stack(pending), t + 1 - len(pending)
+                for sprite, d in detectors.items():
+                    found[sprite][lo:t + 1] = ~np.isnan(d.detect(batch)).any(axis=-1)
+                pending = []
+            if t == frames - 1:
+                break
+    finally:
+        stream.close()
+    both = np.logical_and.reduce(list(found.values()))
+    blocks = []
+    for lo in range(0, frames, block):
+        hi = min(frames, lo + block)
+        blocks.append({"frames": [lo, hi], "ms_median": float(np.median(ms[lo:hi])),
+                       "ms_p95": float(np.percentile(ms[lo:hi], 95)), "ms_mean": float(ms[lo:hi].mean()),
+                       "both_detected": float(both[lo:hi].mean()),
+                       **{f"{s}_detected": float(f[lo:hi].mean()) for s, f in found.items()}})
+    report = {
+        "frames": frames, "context_frames": k, "emulator_seed": FIRST_SEED, "player_seed": seed,
+        "player": "StickyPlayer: NOOP in the opening, then a key held, changed with probability 0.25 per frame",
+        "setting": {"mask_steps": mask_steps, "diffusion_steps": diffusion_steps, "sampler": sampler,
+                    "temperature": temperature, "long_video": "window"},
+        "torch_threads": torch.get_num_threads(), "device": str(ckpt.device),
+        "sprites": list(detectors), "both_detected_fraction": float(both.mean()),
+        **{f"{s}_detected_fraction": float(f.mean()) for s, f in found.items()},
+        "target_both_detected": 0.95, "passes": bool(both.mean() >= 0.95),
+        "longest_run_without_both": _longest_run(~both),
+        "first_frame_without_both": int(np.argmax(~both)) if (~both).any() else None,
+        "ms_per_frame_median": float(np.median(ms)), "ms_per_frame_p95": float(np.percentile(ms, 95)),
+        "late_over_early_ms": blocks[-1]["ms_median"] / blocks[0]["ms_median"],
+        "actions_changed": int(np.count_nonzero(np.diff(player.taken[k - 1:]))),
+        "blocks": blocks, "timed": "Magi.stream's next frame + decode to uint8, per frame (detection not timed)",
+        "snapshot_frames": [t for t in range(frames) if t % snapshot_every == 0 or t == frames - 1],
+    }
+    return report, torch.stack(snapshots)
+
+
+def stream_context_frames(ckpt) -> int:
+    """Real opening frames `magi play` gives a model: its training length minus one, at least 2."""
+    from magi.play.session import MIN_CONTEXT
+
+    return max(MIN_CONTEXT, ckpt.model.config.num_frames - 1)
+
+
+def _num_game_actions(game: str) -> int:
+    from magi.data.builtin import atari_env
+
+    env = atari_env(game, who="stream_check")
+    n = len(env.unwrapped.get_action_meanings())
+    env.close()
+    return n
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D boolean array."""
+    best = run = 0
+    for f in flags:
+        run = run + 1 if f else 0
+        best = max(best, run)
+    return best
+
+
+def write_stream_check(out: Path, name: str, report: dict, snapshots: torch.Tensor) -> list[Path]:
+    """`stream_NAME.json` and `stream_NAME.png` (the snapshots left to right, 2x) in `out`."""
+    from PIL import Image
+
+    from magi.visualize import frame_grid, upscale
+
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / f"stream_{name}.json", out / f"stream_{name}.png"
+    json_path.write_text(json.dumps(report, indent=1))
+    Image.fromarray(frame_grid(upscale(snapshots.permute(0, 2, 3, 1).numpy(), 2))).save(png_path)
+    return [json_path, png_path]
+
+
+# --------------------------------------------------------------------------------------------------
 # magi eval world-model
 
 
@@ -387,7 +674,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="the recordings' root (default: the checkpoint's data.options.root)")
     d = WorldModelEvalConfig()
     for field, value in asdict(d).items():
-        p.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):
+            continue
+        text = "held-out rollouts (0: no rollout evaluation, e.g. with --stream-frames only)" if field == "rollouts" else None
+        p.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=text)
+    p.add_argument("--play-setting", action="store_true",
+                   help="also evaluate each model at its play setting (the mask and diffusion steps of its "
+                   "play.json, as `magi play`), next to the setting above; both go into world_model.json")
+    p.add_argument("--stream-frames", type=int, default=0,
+                   help="also stream this many frames from each model at its play setting, as `magi play` "
+                   "does, and measure how often both boxers are found and the ms per frame per 1,000 "
+                   "frames (stream_NAME.json, stream_NAME.png); 10000 for the issue-19 check")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
@@ -397,36 +695,92 @@ def run(args: argparse.Namespace) -> dict:
     for item in args.checkpoints:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).name, "", item)
         named[name] = path
-    fields = asdict(WorldModelEvalConfig())
-    config = WorldModelEvalConfig(**{f: getattr(args, f) for f in fields})
-    result = evaluate_world_model(named, args.out, config, args.data_root, args.device,
-                                  progress=not args.no_progress)
-    print(format_table(result))
-    print(f"-> {Path(args.out) / 'world_model.json'}")
+    if args.rollouts < 0 or args.stream_frames < 0:
+        raise ValueError(f"--rollouts and --stream-frames: expected >= 0, got {args.rollouts}, {args.stream_frames}")
+    if args.rollouts == 0 and args.stream_frames == 0:
+        raise ValueError("--rollouts 0 and no --stream-frames: nothing to evaluate")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = {}
+    if args.rollouts:
+        fields = asdict(WorldModelEvalConfig())
+        config = WorldModelEvalConfig(**{f: getattr(args, f) for f in fields})
+        result = evaluate_world_model(named, args.out, config, args.data_root, args.device,
+                                      progress=not args.no_progress)
+        print(format_table(result))
+        print(f"-> {Path(args.out) / 'world_model.json'}")
+    if args.stream_frames:
+        from magi.pretrained import load_pretrained
+
+        result["streams"] = {}
+        for name, path in named.items():
+            ckpt = load_pretrained(path, device=args.device)
+            setting = play_setting_of(path)
+            game = ((ckpt.run_config or {}).get("data") or {}).get("options", {}).get("game")
+            game = game[0] if isinstance(game, (list, tuple)) else game
+            if not isinstance(game, str):
+                raise ValueError(f"{path}: its train_config.yaml names no Atari game (data.options.game)")
+            report, snapshots = stream_check(ckpt, game, args.stream_frames, setting["mask_steps"],
+                                             setting["diffusion_steps"], setting["sampler"], args.temperature,
+                                             args.seed, progress=not args.no_progress)
+            report = {"model": str(path), "play_setting_source": setting["source"], **report}
+            files = write_stream_check(Path(args.out), name, report, snapshots)
+            result["streams"][name] = report
+            print(format_stream(name, report))
+            print(f"-> {files[0]}")
     return result
 
 
 def format_table(result: dict) -> str:
-    calib = result["detector"]["on_real_frames"]
-    lines = [f"{result['game']}: player detector on real frames, error vs RAM {calib['mean_error_px']:.2f} px "
-             f"(found in {calib['found_rate']:.0%})",
-             "model        step   PSNR  >copy  err@1-8 true / shuffled / null   shuffled÷true"]
+    lines = []
+    for key, label in (("detector", "player"), ("opponent_detector", "opponent")):
+        if result.get(key):
+            calib = result[key]["on_real_frames"]
+            lines.append(f"{result['game']}: {label} detector on real frames, error vs RAM "
+                         f"{calib['mean_error_px']:.2f} px (found in {calib['found_rate']:.0%})")
+    fmt = lambda v: "  n/a" if v is None else f"{v:5.2f}"  # noqa: E731
+    horizon = result["config"]["horizon"]
+    lines.append("colour PSNR/SSIM vs the emulator (VAE space: vs its round trip); errors over steps 1-8, px")
+    lines.append("model      setting   step   PSNR   SSIM  >copy  PSNR(vae)  player true / shuf / null  "
+                 "shuf/true  opponent true / shuf / null")
     for name, runs in result["models"].items():
-        s = runs["summary"]
-        fmt = lambda v: "  n/a" if v is None else f"{v:5.2f}"  # noqa: E731
         step = runs["model"]["step"]
-        lines.append(f"{name:10s} {'-' if step is None else step:>6} {s['psnr_mean']:6.2f} {s['psnr_above_copy_steps']:3d}/"
-                     f"{result['config']['horizon']}  {fmt(s['player_error_first8_px'])} / "
-                     f"{fmt(s['player_error_first8_shuffled_px'])} / {fmt(s['player_error_first8_null_px'])}"
-                     f"        {fmt(s['shuffled_over_true_first8'])}")
+        for r in (runs, runs.get("at_play_setting")):
+            if r is None:
+                continue
+            s, st = r["summary"], r["setting"]
+            lines.append(f"{name:10s} m{st['mask_steps']}-d{st['diffusion_steps']:<4d} {'-' if step is None else step:>6} "
+                         f"{s['psnr_mean']:6.2f} {s['ssim_mean']:6.3f} {s['psnr_above_copy_steps']:3d}/{horizon}  "
+                         f"{s['psnr_mean_vae_space']:6.2f}     {fmt(s['player_error_first8_px'])} / "
+                         f"{fmt(s['player_error_first8_shuffled_px'])} / {fmt(s['player_error_first8_null_px'])}"
+                         f"     {fmt(s['shuffled_over_true_first8'])}     "
+                         f"{fmt(s.get('opponent_error_first8_px'))} / {fmt(s.get('opponent_error_first8_shuffled_px'))}"
+                         f" / {fmt(s.get('opponent_error_first8_null_px'))}")
     base = result["baselines"]["copy_last_frame"]
-    lines.append(f"copy-last  {'':6s} {np.mean(base['psnr']):6.2f}         "
-                 f"{_mean(base['error_px'], 0, 8) or float('nan'):5.2f}")
+    opp = base.get("opponent")
+    lines.append(f"copy-last  {'':16s} {np.mean(base['psnr']):6.2f} {np.mean(base['ssim']):6.3f}        "
+                 f"{np.mean(base['psnr_vae_space']):6.2f}     {fmt(_mean(base['error_px'], 0, 8))}"
+                 + ("" if opp is None else f"{'':32s}{fmt(_mean(opp['error_px'], 0, 8))}"))
     return "\n".join(lines)
 
 
-__all__ = ["PlayerDetector", "PLAYER_DETECTORS", "player_detector", "calibrate", "held_out_rollouts",
-           "roll_out", "evaluate_world_model", "WorldModelEvalConfig", "format_table"]
+def format_stream(name: str, report: dict) -> str:
+    st = report["setting"]
+    lines = [f"{name}: {report['frames']} frames streamed at m{st['mask_steps']}-d{st['diffusion_steps']} "
+             f"{st['sampler']}, {report['torch_threads']} thread(s): both boxers found in "
+             f"{report['both_detected_fraction']:.1%} (target 95%: {'met' if report['passes'] else 'missed'}), "
+             f"longest loss {report['longest_run_without_both']} frames",
+             "frames          ms p50   ms p95   both   " + "   ".join(report["sprites"])]
+    for b in report["blocks"]:
+        lines.append(f"{b['frames'][0]:>6}-{b['frames'][1]:<6}  {b['ms_median']:6.1f}   {b['ms_p95']:6.1f}   "
+                     f"{b['both_detected']:.3f}  " + "   ".join(f"{b[f'{s}_detected']:.3f}" for s in report["sprites"]))
+    return "\n".join(lines)
+
+
+__all__ = ["PlayerDetector", "PLAYER_DETECTORS", "OPPONENT_DETECTORS", "player_detector", "opponent_detector",
+           "calibrate", "held_out_rollouts", "roll_out", "score_frames", "evaluate_world_model",
+           "WorldModelEvalConfig", "play_setting_of", "emulator_opening", "StickyPlayer", "play_stream", "stream_check",
+           "write_stream_check", "format_table", "format_stream"]
 
 
 if __name__ == "__main__":  # pragma: no cover
