@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo pretrained atari bench gpu-check clean
+.PHONY: install test test-all demo pretrained atari atari-tokens bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ pretrained: $(STAMP)
 atari: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model.yaml --out runs/atari_ctf --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/atari_ctf --pretrained pretrained/atari --export-command "make atari"
+
+# The world model on learned colour tokens (issue 19; pretrained/atari_tokens/): records the episodes, trains
+# the frame tokenizer (configs/atari_tokenizer.yaml, ~25 CPU min) and exports it, trains the world model on
+# its latents (configs/atari_world_model_tokens.yaml), exports both into one folder (the tokenizer in
+# pretrained/atari_tokens/tokenizer/). Each stage is interruptible: run it again and it continues.
+atari-tokens: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi tokenizer train --config configs/atari_tokenizer.yaml --out runs/atari_tokenizer --resume auto --export runs/atari_tokenizer/export
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_tokens --resume auto
+	$(VENV)/bin/magi demo --export-pretrained runs/atari_tokens --pretrained pretrained/atari_tokens --export-command "make atari-tokens"
 
 bench: $(STAMP)
 	$(VENV)/bin/magi bench
