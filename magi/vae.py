@@ -652,6 +652,10 @@ def load_vae(spec: str, *, subfolder: str | None = None, dtype: torch.dtype | st
     cls = getattr(diffusers, cls_name, None) if cls_name else AutoencoderKL
     if cls is None:
         raise ValueError(f"VAE {spec}: config names class {cls_name!r}, which diffusers does not have")
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:  # diffusers would warn and fall back to this anyway
+        options.setdefault("low_cpu_mem_usage", False)
     model = cls.from_pretrained(spec, subfolder=subfolder, torch_dtype=dtype, **options)
     vae = from_diffusers(model, chunk_size=chunk_size, sample=sample, source=source)
     return vae.to(device) if device is not None else vae
