@@ -41,10 +41,12 @@ from magi.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_objec
                               destroy_distributed, init_distributed, is_fsdp, shard_fsdp, unwrap,
                               wrap_model)
 from magi.ema import ema_decay_at, make_ema, update_ema
+from magi.latent_stats import LatentStats
 from magi.logging_utils import MetricsLogger
 
 
 LOSS_PLOT = "loss.png"  # OUT/loss.png, redrawn at log steps
+LATENT_STATS_BATCHES = 4  # micro-batches whose latents are measured at the start (magi.latent_stats)
 LOSS_PLOT_SECONDS = 30.0  # at most this often
 
 
@@ -270,6 +272,7 @@ class Trainer:
         self.run, self.cfg = run, run.train
         self.out_dir = Path(out_dir)
         self.info = info or init_distributed(self.cfg.device)
+        self._latent_stats, self._stats_batches_left = LatentStats(), LATENT_STATS_BATCHES
         if self.cfg.num_threads is not None:
             torch.set_num_threads(self.cfg.num_threads)
         self.device = self.info.device
@@ -448,10 +451,37 @@ class Trainer:
     # ---- one optimizer step
     def _latents(self, batch: dict[str, Any]) -> torch.Tensor:
         if "latents" in batch:
-            return batch["latents"].to(self.device, non_blocking=True)  # (B, T, C, h, w)
-        video = batch["video"].to(self.device, non_blocking=True)  # (B, T, 3, H, W)
-        with torch.no_grad():
-            return self.vae.encode(video)  # (B, T', C, h, w)
+            latents = batch["latents"].to(self.device, non_blocking=True)  # (B, T, C, h, w)
+        else:
+            video = batch["video"].to(self.device, non_blocking=True)  # (B, T, 3, H, W)
+            with torch.no_grad():
+                latents = self.vae.encode(video)  # (B, T', C, h, w)
+        if self._stats_batches_left > 0:  # the first micro-batches: are the latents unit scale?
+            self._latent_stats.update(latents)
+            self._stats_batches_left -= 1
+            if self._stats_batches_left == 0:
+                self._report_latent_stats()
+        return latents
+
+    def _report_latent_stats(self) -> None:
+        """Rank 0: per-channel mean/std of the first micro-batches' latents, printed and written to
+        OUT/latent_stats.json; a warning when they are far from unit scale (`magi.latent_stats`)."""
+        if not self.info.is_main:
+            return
+        stats = self._latent_stats
+        far = stats.far_from_unit()
+        record = {"micro_batches": LATENT_STATS_BATCHES, **stats.record(), "far_from_unit": far}
+        try:
+            record["suggested_vae_options"] = stats.vae_options(self.vae) if far else None
+        except ValueError:  # a VAE without a normalization to set (pixels)
+            record["suggested_vae_options"] = None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "latent_stats.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(f"latents of the first {LATENT_STATS_BATCHES} micro-batches: {stats.describe()}")
+        if far:
+            warnings.warn(f"{far}; the eps-prediction schedule assumes about unit variance. Set vae.options "
+                          f"latents_mean / latents_std (OUT/latent_stats.json suggests values; `magi cache-latents "
+                          f"--write-vae-options CONFIG` writes them)", stacklevel=2)
 
     def _labels(self, batch: dict[str, Any]) -> torch.Tensor | None:
         nc = self.run.model.num_classes

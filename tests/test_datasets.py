@@ -131,11 +131,30 @@ def test_bad_files_skipped_counted_and_never_raise(bad_folder):
                 assert item["video"].shape == (2, 4, 3, 16, 16) or item["video"].shape[0] == 1
     late = [str(w.message) for w in caught if issubclass(w.category, BadVideoWarning)]
     assert all("truncated_faststart" in m for m in late)
-    # the header claims 60 frames, 10 survive: the record shrank to what decodes (no warning), or the
+    # the header claims 60 frames, 10 survive: its clips come from the 10 that decode (no warning), or the
     # file was dropped with exactly one warning
     record = next(r for r in ds.records if r.path == "bad/truncated_faststart.mp4")
     dropped = record.path in ds._failed
-    assert (dropped and len(late) == 1 and ds.skipped == 4) or (record.num_frames == 10 and not late)
+    assert (dropped and len(late) == 1 and ds.skipped == 4) or (ds._decoded[record.path] == 10 and not late)
+
+
+def test_a_header_that_over_counts_changes_no_other_items_draw(bad_folder):
+    """Finding out a file is shorter than its header says (in one DataLoader worker) moves that item's clip
+    inside the real frames, and leaves every other item's (video, interval, start) as before."""
+    with pytest.warns(BadVideoWarning):
+        ds = VideoFolder(bad_folder, num_frames=4, size=16, interval="dynamic", interval_sampling="interval_first")
+    picks = {(e, i): ds.set_epoch(e) or ds.pick(i) for e in range(3) for i in range(len(ds))}
+    short = next(i for i, r in enumerate(ds.records) if r.path == "bad/truncated_faststart.mp4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for e in range(3):
+            ds.set_epoch(e)
+            for i in range(len(ds)):
+                item = ds[i]
+                if item["path"].endswith("truncated_faststart.mp4"):
+                    assert item["video"].shape[0] == 4  # a whole clip from the frames that decode
+    assert {(e, i): ds.set_epoch(e) or ds.pick(i) for e in range(3) for i in range(len(ds))} == picks
+    assert ds.records[short].num_frames > 10 and ds._decoded == {"bad/truncated_faststart.mp4": 10}
 
 
 def test_eval_clips_deterministic(video_folder):

@@ -219,9 +219,9 @@ def test_deviations_name_a_non_paper_sampling_setting(setup):
 
     root, run, i3d = setup
     ckpt = load_checkpoint(run)
-    parse = lambda *a: build_parser().parse_args(["fvd", str(run), "--detector", "x", "--out", "y",
-                                                  "--allow-untrained-interval", *a])
-    ucf = resolve_protocol(parse("--protocol", "ucf101"), ckpt)
+    protocol = lambda *a: resolve_protocol(build_parser().parse_args(
+        ["fvd", str(run), "--detector", "x", "--out", "y", "--allow-untrained-interval", *a]), ckpt)
+    ucf = protocol("--protocol", "ucf101")
     paper = SamplingOptions(cfg=7.0)  # 64 mask x 100 DDPM steps by default
     sampling = lambda found: [d for d in found if "the paper samples" in d or "EMA" in d]
     assert sampling(deviations(ucf, ckpt, paper)) == []
@@ -232,5 +232,5 @@ def test_deviations_name_a_non_paper_sampling_setting(setup):
                      "sampler = 'ddim', the paper samples with 'ddpm'"]
     raw = load_checkpoint(run, ema=False)
     assert any("non-EMA" in d for d in deviations(ucf, raw, paper))
-    k600 = resolve_protocol(parse("--protocol", "k600", "--unconditional"), ckpt)
+    k600 = protocol("--protocol", "k600", "--unconditional")
     assert sampling(deviations(k600, ckpt, SamplingOptions())) == []  # K600: no guidance

@@ -187,3 +187,53 @@ def test_old_style_clip_cache_warns_at_training_start(tmp_path):
     with pytest.warns(UserWarning, match="epoch e reads clip e mod K"):
         record = trainer._report_intervals()
     assert sum(record["histogram"].values()) == 4
+
+
+def test_latent_statistics_report_on_a_stand_in_vae(tmp_path):
+    """`magi cache-latents` measures per-channel mean/std (the stand-in Cosmos tokenizer's raw latents are
+    far from unit scale), --write-vae-options writes the normalization that makes them unit scale, and the
+    first training batches report the same and warn."""
+    from cosmos_standin import make_cosmos_dir
+    from safetensors.torch import load_file
+
+    from magi.data.latents import main
+    from magi.train import Trainer
+
+    cosmos = make_cosmos_dir(tmp_path / "cosmos")
+    config = tmp_path / "run.yaml"
+    config.write_text("data: {kind: moving-digits, num_videos: 6, num_frames: 17, size: 32, interval: 1}\n"
+                      "vae: {spec: pixels}  # replaced by the flag's values below\n")
+    data = ["kind=moving-digits", "num_videos=6", "num_frames=17", "size=32", "interval=1"]
+    with pytest.warns(UserWarning, match="far from unit scale"):
+        assert main([*sum((["--data", d] for d in data), []), "--vae", str(cosmos), "--out", str(tmp_path / "raw"),
+                     "--clips-per-video", "1", "--workers", "0", "--write-vae-options", str(config)]) == 0
+    meta = json.loads((tmp_path / "raw" / "index.json").read_text())
+    cached = torch.cat([t for s in range(meta["num_shards"])
+                        for t in load_file(str(tmp_path / "raw" / f"shard_{s:05d}.safetensors")).values()])
+    per_channel = cached.movedim(-3, 0).reshape(16, -1).double()  # (C, values)
+    assert meta["latent_stats"]["mean"] == pytest.approx(per_channel.mean(1).tolist(), abs=1e-5)
+    assert meta["latent_stats"]["std"] == pytest.approx(per_channel.std(1, unbiased=False).tolist(), abs=1e-5)
+    options = __import__("yaml").safe_load(config.read_text())["vae"]["options"]
+    assert len(options["latents_mean"]) == len(options["latents_std"]) == 16
+    # re-encoding with the written normalization: mean 0 and std 1 in every channel
+    vae = load_vae(str(cosmos), **options)
+    digits = MovingDigits(num_videos=6, num_frames=17, size=32, interval=1)
+    z = vae.encode(torch.stack([digits[i]["video"] for i in range(6)]))  # (6, 5, 16, 4, 4)
+    z = z.movedim(-3, 0).reshape(16, -1)
+    assert z.mean(1).abs().max() < 1e-3 and (z.std(1, unbiased=False) - 1).abs().max() < 1e-3
+
+    # the first training batches: the same report and warning, written to OUT/latent_stats.json
+    from magi.config import RunConfig
+
+    run = RunConfig.from_dict({
+        "model": {"preset": "test", "latent_channels": 16, "latent_size": 4, "num_frames": 5, "num_classes": 0,
+                  "attention": "sdpa"},
+        "data": {"kind": "moving-digits", "options": {"num_videos": 6, "num_frames": 17, "size": 32, "interval": 1}},
+        "vae": {"spec": str(cosmos)},
+        "train": {"max_steps": 4, "global_batch_size": 2, "warmup_steps": 1, "progress": False, "num_threads": 1,
+                  "checkpoint_every": 100, "sample": {"num_videos": 0}}})
+    with pytest.warns(UserWarning, match="far from unit scale"):
+        Trainer(run, tmp_path / "train").fit()
+    record = json.loads((tmp_path / "train" / "latent_stats.json").read_text())
+    assert record["far_from_unit"] and record["suggested_vae_options"]["latents_std"] == pytest.approx(
+        options["latents_std"], rel=0.2)  # 4 micro-batches of 2 clips: near the whole set's values

@@ -41,6 +41,7 @@ import numpy as np
 from magi.data.clips import (MAX_INTERVAL, UniformIntervals, _ranges, choose_clip, clip_span, interval_histogram,
                              max_interval_for, sampling_rule, stratified_clips)
 from magi.data.decode import BadVideoWarning, VideoError
+from magi.latent_stats import LatentStats
 from magi.video_io import to_float_video
 
 FORMAT_VERSION = 1
@@ -147,6 +148,7 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
             break
     loader = torch.utils.data.DataLoader(videos_to_encode, batch_size=None, num_workers=num_workers)
     videos, skipped, shard, shard_index, latent_shape = [], [], {}, 0, None
+    stats = LatentStats()  # per-channel mean/std of everything cached
 
     def flush():
         nonlocal shard, shard_index
@@ -169,6 +171,7 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         else:
             latents = vae.encode(video.view(*frames.shape[:2], *video.shape[1:]))  # (K, T', C, h, w)
         key = f"v{index}"
+        stats.update(latents)
         shard[key] = latents.to(_DTYPES[dtype]).cpu().contiguous()
         latent_shape = latent_shape or list(latents.shape)
         record = {"index": index, "key": key, "shard": shard_index, "label": int(source.label_of(index)),
@@ -191,10 +194,18 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         "clip_selection": selection,
         "num_shards": shard_index, "videos": videos, "skipped": skipped,
         "latent_shape": latent_shape,
+        "latent_stats": stats.record() if stats.count else None,
     }
     if getattr(source, "classes", None):  # class names travel with the cache (and into checkpoints)
         meta["classes"] = [str(c) for c in source.classes]
     (out_dir / "index.json").write_text(json.dumps(meta, indent=1))
+    if stats.count:
+        print(f"latent statistics: {stats.describe()}", flush=True)
+        far = stats.far_from_unit()
+        if far:
+            warnings.warn(f"latent cache {out_dir}: {far}; the diffusion schedule assumes about unit variance. "
+                          f"`magi cache-latents ... --write-vae-options CONFIG` writes the normalization that "
+                          f"fixes it into CONFIG's vae.options (then re-cache)", stacklevel=2)
     return out_dir
 
 
@@ -443,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-dtype", default="float32", choices=list(_DTYPES), help="VAE compute dtype")
     parser.add_argument("--device", default="cpu", help="device to encode on (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
+    parser.add_argument("--write-vae-options", metavar="CONFIG",
+                        help="write the measured per-channel latents_mean/latents_std (composed with the VAE's "
+                             "normalization, so re-encoding gives mean 0, std 1) into CONFIG's vae.options "
+                             "(YAML; comments are not kept); then re-cache with that config")
     args = parser.parse_args(argv)
 
     try:
@@ -471,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         vae = load_vae(vae_spec, what="--vae", subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
         out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
                             dtype=args.dtype, num_workers=args.workers, device=args.device)
+        if args.write_vae_options:
+            from magi.latent_stats import write_vae_options
+
+            stats = LatentStats()
+            stats.update_from_record(json.loads((out / "index.json").read_text())["latent_stats"])
+            options = stats.vae_options(vae)
+            write_vae_options(args.write_vae_options, options)
+            print(f"wrote vae.options latents_mean / latents_std to {args.write_vae_options}")
     except USER_ERRORS as e:
         return fail("magi cache-latents", e)
     meta = json.loads((out / "index.json").read_text())

@@ -236,6 +236,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
                 continue
             self.records.append(VideoRecord(rel, label, counts[rel]))
         self._failed: set[str] = set()
+        self._decoded: dict[str, int] = {}  # frames that really decode, for headers that over-count
         self.found = len(candidates)  # video files found (before probing)
         self.need = need  # frames a video must have to hold one clip
         if not self.records:
@@ -388,8 +389,10 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             except VideoError as e:
                 if e.available is not None and e.available >= self.num_frames and \
                         e.available < record.num_frames:
-                    record.num_frames = e.available  # the header over-counted: retry within what exists
-                    self._uniform = None  # the interval-first table follows the lengths
+                    # The header over-counted: this item's clip is kept within the frames that exist. The
+                    # record and the sampling tables keep the probed length, so every other item's draw
+                    # stays a pure function of (seed, epoch, index) in whichever worker finds out.
+                    self._decoded[record.path] = e.available
                     try:
                         return self._load(j)
                     except VideoError as e2:
@@ -402,6 +405,15 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
 
     def _load(self, index: int) -> dict:
         video, interval, start = self.pick(index)
+        available = self._decoded.get(self.records[video].path)
+        if available is not None:  # a header that over-counts: the same draw, moved inside the real frames
+            if self.interval == "dynamic":
+                interval = min(interval, max_interval_for(self.num_frames, available, self.max_interval))
+            start = min(start, available - clip_span(self.num_frames, interval))
+            if start < 0:
+                raise VideoError(self.path_of(video), f"a clip of {self.num_frames} frames at interval {interval} "
+                                 f"needs {clip_span(self.num_frames, interval)} frames; {available} decode",
+                                 available=None)
         clip = self.frames(video, interval=interval, start=start)
         item = {"video": to_float_video(clip), "label": self.records[video].label, "interval": interval,
                 "path": self.path_of(video)}
