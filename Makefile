@@ -55,7 +55,8 @@ bench: $(STAMP)
 	$(VENV)/bin/magi bench
 
 # The checks that need a GPU (<= 8 min on one): CUDA tests, training steps of magi-b and magi-850m (bf16, fp32),
-# compiled FlexAttention at the paper's shapes, 200 steps of magi-850m. `python benchmarks/gpu_check.py --cpu-smoke`
+# compiled FlexAttention at the paper's shapes, 200 steps of magi-850m, then (time allowing) which bf16 backward
+# block layouts compile. `python benchmarks/gpu_check.py --cpu-smoke`
 # runs the same steps at tiny shapes on the CPU.
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
