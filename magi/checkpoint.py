@@ -19,9 +19,11 @@ directory must be visible to every rank (one shared filesystem across nodes, as 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 import warnings
@@ -187,6 +189,22 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 # Save / load
 
 
+def _write_failure(error: Exception, where: Path, shown: Path) -> OSError | None:
+    """The OSError behind a library's failed write into `where` (safetensors says "os error 28",
+    torch.save "file write failed"), naming `shown`; None when `error` is not a write failure."""
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror, str(shown)) if error.errno else error
+    text = str(error)
+    found = re.search(r"os error (\d+)", text)
+    if found:
+        code = int(found.group(1))
+    elif "write failed" in text or "failed writing" in text:
+        code = errno.ENOSPC if shutil.disk_usage(where.parent).free < 2**20 else errno.EIO
+    else:
+        return None
+    return OSError(code, os.strerror(code), str(shown))
+
+
 def save_checkpoint(
     out_dir: str | Path,
     step: int,
@@ -220,17 +238,24 @@ def save_checkpoint(
     tmp = root / broadcast_object(tmp_name)
     barrier()
 
-    torch.save(rng_state(), tmp / "rng" / f"rank_{info.rank}.pt")
-    if info.is_main:
-        metadata = {"step": str(step)}
-        save_file(_safetensors_dict(model_state), str(tmp / MODEL_FILE), metadata=metadata)
-        save_file(_safetensors_dict(ema_state), str(tmp / EMA_FILE), metadata=metadata)
-        (tmp / CONFIG_FILE).write_text(json.dumps(model_config, indent=2) + "\n")
-        (tmp / RUN_CONFIG_FILE).write_text(run_config_yaml)
-        full_state = dict(state)
-        full_state.update(step=step, world_size=info.world_size, optimizer=optim_state,
-                          scheduler=scheduler.state_dict() if scheduler is not None else None)
-        torch.save(full_state, tmp / STATE_FILE)
+    try:
+        torch.save(rng_state(), tmp / "rng" / f"rank_{info.rank}.pt")
+        if info.is_main:
+            metadata = {"step": str(step)}
+            save_file(_safetensors_dict(model_state), str(tmp / MODEL_FILE), metadata=metadata)
+            save_file(_safetensors_dict(ema_state), str(tmp / EMA_FILE), metadata=metadata)
+            (tmp / CONFIG_FILE).write_text(json.dumps(model_config, indent=2) + "\n")
+            (tmp / RUN_CONFIG_FILE).write_text(run_config_yaml)
+            full_state = dict(state)
+            full_state.update(step=step, world_size=info.world_size, optimizer=optim_state,
+                              scheduler=scheduler.state_dict() if scheduler is not None else None)
+            torch.save(full_state, tmp / STATE_FILE)
+    except Exception as e:  # noqa: BLE001 - a full or failing disk, as each library reports it
+        error = _write_failure(e, tmp, shown=final)
+        if error is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back; the previous checkpoint stands
+        raise error from e
     barrier()
 
     if info.is_main:

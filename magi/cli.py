@@ -3,7 +3,8 @@
 Every subcommand module exposes `main(argv: list[str]) -> int | None` with its own argparse, so
 `magi train ...` and `python -m magi.train ...` (and `torchrun -m magi.train ...`) take the same
 arguments. `magi --version` (also `magi COMMAND --version`) prints the version; Ctrl+C, at any
-moment, ends a command with one line and exit status 130 (128 + SIGINT), never a traceback.
+moment, ends a command with one line and exit status 130 (128 + SIGINT), never a traceback; an output
+that cannot be written (read-only, full) ends it with one line naming the path, exit 2.
 """
 
 from __future__ import annotations
@@ -51,13 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"magi: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    from magi.errors import one_line_warnings
+
     try:
-        module = importlib.import_module(COMMANDS[name][0])
-        return int(module.main(rest) or 0)
+        with one_line_warnings(f"magi {name}"):
+            module = importlib.import_module(COMMANDS[name][0])
+            return int(module.main(rest) or 0)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C does not break the message
         print(f"\nmagi {name}: interrupted (Ctrl+C)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # an output folder that is read-only, full, not ours: the user's to fix
+        from magi.errors import WRITE_ERRNOS, fail, write_failure
+
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        return fail(f"magi {name}", write_failure(e))
 
 
 if __name__ == "__main__":

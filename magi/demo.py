@@ -232,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from magi.errors import ArgumentParser
+    from magi.errors import ArgumentParser, number
 
     p = ArgumentParser(prog="magi demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/demo", help="output directory")
     p.add_argument("--pretrained", default=str(PRETRAINED), help="checkpoint directory for part 1")
     p.add_argument("--config", default=str(DEMO_CONFIG), help="run config for part 2")
-    p.add_argument("--train-minutes", type=float, default=4.0, help="training time of part 2")
+    p.add_argument("--train-minutes", type=number(float, above=0), default=4.0, help="training time of part 2")
     p.add_argument("--videos", type=int, default=8, help="held-out clips shown in part 1")
     p.add_argument("--score-videos", type=int, default=64,
                    help="held-out clips predicted and scored in part 1 (PSNR, digit kept)")

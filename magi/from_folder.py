@@ -17,6 +17,7 @@ shorter or unreadable), the frame size suits the VAE and the patch size.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,23 @@ def build_folder_config(data: str | Path, *, vae: str | None = None, preset: str
                                "interval": interval}
     if interval == "dynamic":
         options["interval_sampling"] = "video_first"  # the paper's order (magi.data.clips)
-    dataset = VideoFolder(**options, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = VideoFolder(**options, progress=False)
+    for warned in caught:  # passed on, but for the dataset's "no usable videos": the error below says more
+        if not (len(dataset) == 0 and "no usable videos" in str(warned.message)):
+            warnings.warn_explicit(warned.message, warned.category, warned.filename, warned.lineno)
     if len(dataset) == 0:
-        raise ValueError(f"--data: {dataset.describe_usable()}; lower --frames"
-                         + (" or --interval" if interval != 1 else "") + " or add longer videos")
+        hint = ("; lower --frames" + (" or --interval" if interval != 1 else "") + " or add longer videos"
+                if dataset.too_short else "")  # not when nothing there is a readable video
+        raise ValueError(f"--data: {dataset.describe_usable()}{hint}")
+    small = dataset.smaller_than(size)
+    if small:
+        rel, H, W = small[0]
+        warnings.warn(f"--data: {len(small)} of {len(dataset)} usable videos have frames smaller than the model's "
+                      f"{size}x{size} input (the minimum that is not upscaled), the smallest {rel} at {W}x{H}: they "
+                      f"are stretched to {size} px, which adds no detail (a 1-2 px side becomes flat colour)",
+                      stacklevel=2)
     classes = dataset.classes
     num_classes = len(classes) if len(classes) >= 2 else 0
     batch = min(defaults["train"]["global_batch_size"], len(dataset))

@@ -13,6 +13,7 @@ or `step=`), or a Hugging Face Hub id. The VAE is read from the checkpoint's `tr
 from __future__ import annotations
 
 import argparse
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,10 +289,10 @@ class SamplingOptions:
                              f"{self.diffusion_steps}")
         if self.sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler: expected 'ddpm' or 'ddim', got {self.sampler!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
-        if self.cfg < 0:
-            raise ValueError(f"cfg: expected >= 0, got {self.cfg}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):  # nan samples black frames
+            raise ValueError(f"--temperature: expected a finite number > 0, got {self.temperature}")
+        if not (math.isfinite(self.cfg) and self.cfg >= 0):
+            raise ValueError(f"--cfg: expected a finite number >= 0, got {self.cfg}")
         if self.long_video not in ("interpolate", "window"):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {self.long_video!r}")
 
@@ -374,18 +375,23 @@ def generate(ckpt: LoadedCheckpoint, num_frames: int, **kwargs) -> torch.Tensor:
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """The sampling flags shared by `magi sample` and `magi eval`."""
+    from magi.errors import number
+
     g = p.add_argument_group("sampling")
-    g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (paper UCF-101: 7)")
+    g.add_argument("--cfg", type=number(float, low=0), default=1.0,
+                   help="classifier-free guidance scale (paper UCF-101: 7)")
     g.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    g.add_argument("--diffusion-steps", type=int, default=100, help="denoising steps per token (paper: 100)")
-    g.add_argument("--mask-steps", type=int, default=64, help="masked-prediction steps per frame (paper: 64)")
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--diffusion-steps", type=number(int, low=1), default=100,
+                   help="denoising steps per token (paper: 100)")
+    g.add_argument("--mask-steps", type=number(int, low=1), default=64,
+                   help="masked-prediction steps per frame (paper: 64)")
+    g.add_argument("--temperature", type=number(float, above=0), default=1.0)
     g.add_argument("--long-video", choices=["interpolate", "window"], default="interpolate",
                    help="past the training length: interpolate temporal positions (paper) or slide a window")
     g.add_argument("--allow-untrained-interval", action="store_true",
                    help="condition on a frame interval outside those the model was trained on")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=number(int, low=1), default=8)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

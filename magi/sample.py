@@ -93,17 +93,31 @@ def parse_classes(text: str, class_names: Optional[Sequence[str]], num_classes: 
 # Writing
 
 
+DISPLAY_PIXELS = 128  # small videos are written enlarged to about this size, as training's samples are
+
+
+def display_scale(videos: torch.Tensor, pixels: int = DISPLAY_PIXELS) -> int:
+    """The whole factor that brings frames (..., H, W) to about `pixels` on their longer side (>= 1)."""
+    return max(1, pixels // max(int(videos.shape[-2]), int(videos.shape[-1])))
+
+
 def write_outputs(out: Path, videos: torch.Tensor, names: list[str], fps: float, gif: bool = True,
                   ground_truth: Optional[torch.Tensor] = None, grid_frames: int = 16) -> dict:
-    """Per-sample MP4 (+GIF), a PNG grid, and side-by-sides with the ground truth when given."""
+    """Per-sample MP4 (+GIF), a PNG grid, and side-by-sides with the ground truth when given. Frames
+    smaller than `DISPLAY_PIXELS` are enlarged by pixel repetition (`display_scale`; a 16 px video is
+    written at 128 px), so a person can look at them; metrics are computed on the frames as generated."""
+    from magi.visualize import upscale
+
     out.mkdir(parents=True, exist_ok=True)
+    scale = display_scale(videos)
     files: dict[str, list[str]] = {"mp4": [], "gif": [], "compare_mp4": [], "compare_gif": []}
     for i, (video, name) in enumerate(zip(videos, names)):
-        files["mp4"].append(write_video(out / f"{name}.mp4", video, fps).name)
+        shown = upscale(video.permute(0, 2, 3, 1).numpy(), scale)  # (T, 3, H, W) -> (T, sH, sW, 3)
+        files["mp4"].append(write_video(out / f"{name}.mp4", shown, fps).name)
         if gif:
-            files["gif"].append(write_video(out / f"{name}.gif", video, fps).name)
+            files["gif"].append(write_video(out / f"{name}.gif", shown, fps).name)
         if ground_truth is not None:
-            both = side_by_side(ground_truth[i], video)  # (T, H, 2W + pad, 3): truth | generated
+            both = upscale(side_by_side(ground_truth[i], video), scale)  # (T, H, 2W + pad, 3): truth | generated
             files["compare_mp4"].append(write_video(out / f"{name}_vs_truth.mp4", both, fps).name)
             if gif:
                 files["compare_gif"].append(write_video(out / f"{name}_vs_truth.gif", both, fps).name)
@@ -119,7 +133,7 @@ def write_outputs(out: Path, videos: torch.Tensor, names: list[str], fps: float,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from magi.errors import ArgumentParser
+    from magi.errors import ArgumentParser, number
 
     p = ArgumentParser(prog="magi sample", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video frames given as context (default: one latent frame's worth)")
     add_sampling_arguments(p)
     g = p.add_argument_group("output")
-    g.add_argument("--fps", type=float, default=8.0)
+    g.add_argument("--fps", type=number(float, above=0), default=8.0)
     g.add_argument("--no-gif", action="store_true")
     g.add_argument("--overwrite", action="store_true", help="write into an --out that already holds samples")
     g.add_argument("--yes", action="store_true",
@@ -210,8 +224,8 @@ def _read_context(args, ckpt: LoadedCheckpoint, k: int, total: int, interval: in
 
 
 # Long generations: past WARN_SECONDS (estimated) a warning with the estimate; past CONFIRM_SECONDS
-# `--yes` is needed. The estimate times one frame at 2 mask steps and scales (a lower bound: attention
-# over a long context costs more per frame); it runs only for jobs above ESTIMATE_WORK token-steps.
+# `--yes` is needed. The estimate is calibrated on a first frame (`estimate_seconds`); it runs only for
+# jobs above ESTIMATE_WORK token-steps.
 WARN_SECONDS = 600.0
 CONFIRM_SECONDS = 3600.0
 ESTIMATE_WORK = 500_000
@@ -219,18 +233,39 @@ ESTIMATE_WORK = 500_000
 
 def estimate_seconds(ckpt: LoadedCheckpoint, num_videos: int, new_latent_frames: int, batch_size: int,
                      options: SamplingOptions, labelled: bool) -> float:
-    """Seconds to generate `new_latent_frames` frames for `num_videos` videos, from timing one frame of
-    one batch at 2 mask steps (scaled to `options.mask_steps`); decoding is not counted."""
+    """Seconds to generate `new_latent_frames` frames for `num_videos` videos, calibrated on a first
+    frame of one batch; decoding is not counted.
+
+    A frame costs `mask_steps` transformer passes plus one diffusion sampling per token, and the
+    tokens are the same however many mask steps reveal them, so the cost is not proportional to the
+    mask steps. So: warm-up calls at 1 and k mask steps (the first call of a setting pays for
+    allocations and schedules: timing it ran the estimate 5-8x high), then the frame at 1 and at k = 4
+    mask steps (the faster of two tries each): frame = t(1) + (S - 1) x (t(k) - t(1)) / (k - 1), S the
+    mask steps that reveal a token (with fewer tokens than steps the rest are skipped)."""
     b = min(batch_size, num_videos)
     labels = torch.zeros(b, dtype=torch.long, device=ckpt.device) if labelled else None
-    probe_steps = min(2, options.mask_steps)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        ckpt.model.generate(1, labels=labels, intervals=ckpt.default_interval, cfg=options.cfg,
-                            mask_steps=probe_steps, diffusion_steps=options.diffusion_steps,
-                            sampler=options.sampler, generator=torch.Generator(device=ckpt.device).manual_seed(0),
-                            batch_size=b)
-    per_frame = (time.perf_counter() - t0) * options.mask_steps / probe_steps
+
+    def one_frame(mask_steps: int, diffusion_steps: int) -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ckpt.model.generate(1, labels=labels, intervals=ckpt.default_interval, cfg=options.cfg,
+                                mask_steps=mask_steps, diffusion_steps=diffusion_steps, sampler=options.sampler,
+                                generator=torch.Generator(device=ckpt.device).manual_seed(0), batch_size=b)
+        return time.perf_counter() - t0
+
+    from magi.model.magi import mask_schedule
+
+    schedule = mask_schedule(ckpt.model.config.tokens_per_frame, options.mask_steps)
+    steps = sum(1 for before, after in zip([ckpt.model.config.tokens_per_frame, *schedule], schedule)
+                if after < before)  # steps that reveal a token: the others are skipped
+    k = min(steps, 4)  # the longer probe: a larger difference, less noise
+    for m in {1, k}:  # warm-up, not timed: the first call of a setting builds its schedules (2x slower)
+        one_frame(m, options.diffusion_steps)
+    first = min(one_frame(1, options.diffusion_steps) for _ in range(2))  # min: spikes of a busy machine
+    per_step = 0.0
+    if k > 1:
+        per_step = max(0.0, min(one_frame(k, options.diffusion_steps) for _ in range(2)) - first) / (k - 1)
+    per_frame = first + (steps - 1) * per_step
     return per_frame * new_latent_frames * -(-num_videos // b)
 
 
@@ -254,7 +289,7 @@ def check_workload(ckpt: LoadedCheckpoint, num_videos: int, total: int, context_
     H, W = ckpt.frame_size
     gigabytes = num_videos * total * H * W * 3 / 1e9
     what = (f"{num_videos} video(s) of {total} frames ({new} latent frames to generate, {options.mask_steps} mask x "
-            f"{options.diffusion_steps} diffusion steps each) take at least {_duration(seconds)} here"
+            f"{options.diffusion_steps} diffusion steps each) take about {_duration(seconds)} here"
             + (f" and {gigabytes:.1f} GB of memory for the frames" if gigabytes >= 1 else ""))
     if seconds > CONFIRM_SECONDS and not yes:
         raise ValueError(f"--frames/--num-samples: {what}; pass --yes to start it, or ask for fewer frames, "
@@ -360,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
         "trained_intervals": list(ckpt.trained_intervals) if ckpt.trained_intervals else None,
         "labels": labels, "sampling": asdict(options), "seed": args.seed, "batch_size": args.batch_size,
         "device": str(device), "seconds": seconds, "estimated_seconds": estimate,
+        "display_scale": display_scale(videos),
         "seconds_per_frame": seconds / (len(videos) * (ckpt.latent_frames(total) - (
             0 if context is None else ckpt.latent_frames(context.shape[1])))),
         "files": files,
@@ -378,7 +414,9 @@ def run(args: argparse.Namespace) -> int:
                                 title=f"adjacent-frame L2 ({task}, {len(videos)} videos)")
             record["files"]["adjacent_l2"] = [p.name for p in paths]
     (out / "samples.json").write_text(json.dumps(record, indent=1))
-    print(f"wrote {len(videos)} {task} videos of {total} frames to {out} ({seconds:.1f} s)")
+    scale, (H, W) = display_scale(videos), ckpt.frame_size
+    shown = f"; files enlarged {scale}x to {W * scale}x{H * scale} px" if scale > 1 else ""
+    print(f"wrote {len(videos)} {task} videos of {total} frames to {out} ({seconds:.1f} s{shown})")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import signal
@@ -694,7 +695,7 @@ class Trainer:
         old_handlers = self._install_signal_handlers()
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "train_config.yaml").write_text(self.run.to_yaml())
+            self._write_run_config()
             print(f"magi train: {self.num_params / 1e6:.2f}M parameters, world size {self.info.world_size}, "
                   f"global batch {tc.global_batch_size} = {self.info.world_size} ranks x {self.accum} "
                   f"accumulation x {self.micro} clips, {self.max_steps} steps, device {self.device}, "
@@ -760,6 +761,21 @@ class Trainer:
         self.logger.close()
         return result
 
+    def _write_run_config(self) -> None:
+        """OUT/train_config.yaml is the run's config, written when it starts. A resume whose config
+        differs (other --set flags, a longer --steps) records its own beside it as
+        OUT/train_config.resume_<step>.yaml instead of rewriting the original; every checkpoint holds
+        the config that produced it."""
+        path, text = self.out_dir / "train_config.yaml", self.run.to_yaml()
+        if self.step == 0 or not path.is_file():
+            path.write_text(text)
+            print(f"run config written to {path}")
+        elif path.read_text() != text:
+            resumed = self.out_dir / f"train_config.resume_{self.step}.yaml"
+            resumed.write_text(text)
+            print(f"this resume's config (it differs from the run's) written to {resumed}; {path.name} keeps "
+                  "the run's original")
+
     def _closing_line(self, result: TrainResult, final_loss: float | None) -> str:
         """One line: why the run ended, final step and loss, where the checkpoint, samples and curve are."""
         if result.interrupted_by:
@@ -769,8 +785,10 @@ class Trainer:
         else:
             why = f"stopped by train.max_minutes={self.cfg.max_minutes:g}"
         loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
-        parts = [f"magi train: {why} at step {self.step}/{self.max_steps} after "
-                 f"{result.wall_time_s / 60:.1f} min, loss {loss}",
+        session = result.wall_time_s - self.wall_time_before
+        minutes = f"{session / 60:.1f} min" + (f" this session ({result.wall_time_s / 60:.1f} min over all)"
+                                                if self.wall_time_before > 0 else "")
+        parts = [f"magi train: {why} at step {self.step}/{self.max_steps} after {minutes}, loss {loss}",
                  f"checkpoint {self.last_checkpoint}"]
         gifs = [p for p in self.samples if p.suffix == ".gif"]
         if gifs:
@@ -886,7 +904,7 @@ RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "samples", "summary.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from magi.errors import ArgumentParser
+    from magi.errors import ArgumentParser, number
 
     p = ArgumentParser(prog="magi train", description=__doc__.split("\n\n")[0],
                        epilog="Own videos without YAML: magi train --data DIR --out RUN [--minutes 10]; "
@@ -908,7 +926,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--size", type=int, help="frame size in pixels, square crop (default: 16 CPU, 32 GPU)")
     g.add_argument("--interval", default="1", help="frame interval of the clips, or 'dynamic' (default 1)")
     g.add_argument("--steps", type=int, help="optimizer steps (default: 3000 CPU, 20000 GPU)")
-    g.add_argument("--minutes", type=float, help="also stop after this many minutes (train.max_minutes)")
+    g.add_argument("--minutes", type=number(float, above=0),
+                   help="also stop after this many minutes of each session (train.max_minutes)")
     return p.parse_args(argv)
 
 
@@ -945,6 +964,10 @@ def check_out_dir(out: Path, resume: str | None, overwrite: bool) -> None:
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
         return
     found = latest_checkpoint(out) if (out / "checkpoints").is_dir() else None
+    if found is None and not list_checkpoints(out):
+        raise FileExistsError(f"--out: {out} holds a run that stopped before its first checkpoint "
+                              f"({', '.join(existing)}); nothing to resume: pass --overwrite (or --resume auto) "
+                              f"to start it again, or choose another --out")
     raise FileExistsError(f"--out: {out} already holds a run ({found or ', '.join(existing)}); continue it "
                           f"with --resume auto, choose another --out, or pass --overwrite to start over")
 
@@ -989,10 +1012,12 @@ def build_run(args: argparse.Namespace) -> tuple[RunConfig, dict[str, Any]]:
     except ValueError as e:
         raise ValueError(f"--set: {e}" if args.set else str(e)) from e
     if _is_main_process():
+        shown = replace(run, model=record_trained_intervals(run, dataset))
+        shown = replace(shown, model=record_class_names(shown, dataset))  # as the trainer records them
         print(describe(data, dataset))
-        print(f"run config (written to {Path(args.out) / 'train_config.yaml'}; `magi train --config` on that "
-              f"file reproduces the run):")
-        print("  " + run.to_yaml().rstrip().replace("\n", "\n  "))
+        print(f"run config (to be written to {Path(args.out) / 'train_config.yaml'} when training starts; "
+              f"`magi train --config` on that file reproduces the run):")
+        print("  " + shown.to_yaml().rstrip().replace("\n", "\n  "))
     # the dataset and VAE built for the checks serve the run unless --set changed what they are
     changed = any(o.split("=", 1)[0].strip().startswith(("data.", "vae.")) for o in args.set)
     return run, ({} if changed else {"dataset": dataset, "vae": vae})
@@ -1008,12 +1033,74 @@ def _positive_int(text: str, flag: str) -> int:
     return value
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+
+def _clear_unfinished_run(out: Path) -> list[str]:
+    """After an interrupt before the first checkpoint of a fresh run: remove what it wrote, so the same
+    command starts again (there is nothing to resume). Returns the names removed."""
+    import shutil
+
+    if list_checkpoints(out):
+        return []
+    removed = []
+    for name in RUN_FILES:
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
-    from magi.errors import USER_ERRORS, fail
+    from magi.errors import one_line_warnings
+
+    with one_line_warnings("magi train"):  # also under torchrun -m magi.train, which bypasses magi.cli
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from magi.errors import WRITE_ERRNOS, fail, write_failure
+    from magi.run_lock import RunLock, RunLocked, describe_holder
 
     args = parse_args(argv)
     out = Path(args.out)
+    lock = RunLock(out) if _is_main_process() else None  # all ranks of a torchrun job are one run
+    try:
+        if out.exists() and not out.is_dir():
+            return fail("magi train", f"--out: {out} is a file; expected a directory for the run")
+        if lock is not None:
+            try:
+                lock.acquire()
+            except RunLocked as e:
+                return fail("magi train", e)
+            except OSError as e:
+                if e.errno not in WRITE_ERRNOS + (errno.ENOENT, errno.ENOTDIR):
+                    raise
+                return fail("magi train", f"--out: {write_failure(e)}; nothing was written")
+            if lock.took_over:
+                print(f"magi train: took over {lock.path}, left by {describe_holder(lock.took_over)}, which "
+                      "is no longer running", file=sys.stderr)
+        state = {"fresh": False}  # OUT held no earlier run: an interrupt then clears what this one wrote
+        try:
+            return _train(args, out, state)
+        except KeyboardInterrupt:  # start-up, or a second Ctrl+C that stopped a step at once
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl+C does not break the message
+            return _interrupted(out, state["fresh"])  # still holding the lock: nobody else is in OUT
+        finally:
+            if lock is not None:
+                lock.release()
+    except KeyboardInterrupt:  # while taking or giving back the lock
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("\nmagi train: interrupted (Ctrl+C) before training started; nothing was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _train(args: argparse.Namespace, out: Path, state: dict) -> int:
+    from magi.errors import USER_ERRORS, WRITE_ERRNOS, fail, write_failure
+
     try:  # every config, data and path error surfaces here, before any work or output
+        fresh = not _holds_run(out)
         check_out_dir(out, args.resume, args.overwrite)
         resume = resume_target(out, args.resume)
         if resume not in (None, "auto", "none"):
@@ -1021,6 +1108,11 @@ def main(argv: list[str] | None = None) -> int:
         run, components = build_run(args)
     except USER_ERRORS as e:
         return fail("magi train", e)
+    state["fresh"] = fresh or not list_checkpoints(out)
+    if resume == "auto" and not fresh and not list_checkpoints(out) and _is_main_process():
+        removed = _clear_unfinished_run(out)  # an attempt that stopped before its first checkpoint
+        print(f"magi train: --resume auto: {out} has no checkpoint yet (an earlier attempt stopped before its "
+              f"first), so training starts at step 0; that attempt's {', '.join(removed)} replaced")
     try:
         try:
             trainer = Trainer(run, out, **components)  # data/model mismatches also fail here, before training
@@ -1031,11 +1123,41 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"magi train: {e}", file=sys.stderr)
         return 3
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        found = latest_checkpoint(out) if (out / "checkpoints").is_dir() else None
+        after = (f"the last complete checkpoint is {found}: --resume auto continues from it once the "
+                 "folder can be written" if found else "no checkpoint was written")
+        return fail("magi train", f"{write_failure(e)}; {after}")
     finally:
         destroy_distributed()
     if result.interrupted_by:
         return 128 + int(getattr(signal, result.interrupted_by))
     return 0
+
+
+def _holds_run(out: Path) -> bool:
+    return out.is_dir() and any((out / name).exists() for name in RUN_FILES)
+
+
+def _interrupted(out: Path, fresh: bool) -> int:
+    """Ctrl+C before training's own handler was in place (start-up), or a second Ctrl+C that stopped
+    a step at once: one line saying where the run stands and what to do."""
+    if not _is_main_process():
+        return EXIT_INTERRUPTED
+    found = latest_checkpoint(out) if (out / "checkpoints").is_dir() else None
+    if found is not None:
+        print(f"\nmagi train: stopped at once (Ctrl+C); the last checkpoint is {found}: the same command with "
+              "--resume auto continues from it", file=sys.stderr)
+    elif fresh:
+        removed = _clear_unfinished_run(out)
+        cleared = f" (removed its {', '.join(removed)})" if removed else ""
+        print(f"\nmagi train: interrupted (Ctrl+C) before the first checkpoint, so there is nothing to resume; "
+              f"{out} is as before{cleared}: the same command starts again", file=sys.stderr)
+    else:
+        print("\nmagi train: interrupted (Ctrl+C) before training started; nothing was changed", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

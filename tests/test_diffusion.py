@@ -117,6 +117,9 @@ def trained_head():
     return head
 
 
+# the first test to use `trained_head` trains it (3,000 steps: ~70 s on a free 2-core machine, 5 minutes
+# and more on a busy one), inside its own timeout
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 100), ("ddim", 25)])
 def test_head_learns_gaussian_mixture(trained_head, sampler, steps):
     g = torch.Generator().manual_seed(2)
@@ -129,6 +132,7 @@ def test_head_learns_gaussian_mixture(trained_head, sampler, steps):
         torch.testing.assert_close(cov, COVS[k], rtol=rtol, atol=0.03, msg=f"{sampler} {k} {cov}")
 
 
+@pytest.mark.timeout(900)  # may train `trained_head` (above)
 def test_temperature_and_cfg(trained_head):
     g = torch.Generator().manual_seed(3)
     z = torch.nn.functional.one_hot(torch.zeros(3000, dtype=torch.long), 2).float()
@@ -142,9 +146,29 @@ def test_temperature_and_cfg(trained_head):
     assert guided.mean(0)[0] < MEANS[0][0] - 0.3  # pushed away from component 1 (x = +1.5)
 
 
+@pytest.mark.timeout(900)  # may train `trained_head` (above)
 def test_sampling_is_reproducible(trained_head):
     z = torch.eye(2).repeat(8, 1)
     for sampler in ("ddpm", "ddim"):
         a = trained_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
         b = trained_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_one_diffusion_step_samples(sampler):
+    """`--diffusion-steps 1` is accepted by every command; a process respaced to one step had no
+    clipped posterior variance to index (an IndexError traceback, issue 21)."""
+    one = GaussianDiffusion.create(1000, "cosine").respaced(1)
+    assert one.num_timesteps == 1 and torch.isfinite(one.posterior_log_variance_clipped).all()
+    x0 = torch.full((4, 3), 0.5)
+
+    def model_fn(x_t, t):  # the exact noise of x0 (t is the original timestep 999; the step's index is 0)
+        i = torch.zeros_like(t)
+        eps = (x_t - one._extract(one.sqrt_alphas_cumprod, i, x_t) * x0) / one._extract(
+            one.sqrt_one_minus_alphas_cumprod, i, x_t)
+        return torch.cat([eps, torch.zeros_like(eps)], dim=-1)
+
+    noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    sample = one.ddpm_sample(model_fn, noise) if sampler == "ddpm" else one.ddim_sample(model_fn, noise)
+    torch.testing.assert_close(sample, x0, atol=1e-2, rtol=0)  # one step from pure noise to x0 (float32)

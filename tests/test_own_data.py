@@ -163,8 +163,29 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "predict_done" / "predict.json").write_text("{}")
     (root / "cache_done").mkdir()
     (root / "cache_done" / "index.json").write_text("{}")
+    _not_videos(root)
     return {"own": str(own), "run": str(run), "root": str(root), "empty": str(root / "empty"),
             "video": str(own / "apple" / "apple_0.mp4")}
+
+
+def _not_videos(root: Path) -> None:
+    """root/pictures/<class>/ holds an image and a GIF; root/sounds/<class>/ an .mp4 with audio only."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    pictures, sounds = root / "pictures" / "cats", root / "sounds" / "birds"
+    pictures.mkdir(parents=True)
+    sounds.mkdir(parents=True)
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(pictures / "still.png")
+    frames = [Image.fromarray(np.full((24, 32, 3), 20 * i, np.uint8)) for i in range(12)]
+    frames[0].save(pictures / "moving.gif", save_all=True, append_images=frames[1:])
+    with av.open(str(sounds / "song.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=22050)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 22050
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
 
 
 # quick checks: the smallest model and clips
@@ -191,6 +212,12 @@ CASES = [
     ("train", ["--data", "{own}", "--out", "{new}", *T, "--vae", "{root}/no_vae"], "--vae: "),
     ("train", ["--data", "{own}", "--out", "{new}", *T, "--vae", "pixels:x"], "--vae pixels:x"),
     ("train", ["--data", "{own}", "--out", "{new}", *T, "--minutes", "-1"], "--minutes"),
+    ("train", ["--data", "{own}", "--out", "{new}", *T, "--minutes", "nan"], "argument --minutes: expected a finite"),
+    ("train", ["--data", "{own}", "--out", "{new}", *T, "--minutes", "inf"], "argument --minutes: expected a finite"),
+    # folders that hold no video: say what they hold, not "lower --frames"
+    ("train", ["--data", "{root}/pictures", "--out", "{new}", *T],
+     "no video files under {root}/pictures, only 1 image and 1 GIF (GIFs are not read: convert one"),
+    ("train", ["--data", "{root}/sounds", "--out", "{new}", *T], "1 unreadable (e.g. song.mp4: no video stream)"),
     ("train", ["--data", "{own}", "--out", "{new}", *T, "--interval", "0"], "--interval"),
     ("train", ["--data", "{own}", "--out", "{new}", *T, "--set", "train.global_batch_size=64"],
      "train.global_batch_size: 64 is larger than the dataset (9 clips"),
@@ -233,6 +260,14 @@ CASES = [
     ("sample", ["{run}", "--out", "{root}/samples_done", *S], "already holds samples"),
     ("sample", ["{run}", "--out", "{new}", "--sampler", "euler"], "--sampler: invalid choice"),
     ("sample", ["{run}", "--out", "{new}", "--vae", "runs/my_vae", *S], "--vae: runs/my_vae does not exist"),
+    # non-finite and out-of-range numbers (--cfg nan sampled black frames and wrote "cfg": NaN)
+    ("sample", ["{run}", "--out", "{new}", "--cfg", "nan", *S], "argument --cfg: expected a finite number >= 0"),
+    ("sample", ["{run}", "--out", "{new}", "--cfg", "inf", *S], "argument --cfg: expected a finite number >= 0"),
+    ("sample", ["{run}", "--out", "{new}", "--cfg", "-1", *S], "argument --cfg"),
+    ("sample", ["{run}", "--out", "{new}", "--temperature", "nan", *S], "argument --temperature: expected a finite"),
+    ("sample", ["{run}", "--out", "{new}", "--temperature", "0", *S], "argument --temperature"),
+    ("sample", ["{run}", "--out", "{new}", "--fps", "inf", *S], "argument --fps"),
+    ("sample", ["{run}", "--out", "{new}", "--batch-size", "0", *S], "argument --batch-size"),
     # magi eval
     ("eval", ["predict", "{root}/runs/myrun", "--num-videos", "2", "--out", "{new}"], "checkpoint not found"),
     ("eval", ["predict", "{run}", "--out", "{new}"], "--num-videos is required"),
@@ -240,6 +275,11 @@ CASES = [
     ("eval", ["fvd", "{run}", "--num-videos", "2", "--detector", "x.pt", "--out", "{root}/a_file"],
      "--out: {root}/a_file exists"),
     ("eval", ["predict", "{run}", "--num-videos", "2", "--out", "{root}/predict_done"], "already holds a predict.json"),
+    ("eval", ["predict", "{run}", "--num-videos", "2", "--data", "{root}/missing", "--out", "{new}"],
+     "--data '{root}/missing': neither a folder of videos (as magi train --data DIR takes it) nor a dataset kind"),
+    ("eval", ["predict", "{run}", "--num-videos", "2", "--data", "{own}", "--data-root", "{own}", "--out", "{new}"],
+     "is a folder and --data-root"),
+    ("eval", ["predict", "{run}", "--num-videos", "2", "--cfg", "nan", "--out", "{new}"], "argument --cfg"),
     # magi cache-latents
     ("cache-latents", ["--vae", "pixels:4", "--out", "{new}"], "--data: no data kind"),
     ("cache-latents", ["--data", "kind=folder", "--data", "root={root}/missing", "--data", "num_frames=4",
@@ -254,9 +294,16 @@ CASES = [
     ("data", ["check", "{root}/missing"], "ROOT: folder not found"),
     ("data", ["check", "{root}/a_file"], "is a file"),
     ("data", ["check", "{own}", "--num-frames", "0"], "--num-frames"),
+    ("data", ["check", "{own}", "--size", "0"], "--size"),
     # magi demo
     ("demo", ["--out", "{new}", "--pretrained", "{root}/missing", "--skip-train"], "--pretrained"),
     ("demo", ["--out", "{new}", "--train-minutes", "0"], "--train-minutes"),
+    ("demo", ["--out", "{new}", "--train-minutes", "nan"], "argument --train-minutes: expected a finite"),
+    # magi play: ports and numbers checked before anything is loaded or served
+    ("play", ["--port", "70000"], "argument --port: expected an integer >= 1 and <= 65535, got '70000'"),
+    ("play", ["--port", "-1"], "argument --port"),
+    ("play", ["--temperature", "nan"], "argument --temperature"),
+    ("play", ["--idle-limit", "inf"], "argument --idle-limit"),
     ("demo", ["--out", "{new}", "--skip-predict", "--config", "{root}/nothing.yaml"], "--config"),
     ("demo", ["--out", "{new}", "--skip-predict", "--set", "train.lrr=1"], "train.lrr"),
 ]
@@ -290,3 +337,26 @@ def test_a_latent_cache_of_a_folder_keeps_its_class_names(tmp_path):
     source = VideoFolder(make_own_folder(tmp_path / "videos"), 4, 16, interval=1, progress=False)
     cache_latents(source, load_vae("pixels:4"), tmp_path / "cache", progress=False)
     assert LatentDataset(tmp_path / "cache", num_frames=4, progress=False).classes == list(CLASSES)
+
+
+def test_version_from_the_command_line():
+    import subprocess
+    import sys
+
+    import magi
+
+    for argv in (["--version"], ["train", "--version"], ["play", "--port", "1", "--version"]):
+        run = subprocess.run([sys.executable, "-m", "magi.cli", *argv], capture_output=True, text=True, timeout=60)
+        assert (run.returncode, run.stdout, run.stderr) == (0, f"magi {magi.__version__}\n", ""), argv
+
+
+def test_evaluating_a_folder_as_train_takes_it(world, tmp_path):
+    """`magi eval predict RUN --data DIR`, as `magi train --data DIR` took the folder."""
+    from magi.evaluate.cli import main
+
+    out = tmp_path / "predict"
+    assert main(["predict", world["run"], "--data", world["own"], "--num-videos", "2", "--frames", "4",
+                 "--context-frames", "2", "--mask-steps", "2", "--diffusion-steps", "2", "--no-progress",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "predict.json").read_text())
+    assert record["protocol"]["data"] == "folder" and record["protocol"]["data_root"] == world["own"]

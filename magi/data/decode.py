@@ -17,6 +17,40 @@ import torch
 
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+# files people keep beside their videos, which are not read as video (named so messages say what they are)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".wma")
+GIF_HOWTO = "GIFs are not read: convert one with `ffmpeg -i clip.gif clip.mp4`"
+
+
+def not_a_video(path) -> str:
+    """Why a file with a non-video extension is not read: an image, a GIF, audio, or something else."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return f"a GIF, not read as a video ({GIF_HOWTO})"
+    if suffix in IMAGE_EXTENSIONS:
+        return "an image, not a video"
+    if suffix in AUDIO_EXTENSIONS:
+        return "an audio file, no video"
+    return f"not a video file (extension {suffix or 'none'!r})"
+
+
+def other_files(root) -> str:
+    """What a folder with no video file holds instead, e.g. "12 images, 3 GIFs (GIFs are not read: ...)
+    and 2 audio files"; "" when it holds none of those."""
+    counts = {"images": 0, "GIFs": 0, "audio files": 0, "other files": 0}
+    for path in Path(root).rglob("*"):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        suffix = path.suffix.lower()
+        kind = ("GIFs" if suffix == ".gif" else "images" if suffix in IMAGE_EXTENSIONS
+                else "audio files" if suffix in AUDIO_EXTENSIONS else "other files")
+        counts[kind] += 1
+    parts = [f"{n} {kind if n > 1 else kind.rstrip('s')}" for kind, n in counts.items() if n]
+    if not parts:
+        return ""
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return text + (f" ({GIF_HOWTO})" if counts["GIFs"] else "")
 
 
 class VideoError(RuntimeError):

@@ -17,7 +17,8 @@ import torch
 
 from magi.data.clips import (MAX_INTERVAL, ClipSource, UniformIntervals, _ranges, choose_clip, clip_span,
                              max_interval_for, sampling_rule)
-from magi.data.decode import VIDEO_EXTENSIONS, BadVideoWarning, VideoError, _warn_bad, probe, read_all_frames, read_clip
+from magi.data.decode import (VIDEO_EXTENSIONS, BadVideoWarning, VideoError, _warn_bad, other_files, probe,
+                               read_all_frames, read_clip)
 from magi.video_io import to_float_video
 # names this module defined before the split into clips.py and decode.py, which tests import from here
 from magi.data.clips import interval_histogram, interval_holders  # noqa: F401
@@ -253,16 +254,30 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         """Why the dataset holds the clips it does, e.g. "0 of 32 videos hold a clip of 59 frames (30
         frames at interval 2): 30 shorter, 2 unreadable"; names the folder when it has no video files."""
         if self.found == 0 and not self.missing:
-            return (f"no video files under {self.root} (looked for {', '.join(VIDEO_EXTENSIONS)}; expected "
-                    f"ROOT/<class>/<video> or videos directly in ROOT)")
+            instead = other_files(self.root)
+            return (f"no video files under {self.root}" + (f", only {instead}" if instead else "") +
+                    f" (looked for {', '.join(VIDEO_EXTENSIONS)}; expected ROOT/<class>/<video> or videos "
+                    f"directly in ROOT)")
         total = self.found + self.missing
         what = (f"{self.num_frames} frames at any interval" if self.interval == "dynamic"
                 else f"{self.num_frames} frames at interval {self.interval}")
         reasons = [f"{self.too_short} shorter", f"{len(self.bad)} unreadable"]
+        if self.bad:  # the first reason, e.g. "no video stream" for audio in an .mp4
+            first = self.bad[0]
+            reasons[-1] += f" (e.g. {Path(first['path']).name}: {first['error']})"
         if self.missing:
             reasons.append(f"{self.missing} listed but missing")
         return (f"{len(self.records)} of {total} videos in {self.root} hold a clip of {self.need} frames "
                 f"({what}): {', '.join(reasons)}")
+
+    def smaller_than(self, size) -> list[tuple[str, int, int]]:
+        """(path, H, W) of the usable videos whose frames are smaller than `size` (int: the short side;
+        (h, w)) and so get upscaled, smallest first; from the probed headers."""
+        h, w = (size, size) if isinstance(size, int) else size
+        usable = {r.path for r in self.records}
+        small = [(rel, H, W) for rel, (H, W) in self.frame_sizes.items() if rel in usable
+                 and (min(H, W) < min(h, w) if isinstance(size, int) else (H < h or W < w))]
+        return sorted(small, key=lambda x: (min(x[1], x[2]), x[0]))
 
     # ---- index building
     def _probe_all(self, candidates, index_file, threads, progress):
@@ -276,6 +291,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         counts: dict[str, int] = {}
         bad: list[dict] = []
         stamps: dict[str, list] = {}
+        self.frame_sizes: dict[str, tuple[int, int]] = {}  # (H, W) of the videos probed (not the cached)
         todo = []
         for rel, _ in candidates:
             st = (self.root / rel).stat()
@@ -291,9 +307,11 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
 
         def one(rel):
             try:
-                return rel, probe(self.root / rel).num_frames
+                info = probe(self.root / rel)
             except VideoError as e:
                 return rel, e.reason
+            self.frame_sizes[rel] = (info.height, info.width)
+            return rel, info.num_frames
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
             results = pool.map(one, todo)

@@ -347,8 +347,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-weights", action="store_true", help="use model.safetensors instead of the EMA")
     p.add_argument("--vae", help="VAE spec (default: from the checkpoint's train_config.yaml)")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="dataset kind (ucf101, k600, folder, moving-digits, atari)")
-    g.add_argument("--data-root", help="the dataset's root folder")
+    g.add_argument("--data", help="a folder of videos, one sub-folder per class (as magi train --data), or a "
+                   "dataset kind (ucf101, k600, folder, moving-digits, atari) with --data-root")
+    g.add_argument("--data-root", help="the dataset's root folder (with a --data kind)")
     g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, e.g. list_file=val.csv or fold=2 (repeatable)")
     g.add_argument("--split", help="dataset split (UCF-101: train, test, all)")
@@ -405,11 +406,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def data_argument(args: argparse.Namespace) -> None:
+    """`--data DIR` as `magi train --data` takes it: a folder of videos means `--data folder --data-root
+    DIR`. Anything else must be a dataset kind; ValueError says both forms."""
+    from magi.data import _builders
+
+    if args.data is None or args.data in _builders():
+        return
+    if Path(args.data).is_dir():
+        if args.data_root:
+            raise ValueError(f"--data {args.data} is a folder and --data-root {args.data_root} another: give the "
+                             "folder as --data DIR, or a kind as --data KIND --data-root DIR")
+        args.data, args.data_root = "folder", args.data
+        return
+    raise ValueError(f"--data {args.data!r}: neither a folder of videos (as magi train --data DIR takes it) nor a "
+                     f"dataset kind ({', '.join(_builders())}, with --data-root DIR)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from magi.errors import USER_ERRORS, fail
 
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("fvd", "predict"):
+            data_argument(args)
         if args.command == "world-model":
             from magi.evaluate import world_model
 

@@ -90,9 +90,10 @@ class GaussianDiffusion:
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1).sqrt()
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        # log of the posterior variance, clipped: it is 0 at t = 0
-        self.posterior_log_variance_clipped = torch.log(
-            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]))
+        # log of the posterior variance, clipped: it is 0 at t = 0 (t = 1's stands in for it; a process
+        # respaced to one step has no t = 1, and its beta stands in: `--diffusion-steps 1` samples)
+        first = self.posterior_variance[1:2] if self.num_timesteps > 1 else betas[:1]
+        self.posterior_log_variance_clipped = torch.log(torch.cat([first, self.posterior_variance[1:]]))
         self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / (1.0 - self.alphas_cumprod)
 

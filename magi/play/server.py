@@ -56,7 +56,7 @@ from typing import Optional
 
 import numpy as np
 
-from magi.errors import ArgumentParser
+from magi.errors import ArgumentParser, number
 from magi.play.host_check import HostCheck
 from magi.play.session import (KEYS, Emulators, Frame, ModelLoadError, PlaySession, SeedSource, World,
                                load_world)
@@ -463,33 +463,6 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
     return setting, threads or chosen.get("threads")
 
 
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 1..65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {port}")
-    return port
-
-
-def positive(kind):
-    """argparse type: a finite number > 0 of `kind` (int or float); nan and inf are refused."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} > 0, got {text!r}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = ArgumentParser(
         prog="magi play", description="Play an action-conditioned world model in the browser: the keys "
@@ -500,18 +473,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: this machine only); requests must name "
                         "it (or localhost) in their Host header")
-    parser.add_argument("--port", type=port_number, default=8000, help="TCP port, 1..65535 (default 8000)")
-    parser.add_argument("--max-sessions", type=positive(int), default=2, help="concurrent players (default 2)")
-    parser.add_argument("--idle-limit", type=positive(float), default=IDLE_LIMIT_S, metavar="SECONDS",
+    parser.add_argument("--port", type=number(int, low=1, high=65535), default=8000, help="TCP port, 1..65535 (default 8000)")
+    parser.add_argument("--max-sessions", type=number(int, low=1), default=2, help="concurrent players (default 2)")
+    parser.add_argument("--idle-limit", type=number(float, above=0), default=IDLE_LIMIT_S, metavar="SECONDS",
                         help=f"end a session after this long without a key or button (default {IDLE_LIMIT_S:g})")
-    parser.add_argument("--mask-steps", type=positive(int), help="default: the model's play.json (the setting "
+    parser.add_argument("--mask-steps", type=number(int, low=1), help="default: the model's play.json (the setting "
                         f"benchmarks/play.py chose), else {DEFAULT_SETTING.mask_steps}")
-    parser.add_argument("--diffusion-steps", type=positive(int),
+    parser.add_argument("--diffusion-steps", type=number(int, low=1),
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.diffusion_steps}")
     parser.add_argument("--sampler", choices=["ddim", "ddpm"],
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.sampler}")
-    parser.add_argument("--temperature", type=positive(float), default=DEFAULT_SETTING.temperature)
-    parser.add_argument("--threads", type=positive(int), default=None,
+    parser.add_argument("--temperature", type=number(float, above=0), default=DEFAULT_SETTING.temperature)
+    parser.add_argument("--threads", type=number(int, low=1), default=None,
                         help="torch intra-op threads (default: the model's play.json, else torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

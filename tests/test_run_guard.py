@@ -1,0 +1,225 @@
+"""`magi train` as real processes (issue 21): one run per folder (a second process on the same --out
+stops at once naming the holder; a lock left by a killed process is taken over, saying so), Ctrl+C
+at start-up or twice within a step (one line, and a folder the same command can start again or
+continue), and output folders that cannot be written (read-only, full): one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_own_data import FAST_TRAIN, make_own_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def magi(*args: str) -> list[str]:
+    return [sys.executable, "-m", "magi.cli", *args]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(magi(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def train_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), *FAST_TRAIN,
+            "--set", "train.sample.num_videos=0", *extra]
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process ended first (rc {proc.returncode}): "
+                                 f"{proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_own_folder(tmp_path_factory.mktemp("guard") / "videos")
+
+
+# --------------------------------------------------------------------------------------------------
+# One run per folder
+
+
+def test_the_lock_in_one_process(tmp_path):
+    from magi.run_lock import RunLock, RunLocked
+
+    out = tmp_path / "run"
+    with RunLock(out) as lock:
+        record = json.loads((out / ".lock").read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        with pytest.raises(RunLocked, match=f"PID {os.getpid()} on host {socket.gethostname()}"):
+            RunLock(out).acquire()  # another open file description: refused like another process
+        assert lock.took_over is None
+    assert not out.exists()  # created by the lock, nothing else written: removed with it
+
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    with RunLock(out) as lock:  # a record nobody holds (its process died): taken over
+        assert lock.took_over["pid"] == dead.pid
+    assert out.is_dir() and not (out / ".lock").exists()
+
+
+def test_two_real_processes_one_folder_and_a_killed_holder_taken_over(data, tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(magi(*train_args(data, out, 100_000, "--set", "train.checkpoint_every=3")),
+                              cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (out / "checkpoints" / "3").is_dir(), 180, "the first run's checkpoint", holder)
+        host = socket.gethostname()
+        for extra in ([], ["--resume", "auto"]):  # fresh, or both --resume auto: the second stops at once
+            second = run(*train_args(data, out, 10, *extra))
+            assert second.returncode == 2, second.stderr
+            assert second.stderr == (f"magi train: --out: {out} is in use by another magi train (PID {holder.pid} "
+                                     f"on host {host}{second.stderr.split(host, 1)[1].split(')')[0]}); one run "
+                                     f"per folder: wait for it to end, or choose another --out\n")
+            assert second.stdout == ""  # nothing printed, nothing built
+        assert holder.poll() is None  # the first run goes on
+    finally:
+        holder.kill()  # SIGKILL: no clean-up, its lock file stays
+        holder.wait()
+    assert json.loads((out / ".lock").read_text())["pid"] == holder.pid
+    original = (out / "train_config.yaml").read_text()
+    last = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    third = run(*train_args(data, out, last + 2, "--resume", "auto"))
+    assert third.returncode == 0, third.stderr
+    assert f"took over {out / '.lock'}, left by PID {holder.pid} on host {host}" in third.stderr
+    assert "which is no longer running" in third.stderr and f"resumed from {out / 'checkpoints'}" in third.stdout
+    assert not (out / ".lock").exists()
+    # this resume's flags (another --steps) are recorded beside the run's config, which stays as it was
+    assert (out / "train_config.yaml").read_text() == original
+    resumed = out / f"train_config.resume_{last}.yaml"
+    assert resumed.is_file() and f"max_steps: {last + 2}" in resumed.read_text()
+    assert "max_steps: 100000" in original
+    assert "min this session (" in third.stdout.strip().splitlines()[-1]  # this session's minutes, then all
+
+
+# --------------------------------------------------------------------------------------------------
+# Ctrl+C
+
+
+def test_ctrl_c_at_start_up_leaves_nothing_to_refuse(data, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(magi(*train_args(data, out, 2)), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # the folder's summary: the process is building the run
+    assert first, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert last_line(err).startswith("magi train: interrupted (Ctrl+C)"), err
+    again = run(*train_args(data, out, 2))  # the same command starts again
+    assert again.returncode == 0, again.stderr
+    assert "finished at step 2/2" in again.stdout
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_to_do(data, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(magi(*train_args(data, out, 100_000, "--set", "train.checkpoint_every=100000")),
+                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0, 180,
+             "the first logged step", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)  # within the same step (or the save it asked for)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    line = last_line(err)
+    if "the same command starts again" in line:  # stopped before the checkpoint the first Ctrl+C asked for
+        assert line.startswith("magi train: interrupted (Ctrl+C) before the first checkpoint"), line
+        assert not (out / "metrics.jsonl").exists()
+        again = run(*train_args(data, out, 2))
+    else:
+        assert line.startswith("magi train: stopped at once (Ctrl+C); the last checkpoint is"), line
+        again = run(*train_args(data, out, 100_000, "--set", "train.checkpoint_every=100000", "--resume", "auto",
+                                "--set", "train.max_steps=0"))
+    assert again.returncode == 0, again.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Output folders that cannot be written
+
+
+def _read_only(folder: Path):
+    """Make `folder` unwritable even for root (chattr +i), or by mode for other users; None if neither."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        return lambda: folder.chmod(0o700)
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+    return None
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nobody can write into, for the test's length."""
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    undo = _read_only(parent)
+    if undo is None:
+        pytest.skip("cannot make a folder read-only here")
+    yield parent
+    undo()
+
+
+def test_an_unwritable_out_is_one_line_and_nothing_claimed(data, read_only):
+    for out in (read_only / "run", read_only):  # a new folder inside it, and the folder itself
+        result = run(*train_args(data, out, 2))
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert result.stderr.count("\n") == 1 and f"cannot write {out}" in result.stderr
+        assert ("Operation not permitted" in result.stderr or "Permission denied" in result.stderr)
+        assert "nothing was written" in result.stderr
+
+
+def test_a_full_disk_is_one_line(data, tmp_path):
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        result = run(*train_args(data, mount / "run", 4, "--set", "train.checkpoint_every=2"))
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        line = last_line(result.stderr)
+        assert line.startswith(f"magi train: cannot write {mount / 'run'}") and "No space left on device" in line
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_other_commands_on_an_unwritable_out_are_one_line(read_only):
+    result = run("sample", str(ROOT / "pretrained"), "--out", str(read_only / "samples"), "--num-samples", "1",
+                 "--mask-steps", "1", "--diffusion-steps", "1", "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"magi sample: cannot write {read_only / 'samples'}")
+    assert "wrote" not in result.stdout
