@@ -909,6 +909,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="magi train", description=__doc__.split("\n\n")[0],
                        epilog="Own videos without YAML: magi train --data DIR --out RUN [--minutes 10]; "
                               "DIR holds one sub-folder of videos per class.")
+    from magi import __version__
+
+    p.add_argument("--version", action="version", version=f"magi {__version__}")  # also under torchrun -m
     p.add_argument("--config", help="run config YAML (model, data, vae, train); or use --data")
     p.add_argument("--out", required=True, help="output directory (checkpoints, logs, samples, loss.png)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

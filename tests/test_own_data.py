@@ -345,8 +345,9 @@ def test_version_from_the_command_line():
 
     import magi
 
-    for argv in (["--version"], ["train", "--version"], ["play", "--port", "1", "--version"]):
-        run = subprocess.run([sys.executable, "-m", "magi.cli", *argv], capture_output=True, text=True, timeout=60)
+    for argv in (["magi.cli", "--version"], ["magi.cli", "train", "--version"],
+                 ["magi.cli", "play", "--port", "1", "--version"], ["magi.train", "--version"]):
+        run = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120)
         assert (run.returncode, run.stdout, run.stderr) == (0, f"magi {magi.__version__}\n", ""), argv
 
 
