@@ -50,6 +50,8 @@ def test_train_on_a_folder_resume_and_sample_by_class_name_after_moving_it(tmp_p
     out = capsys.readouterr().out
     assert "9 of 10 videos" in out and "0 shorter, 1 unreadable" in out  # what the folder holds, and why
     assert "3 classes (apple, banana, cherry)" in out and "kind: folder" in out  # the config, printed
+    assert "class_names:\n    - apple\n    - banana\n    - cherry" in out  # as written, not "null"
+    assert f"run config written to {run / 'train_config.yaml'}" in out
     closing = out.strip().splitlines()[-1]
     assert closing.startswith("magi train: finished at step 3/3") and "loss " in closing
     assert f"checkpoint {run / 'checkpoints' / '3'}" in closing and "samples " in closing
