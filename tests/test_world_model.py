@@ -252,6 +252,7 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert 0.0 <= stream["both_detected_fraction"] <= min(stream["player_detected_fraction"],
                                                          stream["opponent_detected_fraction"])
     assert len(stream["blocks"]) == 1 and stream["blocks"][0]["ms_median"] > 0
+    assert stream["blocks"][0]["cpu_ms_median"] > 0 and len(stream["load_average_1min"]) == 2
     assert (out2 / "stream_tiny.png").is_file()
     assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "0"]) == 2
 

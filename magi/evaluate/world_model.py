@@ -566,6 +566,9 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
     after it). The report: the share of frames in which the player, the opponent and both are found
     (target >= 0.95 for both), the longest run of frames with a sprite lost, and per block of `block`
     frames the ms per frame (median, p95, mean) and the detected shares, to show both stay flat."""
+    import os
+    import time
+
     from tqdm.auto import tqdm
 
     from magi.play.session import FIRST_SEED
@@ -582,10 +585,14 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
     snapshots, pending = [], []
     player = StickyPlayer(_num_game_actions(game), k, seed)
     stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player)
+    cpu_ms = np.zeros(frames)  # the process's CPU time per frame (all threads): robust to a loaded machine
+    load = [os.getloadavg()[0]]
+    bar = tqdm(total=frames, desc="stream", disable=not progress, leave=False)
     try:
-        for t, (image, spent) in enumerate(tqdm(stream, total=frames, desc="stream", disable=not progress,
-                                                leave=False)):
-            ms[t] = spent
+        for t in range(frames):
+            cpu = time.process_time()
+            image, ms[t] = next(stream)
+            cpu_ms[t] = (time.process_time() - cpu) * 1000
             pending.append(image)
             if t % snapshot_every == 0 or t == frames - 1:
                 snapshots.append(image)
@@ -594,17 +601,18 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
                 for sprite, d in detectors.items():
                     found[sprite][lo:t + 1] = ~np.isnan(d.detect(batch)).any(axis=-1)
                 pending = []
-            if t == frames - 1:
-                break
+            bar.update()
     finally:
         stream.close()
+        bar.close()
+    load.append(os.getloadavg()[0])
     both = np.logical_and.reduce(list(found.values()))
     blocks = []
     for lo in range(0, frames, block):
         hi = min(frames, lo + block)
         blocks.append({"frames": [lo, hi], "ms_median": float(np.median(ms[lo:hi])),
                        "ms_p95": float(np.percentile(ms[lo:hi], 95)), "ms_mean": float(ms[lo:hi].mean()),
-                       "both_detected": float(both[lo:hi].mean()),
+                       "cpu_ms_median": float(np.median(cpu_ms[lo:hi])), "both_detected": float(both[lo:hi].mean()),
                        **{f"{s}_detected": float(f[lo:hi].mean()) for s, f in found.items()}})
     report = {
         "frames": frames, "context_frames": k, "emulator_seed": FIRST_SEED, "player_seed": seed,
@@ -618,9 +626,12 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
         "longest_run_without_both": _longest_run(~both),
         "first_frame_without_both": int(np.argmax(~both)) if (~both).any() else None,
         "ms_per_frame_median": float(np.median(ms)), "ms_per_frame_p95": float(np.percentile(ms, 95)),
+        "cpu_ms_per_frame_median": float(np.median(cpu_ms)), "load_average_1min": load,
         "late_over_early_ms": blocks[-1]["ms_median"] / blocks[0]["ms_median"],
         "actions_changed": int(np.count_nonzero(np.diff(player.taken[k - 1:]))),
-        "blocks": blocks, "timed": "Magi.stream's next frame + decode to uint8, per frame (detection not timed)",
+        "blocks": blocks, "timed": "Magi.stream's next frame + decode to uint8, per frame (detection not timed): "
+                                   "wall ms, and the process's CPU ms (all threads; other work on the machine "
+                                   "inflates the wall time, not this)",
         "snapshot_frames": [t for t in range(frames) if t % snapshot_every == 0 or t == frames - 1],
     }
     return report, torch.stack(snapshots)
@@ -770,9 +781,10 @@ def format_stream(name: str, report: dict) -> str:
              f"{st['sampler']}, {report['torch_threads']} thread(s): both boxers found in "
              f"{report['both_detected_fraction']:.1%} (target 95%: {'met' if report['passes'] else 'missed'}), "
              f"longest loss {report['longest_run_without_both']} frames",
-             "frames          ms p50   ms p95   both   " + "   ".join(report["sprites"])]
+             "frames          ms p50   ms p95  CPU ms p50   both   " + "   ".join(report["sprites"])]
     for b in report["blocks"]:
-        lines.append(f"{b['frames'][0]:>6}-{b['frames'][1]:<6}  {b['ms_median']:6.1f}   {b['ms_p95']:6.1f}   "
+        cpu = f"{b['cpu_ms_median']:10.1f}" if "cpu_ms_median" in b else f"{'-':>10}"
+        lines.append(f"{b['frames'][0]:>6}-{b['frames'][1]:<6}  {b['ms_median']:6.1f}   {b['ms_p95']:6.1f}  {cpu}   "
                      f"{b['both_detected']:.3f}  " + "   ".join(f"{b[f'{s}_detected']:.3f}" for s in report["sprites"]))
     return "\n".join(lines)
 
