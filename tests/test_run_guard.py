@@ -30,6 +30,12 @@ def env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl+C as in a terminal, even when this test runs in a background job (where the
+    shell starts it with SIGINT ignored, and Python keeps ignoring what it inherits)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(magi(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
 
@@ -129,7 +135,7 @@ def test_ctrl_c_at_start_up_leaves_nothing_to_refuse(data, tmp_path):
     # A run too long to finish, so the Ctrl+C always lands in it: during start-up on a loaded machine, or,
     # where start-up is quick, in the first steps (then the orderly stop of the first Ctrl+C applies).
     proc = subprocess.Popen(magi(*train_args(data, out, 100_000)), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     first = proc.stdout.readline()  # the folder's summary: the process is building the run
     assert first, proc.stderr.read()
     proc.send_signal(signal.SIGINT)
@@ -151,7 +157,8 @@ def test_ctrl_c_at_start_up_leaves_nothing_to_refuse(data, tmp_path):
 def test_a_second_ctrl_c_stops_at_once_and_says_what_to_do(data, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(magi(*train_args(data, out, 100_000, "--set", "train.checkpoint_every=100000")),
-                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     wait_for(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0, 180,
              "the first logged step", proc)
     proc.send_signal(signal.SIGINT)
