@@ -24,8 +24,6 @@ and std measured on training frames, so `magi.vae.load_vae(folder)` returns late
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 import os
@@ -44,7 +42,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from magi.config import DataConfig, apply_overrides, from_dict, load_yaml, to_dict
+from magi.config import DataConfig, from_dict, load_yaml, to_dict
 
 EXPORT_INFO = "tokenizer.json"  # written beside the exported diffusers files
 
@@ -160,7 +158,7 @@ class FramePairs:
         from tqdm.auto import tqdm
 
         n = len(dataset) if max_episodes is None else min(len(dataset), max_episodes)
-        episodes, current, self.paths = [], [], []
+        episodes, self.paths = [], []
         for i in tqdm(range(n), desc="reading episodes", unit="episode", disable=not progress):
             length = dataset.video_frames(i)
             episodes.append(dataset.frames(i, num_frames=length, interval=1, start=0))  # (T_i, 3, H, W)
