@@ -10,6 +10,13 @@ For pictures of a real model:
         MAGI_PLAY_GIF=play.gif pytest -q -s tests/test_play_browser.py
 (the model is played at the sampler setting `magi play` picks for it (its play.json) with MAGI_PLAY_THREADS torch threads,
 default 1 as in every test; the GIF is ~6 s of scripted keys).
+
+Speed where the player is (issue 19, `slow`): `test_browser_holds_real_time` plays a real model with the
+reality pane on and a scripted player for 10,000 received frames (and at least 5 minutes), and writes
+what the browser received to results/play_browser.json and .png:
+    MAGI_PLAY_MODEL=pretrained/atari pytest -q -s -m slow tests/test_play_browser.py -k real_time
+(MAGI_PLAY_FRAMES, MAGI_PLAY_MIN_S and MAGI_PLAY_RESULTS change the length and where it writes;
+MAGI_PLAY_NOTE says what else ran on the machine, recorded beside the numbers).
 """
 
 from __future__ import annotations
@@ -241,6 +248,169 @@ def test_the_reality_pane_says_its_episode_ended(tmp_path):
                 "reality (the emulator")
         finally:
             browser.close()
+
+
+# Recorded in the page before play.js runs: the wall-clock receive time of every binary frame message,
+# read by the test (the server's clock is the same machine's, so server start -> browser receive is exact).
+TRACE_FRAMES = """(() => {
+  const Native = window.WebSocket;
+  const trace = window.magiTrace = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        if (!(event.data instanceof ArrayBuffer)) return;
+        const view = new DataView(event.data);
+        trace.push([view.getUint8(0), view.getUint32(8, true), performance.timeOrigin + performance.now()]);
+      });
+    }
+  };
+})();"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_browser_holds_real_time(played, tmp_path, monkeypatch):
+    """10,000 frames (>= 5 min) of a scripted player in Chromium with the reality pane on: every model
+    frame arrives, in order, with its reality frame; the rates and latencies are written to results/."""
+    import numpy as np
+
+    from magi.play.session import PlaySession
+
+    chromium = find_chromium()
+    url, world = played
+    want_frames = int(os.environ.get("MAGI_PLAY_FRAMES", "10000"))
+    min_seconds = float(os.environ.get("MAGI_PLAY_MIN_S", "300"))
+    started: dict[int, tuple[float, float]] = {}  # frame index -> (server wall time at start, produce ms)
+    produce = PlaySession.next_frame
+
+    def traced(self):
+        t0 = time.time()
+        frame = produce(self)
+        started[frame.index] = (t0, frame.latency_ms)
+        return frame
+
+    monkeypatch.setattr(PlaySession, "next_frame", traced)
+    browser = Browser(chromium, tmp_path / "profile")
+    rng = np.random.default_rng(0)
+    keys = [(), ("ArrowRight",), ("ArrowLeft",), ("ArrowUp",), ("ArrowDown",), ("Space",), ("ArrowUp", "Space"),
+            ("ArrowRight", "ArrowDown"), ("ArrowLeft", "Space")]
+    received: list[tuple[int, int, float]] = []
+    polls: list[tuple[float, int]] = []  # (seconds since the first frame, frames the page counted)
+    load = [os.getloadavg()]
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.addScriptToEvaluateOnNewDocument", source=TRACE_FRAMES)
+        browser.call("Emulation.setFocusEmulationEnabled", enabled=True)
+        browser.call("Page.navigate", url=url + "/")
+        browser.wait_for("window.magiPlay && window.magiPlay.frames >= 1", timeout=60)
+        browser.eval("document.getElementById('reality').click()")
+        held: tuple = ()
+        t_start = time.perf_counter()
+        next_key = next_poll = 0.0
+        while True:
+            now = time.perf_counter() - t_start
+            if now >= next_key:  # a sticky-random player: a new key combination every 0.3-1.5 s
+                combo = keys[rng.integers(len(keys))]
+                for code in held:
+                    if code not in combo:
+                        browser.key(code, down=False)
+                for code in combo:
+                    if code not in held:
+                        browser.key(code, down=True)
+                held, next_key = combo, now + rng.uniform(0.3, 1.5)
+            if now >= next_poll:
+                received += browser.eval("window.magiTrace.splice(0)")
+                polls.append((now, browser.eval("window.magiPlay.frames")))
+                next_poll = now + 1.0
+                if len(polls) % 60 == 0:
+                    load.append(os.getloadavg())
+                    print(f"{now:.0f} s: {polls[-1][1]} frames")
+                if polls[-1][1] >= want_frames and now >= min_seconds:
+                    break
+            time.sleep(0.05)
+        for code in held:
+            browser.key(code, down=False)
+        state = browser.state()
+        assert state["errors"] == [] and state["connected"], state
+    finally:
+        browser.close()
+    setting = state["hello"]["setting"]
+
+    model = [(i, t) for kind, i, t in received if kind == 0]
+    reality = {i for kind, i, _ in received if kind == 1}
+    indices = [i for i, _ in model]
+    assert indices == list(range(len(indices))), "model frames lost or out of order"
+    assert reality >= {i for i in indices[world.context_frames:-5]}, "a reality frame is missing"
+    t = np.array([tm for _, tm in model]) / 1000.0  # receive times (s, wall clock)
+    latency = np.array([(tm / 1000.0 - started[i][0]) * 1000 for i, tm in model if i >= world.context_frames])
+    produce_ms = np.array([started[i][1] for i in indices if i >= world.context_frames])
+    gaps = np.diff(t) * 1000
+    n = len(t)
+    chunk = 1000
+    per_chunk = [{"frames": f"{a}-{min(a + chunk, n) - 1}",
+                  "fps": round((min(a + chunk, n) - 1 - a) / (t[min(a + chunk, n) - 1] - t[a]), 2),
+                  "latency_p95_ms": round(float(np.percentile(latency[max(a - world.context_frames, 0):
+                                                                       a + chunk - world.context_frames], 95)), 1)}
+                 for a in range(0, n - chunk // 2, chunk)]
+    window = 30.0  # frames/s over consecutive 30 s windows
+    edges = np.arange(t[0], t[-1], window)
+    window_fps = [float(((t >= a) & (t < a + window)).sum() / window) for a in edges[:-1]]
+    result = {
+        "what": "frames a headless Chromium received from `magi play` (reality pane on, a sticky-random "
+                "player), timed in the page; latency = server starts the frame -> the page receives it",
+        "model": str(os.environ.get("MAGI_PLAY_MODEL", "tiny untrained (no MAGI_PLAY_MODEL)")),
+        "setting": setting,
+        "other_work": os.environ.get("MAGI_PLAY_NOTE", "not stated"),
+        "cpus": os.cpu_count(), "loadavg_1m_start_end": [load[0][0], load[-1][0]],
+        "loadavg_1m_median": float(np.median([x[0] for x in load])),
+        "frames": n, "seconds": round(float(t[-1] - t[0]), 1),
+        "fps": round((n - 1) / float(t[-1] - t[0]), 2),
+        "fps_30s_windows": {"min": round(min(window_fps), 2), "median": round(float(np.median(window_fps)), 2),
+                            "max": round(max(window_fps), 2)} if window_fps else None,
+        "latency_ms": {q: round(float(np.percentile(latency, p)), 1)
+                       for q, p in (("p50", 50), ("p95", 95), ("p99", 99))} | {"max": round(float(latency.max()), 1)},
+        "produce_ms": {"p50": round(float(np.median(produce_ms)), 1),
+                       "p95": round(float(np.percentile(produce_ms, 95)), 1)},
+        "gap_ms": {"p50": round(float(np.median(gaps)), 1), "p95": round(float(np.percentile(gaps, 95)), 1),
+                   "max": round(float(gaps.max()), 1)},
+        "per_1000_frames": per_chunk,
+        "flat": {"fps_last_over_first_1000": round(per_chunk[-1]["fps"] / per_chunk[0]["fps"], 3)
+                 if len(per_chunk) > 1 else None},
+        "reality_frames": len(reality),
+        "targets": {"fps": 15.0, "latency_p95_ms": 67.0},
+    }
+    out = Path(os.environ.get("MAGI_PLAY_RESULTS", Path(__file__).resolve().parents[1] / "results" / "play_browser.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    _plot_real_time(t - t[0], latency, out.with_suffix(".png"), result)
+    print(json.dumps({k: result[k] for k in ("frames", "seconds", "fps", "fps_30s_windows", "latency_ms",
+                                             "produce_ms", "gap_ms", "flat")}))
+
+
+def _plot_real_time(t, latency, path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    edges = np.arange(0, t[-1] + 10, 10.0)
+    counts, _ = np.histogram(t, edges)
+    a.plot(edges[:-1] / 60, counts / 10.0, lw=1)
+    a.axhline(15, color="k", ls="--", lw=0.8)
+    a.set_ylabel("frames/s received (10 s bins)")
+    a.set_title(f"magi play in headless Chromium: {result['frames']} frames, {result['fps']} frames/s, "
+                f"p95 latency {result['latency_ms']['p95']} ms", fontsize=9)
+    b.plot(t[-len(latency):] / 60, latency, ",", alpha=0.5)
+    b.axhline(67, color="k", ls="--", lw=0.8)
+    b.set_ylabel("latency (ms)")
+    b.set_xlabel("minutes")
+    b.set_ylim(0, max(150, float(np.percentile(latency, 99.5))))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _screenshot(browser: Browser, path: Path) -> None:
