@@ -179,7 +179,8 @@ class GaussianDiffusion:
     def ddim_sample(self, model_fn: ModelFn, noise: torch.Tensor, eta: float = 0.0,
                     temperature: float = 1.0,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """DDIM sampling from `noise` (M, C); eta = 0 is deterministic given the initial noise."""
+        """DDIM sampling from `noise` (M, C); eta = 0 is deterministic given the initial noise, and
+        `temperature` scales only the noise added when eta > 0 (the head scales `noise` itself)."""
         x = noise
         for i in reversed(range(self.num_timesteps)):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)

@@ -166,6 +166,6 @@ class DiffusionHead(nn.Module):
         process = self.process(steps)
         if sampler == "ddpm":
             return process.ddpm_sample(model_fn, noise, temperature=temperature, generator=generator)
-        if sampler == "ddim":
-            return process.ddim_sample(model_fn, noise, temperature=temperature, generator=generator)
+        if sampler == "ddim":  # deterministic given its start, so the temperature scales the start
+            return process.ddim_sample(model_fn, noise * temperature, generator=generator)
         raise ValueError(f"sampler: expected 'ddpm' or 'ddim', got {sampler!r}")
