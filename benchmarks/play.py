@@ -33,6 +33,7 @@ SETTINGS = [
     ("m2-d5", 2, 5, "ddim", 2),
     ("m2-d10", 2, 10, "ddim", 2),
     ("m4-d10", 4, 10, "ddim", 2),
+    ("m1-d5-1thread", 1, 5, "ddim", 1),
     ("m2-d5-1thread", 2, 5, "ddim", 1),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4

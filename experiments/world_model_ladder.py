@@ -29,8 +29,9 @@ COLUMNS = ("step", "hours", "psnr_mean", "copy_psnr", "psnr_step1_above_copy_db"
 
 def wall_hours(checkpoint: str) -> float | None:
     state = Path(checkpoint) / "training_state.pt"
+    record = Path(checkpoint) / "training.json"  # an exported model folder
     if not state.is_file():
-        return None
+        return json.loads(record.read_text())["wall_time_s"] / 3600 if record.is_file() else None
     return float(torch.load(state, map_location="cpu", weights_only=True).get("wall_time_s", 0.0)) / 3600
 
 

@@ -499,8 +499,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = Path(args.model)
     if args.model == DEFAULT_MODEL and not model.exists():
         print(f"magi play: {model / 'config.json'} not found: the shipped Atari world model is missing. "
-              "Rebuild it with `make atari` (or train one: `magi train --config "
-              "configs/atari_world_model.yaml --out runs/atari --resume auto`, then `magi play --model runs/atari`).", file=sys.stderr)
+              "Rebuild it with `make atari` (its frame tokenizer, then the world model), or play round 1's gray model "
+              "with `magi play --model pretrained/atari_gray`, or train one: `magi train --config "
+              "configs/atari_world_model.yaml --out runs/atari --resume auto`, then `magi play --model runs/atari`.",
+              file=sys.stderr)
         return 2
     try:
         sock = listen(args.host, args.port)
