@@ -81,10 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from magi.data import build_dataset
-    from magi.evaluate.world_model import roll_out
+    from magi.evaluate.world_model import roll_out, write_rollout_gif
     from magi.pretrained import load_pretrained
-    from magi.video_io import side_by_side, write_gif
-    from magi.visualize import mark_frames, stack_rows, upscale
 
     ckpt = load_pretrained(args.model)
     k = max(1, ckpt.model.config.num_frames - 1)
@@ -119,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "score_on_punch.json").write_text(json.dumps(report, indent=1) + "\n")
     show = [j for j, kind in enumerate(kinds) if kind == "player"][:6]
-    rows = [side_by_side(upscale(real[j].permute(0, 2, 3, 1).numpy(), 2),
-                         mark_frames(upscale(pred[j].permute(0, 2, 3, 1).numpy(), 2), k)) for j in show]
-    if rows:
-        write_gif(args.out / "player_punches.gif", stack_rows(rows), fps=6)
+    if show:
+        write_rollout_gif(args.out / "player_punches.gif", real, pred, show, k, fps=6)
     print(f"-> {args.out / 'score_on_punch.json'}")
     return 0
 

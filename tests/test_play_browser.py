@@ -272,7 +272,8 @@ TRACE_FRAMES = """(() => {
 @pytest.mark.timeout(3600)
 def test_browser_holds_real_time(played, tmp_path, monkeypatch):
     """10,000 frames (>= 5 min) of a scripted player in Chromium with the reality pane on: every model
-    frame arrives, in order, with its reality frame; the rates and latencies are written to results/."""
+    frame arrives, in order, and reality frames come with >= 90% of the generated ones (the pane misses
+    the frames between a round's end and the Reset); the rates and latencies are written to results/."""
     import numpy as np
 
     from magi.play.session import PlaySession
@@ -296,7 +297,7 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
     keys = [(), ("ArrowRight",), ("ArrowLeft",), ("ArrowUp",), ("ArrowDown",), ("Space",), ("ArrowUp", "Space"),
             ("ArrowRight", "ArrowDown"), ("ArrowLeft", "Space")]
     received: list[tuple[int, int, float]] = []
-    polls: list[tuple[float, int]] = []  # (seconds since the first frame, frames the page counted)
+    polls = counted = 0  # once a second: how many times, and the frames the page counted
     load = [os.getloadavg()]
     resets = 0  # the emulator's round ends after ~1,786 frames: Reset starts the next, as a player would
     try:
@@ -322,16 +323,16 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
                 held, next_key = combo, now + rng.uniform(0.3, 1.5)
             if now >= next_poll:
                 received += browser.eval("window.magiTrace.splice(0)")
-                polls.append((now, browser.eval("window.magiPlay.frames")))
+                polls, counted = polls + 1, browser.eval("window.magiPlay.frames")
                 next_poll = now + 1.0
                 if browser.eval("window.magiPlay.realityOverAt") is not None:  # a round ended: play the next
                     browser.eval("document.getElementById('reset').click()")
                     resets += 1
                     browser.wait_for("window.magiPlay.realityOverAt === null")
-                if len(polls) % 60 == 0:
+                if polls % 60 == 0:
                     load.append(os.getloadavg())
-                    print(f"{now:.0f} s: {polls[-1][1]} frames")
-                if polls[-1][1] >= want_frames and now >= min_seconds:
+                    print(f"{now:.0f} s: {counted} frames")
+                if counted >= want_frames and now >= min_seconds:
                     break
             time.sleep(0.05)
         for code in held:
@@ -366,7 +367,7 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
     result = {
         "what": "frames a headless Chromium received from `magi play` (reality pane on, a sticky-random "
                 "player), timed in the page; latency = server starts the frame -> the page receives it",
-        "model": str(os.environ.get("MAGI_PLAY_MODEL", "tiny untrained (no MAGI_PLAY_MODEL)")),
+        "model": os.environ.get("MAGI_PLAY_MODEL", "tiny untrained (no MAGI_PLAY_MODEL)"),
         "setting": setting,
         "other_work": os.environ.get("MAGI_PLAY_NOTE", "not stated"),
         "cpus": os.cpu_count(), "loadavg_1m_start_end": [load[0][0], load[-1][0]],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from magi.checkpoint import latest_checkpoint
 from test_own_data import FAST_TRAIN, make_own_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def test_two_real_processes_one_folder_and_a_killed_holder_taken_over(data, tmp_
         holder.wait()
     assert json.loads((out / ".lock").read_text())["pid"] == holder.pid
     original = (out / "train_config.yaml").read_text()
-    last = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    last = int(latest_checkpoint(out).name)
     third = run(*train_args(data, out, last + 2, "--resume", "auto"))
     assert third.returncode == 0, third.stderr
     assert f"took over {out / '.lock'}, left by PID {holder.pid} on host {host}" in third.stderr
@@ -149,7 +150,7 @@ def test_ctrl_c_at_start_up_leaves_nothing_to_refuse(data, tmp_path):
         assert "finished at step 2/2" in again.stdout
     else:  # training had begun: it stopped after a step with a checkpoint that --resume auto continues
         assert line.startswith("SIGINT: saving a checkpoint") and "stopped by SIGINT at step" in out_text, err
-        last = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+        last = int(latest_checkpoint(out).name)
         again = run(*train_args(data, out, last + 1, "--resume", "auto"))
         assert again.returncode == 0 and f"resumed from {out / 'checkpoints' / str(last)}" in again.stdout
 
@@ -177,7 +178,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_to_do(data, tmp_path):
             assert "stopped by SIGINT at step" in out_text  # one Ctrl+C, the orderly stop (the OS merges them)
         else:
             assert line.startswith("magi train: stopped at once (Ctrl+C); the last checkpoint is"), line
-        last = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+        last = int(latest_checkpoint(out).name)
         again = run(*train_args(data, out, last + 1, "--resume", "auto"))  # continues from that checkpoint
         assert f"resumed from {out / 'checkpoints' / str(last)}" in again.stdout
     assert again.returncode == 0, again.stderr

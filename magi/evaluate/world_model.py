@@ -457,9 +457,6 @@ def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: 
     `gifs` ({name: (rollout indices, predictions (R, L, 3, H, W))}), the predicted frames framed in red."""
     from matplotlib.figure import Figure
 
-    from magi.video_io import side_by_side, write_gif
-    from magi.visualize import mark_frames, stack_rows, upscale
-
     fig = Figure(figsize=(11, 4), dpi=110)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     steps = np.arange(1, result["config"]["horizon"] + 1)
@@ -479,14 +476,22 @@ def _write_outputs(out: Path, result: dict, truth: torch.Tensor, gifs: dict, k: 
     fig.tight_layout()
     fig.savefig(out / "world_model.png")
     files = ["world_model.png"]
-    scale = max(1, 128 // truth.shape[-1])
     for name, (indices, pred) in gifs.items():
-        rows = [side_by_side(upscale(truth[i].permute(0, 2, 3, 1).numpy(), scale),
-                             mark_frames(upscale(pred[i].permute(0, 2, 3, 1).numpy(), scale), k))
-                for i in indices]
-        path = write_gif(out / f"rollouts_{name}.gif", stack_rows(rows), fps=8)
-        files.append(path.name)
+        files.append(write_rollout_gif(out / f"rollouts_{name}.gif", truth, pred, indices, k).name)
     return files
+
+
+def write_rollout_gif(path: Path, truth: torch.Tensor, pred: torch.Tensor, indices: list[int], k: int,
+                      fps: float = 8) -> Path:
+    """A GIF of the rollouts `indices`, one row each: the emulator | the model, enlarged to ~128 px,
+    the model's frames after the `k` context frames framed in red. truth, pred: uint8 (R, L, 3, H, W)."""
+    from magi.video_io import side_by_side, write_gif
+    from magi.visualize import mark_frames, stack_rows, upscale
+
+    scale = max(1, 128 // truth.shape[-1])
+    rows = [side_by_side(upscale(truth[i].permute(0, 2, 3, 1).numpy(), scale),
+                         mark_frames(upscale(pred[i].permute(0, 2, 3, 1).numpy(), scale), k)) for i in indices]
+    return write_gif(path, stack_rows(rows), fps=fps)
 
 
 # --------------------------------------------------------------------------------------------------
