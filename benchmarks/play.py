@@ -27,14 +27,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, print_table, write_results  # noqa: E402
 
-# (name, mask steps, diffusion steps, sampler, threads)
+# (name, mask steps, diffusion steps, sampler, threads, window: frames the sliding window holds, None = the
+# training length; a window of 3 gives the model 2 frames of context, ~40% less work per frame than 5)
 SETTINGS = [
-    ("m1-d5", 1, 5, "ddim", 2),
-    ("m2-d5", 2, 5, "ddim", 2),
-    ("m2-d10", 2, 10, "ddim", 2),
-    ("m4-d10", 4, 10, "ddim", 2),
-    ("m1-d5-1thread", 1, 5, "ddim", 1),
-    ("m2-d5-1thread", 2, 5, "ddim", 1),
+    ("m1-d5", 1, 5, "ddim", 2, None),
+    ("m2-d5", 2, 5, "ddim", 2, None),
+    ("m2-d10", 2, 10, "ddim", 2, None),
+    ("m4-d10", 4, 10, "ddim", 2, None),
+    ("m1-d5-1thread", 1, 5, "ddim", 1, None),
+    ("m2-d5-1thread", 2, 5, "ddim", 1, None),
+    ("m1-d5-w3", 1, 5, "ddim", 2, 3),
+    ("m1-d5-w3-1thread", 1, 5, "ddim", 1, 3),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
@@ -55,7 +58,7 @@ def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch
 
 @torch.no_grad()
 def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffusion_steps: int,
-                sampler: str, seed: int = 0) -> list[float]:
+                sampler: str, seed: int = 0, window: int | None = None) -> list[float]:
     """Seconds per frame of the endless stream (generate + decode to uint8), a sticky-random player."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
@@ -71,7 +74,7 @@ def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffu
 
     latents = vae.encode(to_float_video(context))  # (1, k, C, h, w)
     stream = model.stream(None, context=latents, actions=player, mask_steps=mask_steps,
-                          diffusion_steps=diffusion_steps, sampler=sampler, long_video="window",
+                          diffusion_steps=diffusion_steps, sampler=sampler, long_video="window", window=window,
                           generator=torch.Generator().manual_seed(seed))
     times = []
     from tqdm.auto import tqdm
@@ -105,23 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     context = opening_frames(game, k, size)
     wanted = set(args.settings.split(",")) if args.settings else None
     rows = []
-    for name, mask_steps, diffusion_steps, sampler, threads in SETTINGS:
+    for name, mask_steps, diffusion_steps, sampler, threads, window in SETTINGS:
         if wanted and name not in wanted:
             continue
         torch.set_num_threads(threads)
-        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler)
+        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window)
         ms = np.array(times) * 1000
         early = float(np.median(ms[15:26])) if len(ms) > 25 else None
         late = float(np.median(ms[-11:])) if len(ms) >= 100 else None
         row = {"setting": name, "mask_steps": mask_steps, "diffusion_steps": diffusion_steps,
-               "sampler": sampler, "threads": threads, "frames": len(ms),
+               "sampler": sampler, "threads": threads, "window": window, "frames": len(ms),
                "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
                "late_over_early": (late / early) if early and late else None}
         if args.quality_rollouts:
             cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
                                        rollouts=args.quality_rollouts, mask_steps=mask_steps,
-                                       diffusion_steps=diffusion_steps, sampler=sampler, batch_size=32)
+                                       diffusion_steps=diffusion_steps, sampler=sampler, batch_size=32,
+                                       window=window or 0)
             result = evaluate_world_model({name: args.model}, RESULTS / "play_quality" / name, cfg,
                                           progress=False, gif_rollouts=4)
             summary = result["models"][name]["summary"]
@@ -136,29 +140,31 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["setting", "threads", "p50_ms", "p95_ms", "fps", "ms_at_frame_20", f"ms_at_frame_{args.frames}",
                "late_over_early", "psnr", "player_error_first8_px"]
     print_table(rows, columns)
-    print(f"\nmagi play uses: {chosen['setting'] if chosen else 'none reaches the target'}")
+    print(f"\nmagi play uses: {chosen['setting']}" + ("" if chosen["fps"] >= TARGET_FPS else
+                                                       f" (none reaches {TARGET_FPS:g} frames/s on this CPU)"))
     payload = {"model": args.model, "game": game, "context_frames": k, "target_fps": TARGET_FPS,
                "rows": rows, "chosen": chosen}
     write_results("play", payload)
     if args.write_model_setting and chosen:
         keep = {k_: chosen[k_] for k_ in ("setting", "mask_steps", "diffusion_steps", "sampler", "threads",
-                                          "fps", "p50_ms", "player_error_first8_px", "psnr")}
+                                          "window", "fps", "p50_ms", "player_error_first8_px", "psnr")}
         (Path(args.model) / "play.json").write_text(json.dumps(keep, indent=1) + "\n")
     return 0
 
 
 def choose(rows: list[dict]):
-    """The fastest setting at >= TARGET_FPS whose player error is within 0.5 px of the best measured."""
-    fast = [r for r in rows if r["fps"] >= TARGET_FPS]
-    if not fast:
+    """The fastest setting at >= TARGET_FPS whose player error is within 0.5 px of the best measured;
+    on a CPU where none of those reaches it, the fastest of them (None only for no rows)."""
+    if not rows:
         return None
     errors = [r.get("player_error_first8_px") for r in rows if r.get("player_error_first8_px") is not None]
+    good = rows
     if errors:
         best = min(errors)
-        good = [r for r in fast if r.get("player_error_first8_px") is not None
-                and r["player_error_first8_px"] <= best + 0.5]
-        fast = good or fast
-    return max(fast, key=lambda r: r["fps"])
+        good = [r for r in rows if r.get("player_error_first8_px") is not None
+                and r["player_error_first8_px"] <= best + 0.5] or rows
+    fast = [r for r in good if r["fps"] >= TARGET_FPS]
+    return max(fast or good, key=lambda r: r["fps"])
 
 
 if __name__ == "__main__":

@@ -282,6 +282,7 @@ class SamplingOptions:
     temperature: float = 1.0
     cfg: float = 1.0
     long_video: str = "interpolate"
+    window: Optional[int] = None  # "window": frames the window holds (2..training length; None = all)
 
     def validate(self) -> None:
         if self.mask_steps < 1 or self.diffusion_steps < 1:
@@ -295,6 +296,9 @@ class SamplingOptions:
             raise ValueError(f"--cfg: expected a finite number >= 0, got {self.cfg}")
         if self.long_video not in ("interpolate", "window"):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {self.long_video!r}")
+        if self.window is not None and (self.long_video != "window" or self.window < 2):
+            raise ValueError(f"window: expected >= 2 frames with long_video='window', got {self.window} "
+                             f"with long_video={self.long_video!r}")
 
 
 def iter_generate(ckpt: LoadedCheckpoint, num_frames: int, count: Optional[int] = None,
@@ -348,7 +352,7 @@ def iter_generate(ckpt: LoadedCheckpoint, num_frames: int, count: Optional[int] 
             latent_total, context=batch_context, labels=batch_labels, intervals=batch_intervals,
             cfg=options.cfg, mask_steps=options.mask_steps, diffusion_steps=options.diffusion_steps,
             temperature=options.temperature, sampler=options.sampler, generator=generator,
-            batch_size=stop - start, long_video=options.long_video, progress=progress)
+            batch_size=stop - start, long_video=options.long_video, progress=progress, window=options.window)
         yield ckpt.decode(latents)  # (b, num_frames, 3, H, W)
         bar.update(stop - start)
     bar.close()

@@ -184,6 +184,30 @@ def test_endless_stream_follows_a_callable():
         next(model.stream(None, context=latents[:, :1]))
 
 
+def test_a_shorter_window_sees_only_its_last_frames():
+    """`window=W` slides over the last W - 1 frames: a context frame older than that cannot change the
+    next frame, one inside it does; the training length is the default, bit for bit."""
+    model = _model()
+    latents, _, actions = _inputs(B=1)
+    context = latents[:, :3]  # 3 real frames, T = 4
+
+    def next_frame(ctx, **kw):
+        return model.generate(4, context=ctx, actions=actions, mask_steps=2, diffusion_steps=3,
+                              sampler="ddim", generator=torch.Generator().manual_seed(0),
+                              long_video="window", **kw)[:, 3]
+
+    older, inside = context.clone(), context.clone()
+    older[:, 0] += 1.0  # outside a window of 3 (frames 1, 2 and the new one)
+    inside[:, 1] += 1.0
+    assert torch.equal(next_frame(context, window=T), next_frame(context))
+    assert torch.equal(next_frame(older, window=3), next_frame(context, window=3))
+    assert not torch.allclose(next_frame(inside, window=3), next_frame(context, window=3))
+    assert not torch.allclose(next_frame(older), next_frame(context))  # the default window holds frame 0
+    for bad in (1, T + 1):
+        with pytest.raises(ValueError, match="window: expected 2..4"):
+            next_frame(context, window=bad)
+
+
 @pytest.mark.parametrize("cached", [0, 2])
 def test_prefilling_several_frames_equals_committing_them_one_by_one(cached):
     """A sliding window rebuilds its cache in one block-causal pass; it must hold exactly the keys

@@ -538,6 +538,37 @@ def _rss_mb() -> float:
     pytest.skip("no way to read resident memory here")
 
 
+def test_a_late_frame_is_made_up_by_the_next_so_the_rate_holds_the_cap(world, monkeypatch):
+    """Frames alternately slower (70 ms) and faster (10 ms) than the 50 ms period of a 20 frames/s cap:
+    on a fixed schedule the fast ones make up for the slow, so 20 frames/s arrive, never more
+    (waiting a full period after each frame's start would give ~17). The frames are the session's
+    first, replayed, so only the sleeps take time."""
+    from magi.play.session import PlaySession
+
+    produce, made = PlaySession.next_frame, []
+
+    def uneven(self):
+        if len(made) < 4:
+            made.append(produce(self))
+            return made[-1]
+        made.append(made[len(made) % 2 + 2])
+        time.sleep(0.070 if len(made) % 2 else 0.010)
+        return made[-1]
+
+    monkeypatch.setattr(PlaySession, "next_frame", uneven)
+    with BackgroundServer(create_app(world, FAST, max_sessions=1, fps_cap=20)) as url:
+        c = Client(url)
+        assert c.next()["type"] == "hello"
+        c.frames(4)
+        times = []
+        for _ in range(41):
+            c.frames(1)
+            times.append(time.perf_counter())
+        c.close()
+    rate = 40 / (times[-1] - times[0])
+    assert 18.8 < rate < 20.8, f"{rate:.1f} frames/s for a cap of 20"
+
+
 def test_memory_stays_flat_over_50_sessions(world):
     k = world.context_frames
     app = create_app(world, FAST, max_sessions=1, fps_cap=1000)
@@ -630,6 +661,11 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     assert (setting.mask_steps, setting.diffusion_steps, setting.sampler, threads) == (2, 5, "ddim", 2)
     setting, threads = play_setting(model, mask_steps=4, threads=1)  # flags win over play.json
     assert (setting.mask_steps, setting.diffusion_steps, threads) == (4, 5, 1)
+    assert setting.window is None  # the model's training length
+    (model / "play.json").write_text(json.dumps({"mask_steps": 1, "diffusion_steps": 5, "window": 2}))
+    assert play_setting(model)[0].window == 2 and play_setting(model, window=3)[0].window == 3
+    code, err = _run_main(capsys, "--model", str(model), "--window", "9")  # longer than it was trained on
+    assert code == 2 and err.startswith("magi play: window: 9 frames, more than the") and err.count("\n") == 1
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1
@@ -640,7 +676,7 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     (["--port", "http"], "--port"), (["--temperature", "nan"], "--temperature"),
     (["--temperature", "inf"], "--temperature"), (["--idle-limit", "nan"], "--idle-limit"),
     (["--idle-limit", "0"], "--idle-limit"), (["--max-sessions", "0"], "--max-sessions"),
-    (["--mask-steps", "-3"], "--mask-steps"), (["--threads", "0"], "--threads"),
+    (["--mask-steps", "-3"], "--mask-steps"), (["--threads", "0"], "--threads"), (["--window", "1"], "--window"),
 ])
 def test_bad_flags_stop_in_one_line(tmp_path, capsys, flags, named):
     model = tiny_world_model(tmp_path / "m")
@@ -668,3 +704,18 @@ def test_a_port_that_cannot_be_bound_stops_before_open_is_printed(tmp_path, caps
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("magi play: cannot listen on no-such-host.invalid:8000: ")
     assert err.count("\n") == 1 and "open http" not in out
+
+
+def test_the_benchmark_picks_the_fastest_good_setting_and_one_even_on_a_slow_cpu():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "play.py"
+    spec = importlib.util.spec_from_file_location("benchmark_play", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"setting": "slow-good", "fps": 16.0, "player_error_first8_px": 1.5},
+            {"setting": "fast-good", "fps": 20.0, "player_error_first8_px": 1.9},
+            {"setting": "fastest-bad", "fps": 30.0, "player_error_first8_px": 2.1}]
+    assert bench.choose(rows)["setting"] == "fast-good"  # within 0.5 px of the best, and the fastest
+    slow = [{**r, "fps": r["fps"] / 3} for r in rows]  # a CPU three times slower: none reaches 15
+    assert bench.choose(slow)["setting"] == "fast-good" and bench.choose([]) is None

@@ -200,9 +200,9 @@ def held_out_rollouts(dataset, num_rollouts: int, length: int, seed: int = 0) ->
 @torch.no_grad()
 def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: int, *,
              mask_steps: int, diffusion_steps: int, sampler: str, temperature: float, seed: int,
-             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+             batch_size: int = 64, progress: bool = True, window: Optional[int] = None) -> torch.Tensor:
     """Continue `context` uint8 (R, k, 3, H, W) to `length` frames under `actions` (R, >= length-1)
-    with a sliding window past the training length. -> uint8 (R, length, 3, H, W) (context included,
+    with a sliding window (of `window` frames; default the training length). -> uint8 (R, length, 3, H, W) (context included,
     through the VAE round trip)."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
@@ -216,7 +216,7 @@ def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: i
         pred = model.generate(length, context=latents, actions=actions[b:b + batch_size].to(device),
                               mask_steps=mask_steps, diffusion_steps=diffusion_steps, sampler=sampler,
                               temperature=temperature, generator=gen, long_video="window",
-                              progress=progress)  # (b, L, C, h, w)
+                              progress=progress, window=window)  # (b, L, C, h, w)
         out.append(to_uint8(vae.decode(pred.float())).cpu())  # (b, L, 3, H, W)
     return torch.cat(out)
 
@@ -283,6 +283,7 @@ class WorldModelEvalConfig:
     temperature: float = 1.0
     seed: int = 0
     batch_size: int = 64
+    window: int = 0  # frames the sliding window holds, the new one included; 0 = the training length
     play_setting: bool = False  # also evaluate each model at its play setting (`at_play_setting`)
 
 
@@ -295,6 +296,7 @@ def play_setting_of(path: str | Path) -> dict:
     source = Path(path) / "play.json"
     return {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
             "sampler": setting.sampler, "temperature": setting.temperature, "threads": threads,
+            "window": setting.window,
             "source": str(source) if source.is_file() else "magi play's default (no play.json)"}
 
 
@@ -407,7 +409,7 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
             videos[variant] = roll_out(ckpt.model, ckpt.vae, real[:, :k], acts, length,
                                        mask_steps=setting["mask_steps"], diffusion_steps=setting["diffusion_steps"],
                                        sampler=setting["sampler"], temperature=c.temperature, seed=c.seed,
-                                       batch_size=c.batch_size, progress=progress)
+                                       batch_size=c.batch_size, progress=progress, window=setting.get("window"))
             runs[variant] = score_frames(videos[variant][:, k:], real[:, k:], vae_truth[:, k:], detectors)
         runs["summary"] = _summary(runs, base)
         return runs, videos["true_actions"]
@@ -415,7 +417,8 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     videos = {}
     for name, ckpt in loaded.items():
         model = ckpt.model
-        setting = {"mask_steps": c.mask_steps, "diffusion_steps": c.diffusion_steps, "sampler": c.sampler}
+        setting = {"mask_steps": c.mask_steps, "diffusion_steps": c.diffusion_steps, "sampler": c.sampler,
+                   "window": c.window or None}
         runs, videos[name] = at_setting(ckpt, setting)
         runs["setting"] = setting
         per_rollout = np.array([np.nan if v is None else v
@@ -532,8 +535,8 @@ class StickyPlayer:
 
 
 def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
-                temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None
-                ) -> Iterator[tuple[torch.Tensor, float]]:
+                temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None,
+                window: Optional[int] = None) -> Iterator[tuple[torch.Tensor, float]]:
     """The endless stream `magi play` runs: real opening frames of a fresh emulator episode (play's
     first held-out seed, NOOPs), `Magi.stream(None, ..., actions=player, long_video="window")`, each
     latent decoded to uint8. `player(t)` is the action taken at frame t (default: a `StickyPlayer`
@@ -549,7 +552,8 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
     player = player or StickyPlayer(_num_game_actions(game), k, seed)
     stream = model.stream(None, context=context, actions=player, mask_steps=mask_steps,
                           diffusion_steps=diffusion_steps, sampler=sampler, temperature=temperature,
-                          generator=torch.Generator(device=ckpt.device).manual_seed(seed), long_video="window")
+                          generator=torch.Generator(device=ckpt.device).manual_seed(seed), long_video="window",
+                          window=window)
     try:
         with torch.no_grad():
             while True:
@@ -562,7 +566,8 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
 
 def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
                  sampler: str = "ddim", temperature: float = 1.0, seed: int = 0, block: int = 1000,
-                 snapshot_every: Optional[int] = None, progress: bool = True) -> tuple[dict, torch.Tensor]:
+                 snapshot_every: Optional[int] = None, progress: bool = True,
+                 window: Optional[int] = None) -> tuple[dict, torch.Tensor]:
     """Stream `frames` frames from a model (a `LoadedCheckpoint`) exactly as `magi play` does
     (`play_stream`), timing every frame (generate + decode) and finding both sprites in every decoded
     frame.
@@ -589,7 +594,7 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
     ms = np.zeros(frames)
     snapshots, pending = [], []
     player = StickyPlayer(_num_game_actions(game), k, seed)
-    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player)
+    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player, window)
     cpu_ms = np.zeros(frames)  # the process's CPU time per frame (all threads): robust to a loaded machine
     load = [os.getloadavg()[0]]
     bar = tqdm(total=frames, desc="stream", disable=not progress, leave=False)
@@ -623,7 +628,7 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
         "frames": frames, "context_frames": k, "emulator_seed": FIRST_SEED, "player_seed": seed,
         "player": "StickyPlayer: NOOP in the opening, then a key held, changed with probability 0.25 per frame",
         "setting": {"mask_steps": mask_steps, "diffusion_steps": diffusion_steps, "sampler": sampler,
-                    "temperature": temperature, "long_video": "window"},
+                    "temperature": temperature, "long_video": "window", "window": window},
         "torch_threads": torch.get_num_threads(), "device": str(ckpt.device),
         "sprites": list(detectors), "both_detected_fraction": float(both.mean()),
         **{f"{s}_detected_fraction": float(f.mean()) for s, f in found.items()},
@@ -738,7 +743,7 @@ def run(args: argparse.Namespace) -> dict:
                 raise ValueError(f"{path}: its train_config.yaml names no Atari game (data.options.game)")
             report, snapshots = stream_check(ckpt, game, args.stream_frames, setting["mask_steps"],
                                              setting["diffusion_steps"], setting["sampler"], args.temperature,
-                                             args.seed, progress=not args.no_progress)
+                                             args.seed, progress=not args.no_progress, window=setting["window"])
             report = {"model": str(path), "play_setting_source": setting["source"], **report}
             files = write_stream_check(Path(args.out), name, report, snapshots)
             result["streams"][name] = report
@@ -765,7 +770,7 @@ def format_table(result: dict) -> str:
             if r is None:
                 continue
             s, st = r["summary"], r["setting"]
-            lines.append(f"{name:10s} m{st['mask_steps']}-d{st['diffusion_steps']:<4d} {'-' if step is None else step:>6} "
+            lines.append(f"{name:10s} {setting_label(st):9s} {'-' if step is None else step:>6} "
                          f"{s['psnr_mean']:6.2f} {s['ssim_mean']:6.3f} {s['psnr_above_copy_steps']:3d}/{horizon}  "
                          f"{s['psnr_mean_vae_space']:6.2f}     {fmt(s['player_error_first8_px'])} / "
                          f"{fmt(s['player_error_first8_shuffled_px'])} / {fmt(s['player_error_first8_null_px'])}"
@@ -780,9 +785,15 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def setting_label(setting: dict) -> str:
+    """"m1-d5" (mask x diffusion steps), "m1-d5-w3" with a sliding window of 3 frames."""
+    label = f"m{setting['mask_steps']}-d{setting['diffusion_steps']}"
+    return label + (f"-w{setting['window']}" if setting.get("window") else "")
+
+
 def format_stream(name: str, report: dict) -> str:
     st = report["setting"]
-    lines = [f"{name}: {report['frames']} frames streamed at m{st['mask_steps']}-d{st['diffusion_steps']} "
+    lines = [f"{name}: {report['frames']} frames streamed at {setting_label(st)} "
              f"{st['sampler']}, {report['torch_threads']} thread(s): both boxers found in "
              f"{report['both_detected_fraction']:.1%} (target 95%: {'met' if report['passes'] else 'missed'}), "
              f"longest loss {report['longest_run_without_both']} frames",

@@ -271,17 +271,24 @@ class KVCache:
         frames, the earlier new frames and itself (block-causal), exactly what committing them one by
         one computes; their keys/values are written after the cached ones. `commit_many(S)` keeps them."""
         n, s = self.tokens_per_frame, k.shape[2] // self.tokens_per_frame
+        end = self.store(layer, k, v)
+        q_frame = torch.arange(s, device=q.device).repeat_interleave(n)  # (S*N,) new frame of each query
+        k_frame = torch.arange(-self.frames, s, device=q.device).repeat_interleave(n)  # cached ones < 0
+        visible = k_frame[None, :] <= q_frame[:, None]  # (S*N, cached*N + S*N)
+        return F.scaled_dot_product_attention(q, self.k[layer][:, :, :end], self.v[layer][:, :, :end],
+                                              attn_mask=visible)
+
+    def store(self, layer: int, k, v) -> int:
+        """Write the keys/values (B, H, S*N, Dh) of S complete frames after the cached ones, without
+        attending (a prefill's last layer, whose outputs nothing reads). -> the end of the filled part."""
+        n, s = self.tokens_per_frame, k.shape[2] // self.tokens_per_frame
         if self.frames + s > self.max_frames:
             raise RuntimeError(f"KVCache: {self.frames} + {s} frames exceed {self.max_frames}")
         self._allocate(layer, k, v)
         start, end = self.frames * n, (self.frames + s) * n
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
-        q_frame = torch.arange(s, device=q.device).repeat_interleave(n)  # (S*N,) new frame of each query
-        k_frame = torch.arange(-self.frames, s, device=q.device).repeat_interleave(n)  # cached ones < 0
-        visible = k_frame[None, :] <= q_frame[:, None]  # (S*N, cached*N + S*N)
-        return F.scaled_dot_product_attention(q, self.k[layer][:, :, :end], self.v[layer][:, :, :end],
-                                              attn_mask=visible)
+        return end
 
     def commit_many(self, frames: int) -> None:
         """Keep the keys/values of `frames` frames written by `prefill`."""

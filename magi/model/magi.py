@@ -307,19 +307,22 @@ class Magi(nn.Module):
                  intervals=None, cfg: float = 1.0, mask_steps: int = 64, diffusion_steps: int = 100,
                  temperature: float = 1.0, sampler: str = "ddpm",
                  generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
-                 long_video: str = "interpolate", progress: bool = False, actions=None) -> torch.Tensor:
+                 long_video: str = "interpolate", progress: bool = False, actions=None,
+                 window: Optional[int] = None) -> torch.Tensor:
         """Generate a video of `num_frames` latent frames, context included: (B, T, C, h, w).
 
         `context` (B, k, C, h, w) are given first frames; `labels`/`intervals` condition every frame;
         `cfg` > 1 is classifier-free guidance with MAR's linear schedule; `long_video` is how frames
         past the training length are positioned: "interpolate" (stretch the temporal table) or
         "window" (keep the last num_frames-1 frames of the training length, recompute their cache).
+        `window` (with "window"): frames the sliding window holds, the new one included, 2 to the
+        training length (the default); fewer frames of context cost less per frame (`magi play`).
         `actions` (world models): (B, >= num_frames-1), actions[:, t] taken at frame t, or a callable
         (see `stream`).
         """
         frames = list(self.stream(num_frames, context, labels, intervals, cfg, mask_steps,
                                   diffusion_steps, temperature, sampler, generator, batch_size,
-                                  long_video, progress, actions=actions))
+                                  long_video, progress, actions=actions, window=window))
         new = torch.stack(frames, dim=1)  # (B, T-k, C, h, w)
         return new if context is None else torch.cat([context.to(new.dtype), new], dim=1)
 
@@ -329,7 +332,7 @@ class Magi(nn.Module):
                temperature: float = 1.0, sampler: str = "ddpm",
                generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
                long_video: str = "interpolate", progress: bool = False,
-               actions=None) -> Iterator[torch.Tensor]:
+               actions=None, window: Optional[int] = None) -> Iterator[torch.Tensor]:
         """Like `generate`, yielding each new frame (B, C, h, w) as soon as it is done.
 
         `num_frames=None` streams without end (with `long_video="window"`). For a world model,
@@ -360,14 +363,18 @@ class Magi(nn.Module):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {long_video!r}")
         if cfg != 1.0 and c.num_classes == 0:
             raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0)")
+        if window is not None and (long_video != "window" or not 2 <= window <= c.num_frames):
+            raise ValueError(f"window: expected 2..{c.num_frames} (the training length) with long_video='window', "
+                             f"got {window} with long_video={long_video!r}")
+        W = window or c.num_frames  # frames the sliding window holds, the new one included
         prev_action = self._action_reader(actions, batch, num_frames, device)
 
         cond = self._cond(labels, intervals, batch, device)  # (B, D)
         if cfg != 1.0:
             null = self._cond(None, intervals, batch, device)
             cond = torch.cat([cond, null])  # (2B, D): conditional half, unconditional half
-        window = long_video == "window"
-        positions = c.num_frames if window else max(num_frames, c.num_frames)
+        sliding = long_video == "window"
+        positions = W if sliding else max(num_frames, c.num_frames)
 
         def frame_cond(t: int) -> torch.Tensor:  # (B or 2B, D): frame t's conditioning
             return cond if prev_action is None else self._frame_cond(cond, prev_action(t))
@@ -381,8 +388,8 @@ class Magi(nn.Module):
 
         frames = range(k, num_frames) if num_frames is not None else itertools.count(k)
         for t in tqdm(frames, desc="frames", disable=not progress, leave=False):
-            if window and t >= c.num_frames:  # slide: the last T-1 frames at positions 0..T-2
-                offset = t - (c.num_frames - 1)
+            if sliding and t >= W:  # slide: the last W-1 frames at positions 0..W-2
+                offset = t - (W - 1)
                 cache, cached = self.backbone.new_cache(positions), offset
             if cached < t:  # complete frames enter the cache as clean frames, with their actions
                 self._commit(torch.stack(history[cached:t], dim=1), cached - offset,
@@ -391,8 +398,8 @@ class Magi(nn.Module):
             tokens = self._generate_frame(t - offset, frame_cond(t), cache, positions, cfg, mask_steps,
                                           diffusion_steps, temperature, sampler, generator)
             history.append(tokens)
-            if window and len(history) > c.num_frames:
-                history[len(history) - c.num_frames - 1] = None  # out of every future window
+            if sliding and len(history) > W:
+                history[len(history) - W - 1] = None  # out of every future window
             yield self.unpatchify(tokens[:, None])[:, 0]  # (B, C, h, w)
 
     def _action_reader(self, actions, batch: int, num_frames: Optional[int], device):

@@ -43,6 +43,13 @@ class SelfAttention(nn.Module):
             out = attend(q, k, v, mask, kernel, flex)  # (B, H, L, Dh)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
 
+    def store_keys_values(self, x: torch.Tensor, cache: KVCache, layer: int) -> None:
+        """Only the keys and values of x (B, S*N, D) into the cache, from the k/v rows of `qkv`."""
+        B, L, D = x.shape
+        kv = F.linear(x, self.qkv.weight[D:], self.qkv.bias[D:])  # (B, L, 2D): the k and v columns
+        k, v = kv.view(B, L, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # k, v: (B, H, L, Dh)
+        cache.store(layer, k, v)
+
 
 class Layer(nn.Module):
     """Pre-norm attention then pre-norm MLP, both residual."""
@@ -176,9 +183,14 @@ class MagiTransformer(nn.Module):
         frames = torch.arange(first_frame, first_frame + S, device=tokens.device)
         x = self.embed(tokens, None, frames, cond, num_positions)  # (B, S, N, D)
         D = x.shape[-1]
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block.spatial(x.reshape(B * S, N, D))  # spatial: (B*S, N, D)
-            x = block.temporal(x.reshape(B, S * N, D), cache=cache, layer=i, prefill=True)  # (B, S*N, D)
+            x = x.reshape(B, S * N, D)  # (B, S*N, D)
+            if i == last:  # nothing reads the last layer's outputs: only its keys/values are needed
+                block.temporal.attn.store_keys_values(block.temporal.norm1(x), cache, i)
+            else:
+                x = block.temporal(x, cache=cache, layer=i, prefill=True)  # (B, S*N, D)
         cache.commit_many(S)
 
     def new_cache(self, max_frames: int) -> KVCache:

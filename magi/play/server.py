@@ -34,8 +34,9 @@ Host header (`host_check`: DNS rebinding), and a WebSocket's Origin, when sent, 
 messages are answered with an error and logged (the first `MAX_LOGGED_BAD` of a session).
 
 Frames are produced on a worker thread (`asyncio.to_thread`; torch releases the GIL), one at a time,
-started at most `fps_cap` times a second (the game's own 60 / frameskip = 15 frames/s): the keys are
-read when a frame starts, so waiting happens before a frame, never between a frame and the screen.
+on a schedule of `fps_cap` a second (the game's own 60 / frameskip = 15 frames/s; a late frame is made
+up by the next, by at most one period): the keys are read when a frame starts, so waiting happens
+before a frame, never between a frame and the screen.
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
     from starlette.websockets import WebSocketDisconnect
 
     setting.validate()
+    trained = world.ckpt.model.config.num_frames
+    if setting.window is not None and setting.window > trained:
+        raise ValueError(f"window: {setting.window} frames, more than the {trained} the model was trained on")
     if max_sessions < 1:
         raise ValueError(f"max_sessions: expected >= 1, got {max_sessions}")
     for name, value in (("idle_limit", idle_limit), ("send_timeout", send_timeout)):
@@ -214,7 +218,7 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
         return {"type": "hello", "game": world.game, "actions": world.meanings, "model": world.name,
                 "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
                             "sampler": setting.sampler, "temperature": setting.temperature,
-                            "threads": torch.get_num_threads()},
+                            "window": setting.window or trained, "threads": torch.get_num_threads()},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
                 "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index",
                 "sees": world.sees, "idle_limit": idle_limit}
@@ -305,10 +309,14 @@ class Player:
                                  "reading)") from None
 
     async def frames(self) -> None:
-        """Produce and send frames, each started at most `fps_cap` times a second; stats about twice
-        a second."""
+        """Produce and send frames on a schedule of `fps_cap` a second; stats about twice a second.
+
+        A frame starts at its slot or, when the previous one ran late, at once: a frame slower than the
+        period is made up by faster ones after it, so the rate holds the cap whenever frames take less
+        than the period on average. At most one period is made up, so frames never come in a burst."""
         loop = asyncio.get_running_loop()
         last_stats = float("-inf")
+        slot = loop.time()  # when the next frame is due
         while True:
             started = loop.time()
             try:
@@ -322,7 +330,8 @@ class Player:
             if started - last_stats >= STATS_EVERY_S:
                 last_stats = started
                 await self.send(text=self.stats(frame))
-            wait = started + self.period - loop.time()
+            slot = max(slot + self.period, loop.time() - self.period)  # owe at most one period
+            wait = slot - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -445,12 +454,12 @@ def benchmarked_setting(model: Path) -> dict:
         chosen = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return {k: chosen[k] for k in ("mask_steps", "diffusion_steps", "sampler", "threads") if k in chosen}
+    return {k: chosen[k] for k in ("mask_steps", "diffusion_steps", "sampler", "threads", "window") if k in chosen}
 
 
 def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps: Optional[int] = None,
                  sampler: Optional[str] = None, temperature: float = DEFAULT_SETTING.temperature,
-                 threads: Optional[int] = None) -> tuple[SamplingOptions, Optional[int]]:
+                 threads: Optional[int] = None, window: Optional[int] = None) -> tuple[SamplingOptions, Optional[int]]:
     """(sampler setting, torch threads or None) that `magi play` runs `model` at: each value as given,
     else the model's play.json (`benchmarked_setting`), else `DEFAULT_SETTING`. ValueError for a bad
     play.json."""
@@ -459,7 +468,8 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
                               diffusion_steps=diffusion_steps or chosen.get("diffusion_steps",
                                                                             DEFAULT_SETTING.diffusion_steps),
                               sampler=sampler or chosen.get("sampler", DEFAULT_SETTING.sampler),
-                              temperature=temperature, long_video="window")
+                              temperature=temperature, long_video="window",
+                              window=window or chosen.get("window"))
     return setting, threads or chosen.get("threads")
 
 
@@ -484,6 +494,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sampler", choices=["ddim", "ddpm"],
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.sampler}")
     parser.add_argument("--temperature", type=number(float, above=0), default=DEFAULT_SETTING.temperature)
+    parser.add_argument("--window", type=number(int, low=2), default=None, metavar="FRAMES",
+                        help="frames the model's sliding window holds, the new one included (fewer: faster, "
+                        "less context; default: the model's play.json, else its training length)")
     parser.add_argument("--threads", type=number(int, low=1), default=None,
                         help="torch intra-op threads (default: the model's play.json, else torch's)")
     parser.add_argument("--device", default="cpu")
@@ -491,7 +504,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         setting, args.threads = play_setting(Path(args.model), args.mask_steps, args.diffusion_steps,
-                                             args.sampler, args.temperature, args.threads)
+                                             args.sampler, args.temperature, args.threads, args.window)
         setting.validate()
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
@@ -525,7 +538,11 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     except ModelLoadError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
-    app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
+    try:
+        app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
+    except ValueError as e:  # e.g. a --window longer than the model's training length
+        print(f"magi play: {e}", file=sys.stderr)
+        return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("magi play: %(message)s"))
     log.addHandler(handler)
@@ -538,9 +555,10 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     shown = f"[{shown}]" if ":" in shown else shown
     threads = torch.get_num_threads()
+    window = setting.window or world.ckpt.model.config.num_frames
     print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
-          f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, {threads} "
-          f"thread{'s' if threads > 1 else ''}); {world.sees['text']}\n"
+          f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, a window of {window} "
+          f"frames, {threads} thread{'s' if threads > 1 else ''}); {world.sees['text']}\n"
           f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn
 

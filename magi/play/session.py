@@ -343,7 +343,7 @@ class PlaySession:
         self._stream = w.ckpt.model.stream(
             None, context=context, actions=self._act, mask_steps=o.mask_steps,
             diffusion_steps=o.diffusion_steps, sampler=o.sampler, temperature=o.temperature,
-            generator=generator, long_video="window")
+            generator=generator, long_video="window", window=o.window)
         self._t = 0
 
     def _act(self, t: int) -> int:
