@@ -32,8 +32,18 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def cpu_model() -> str:
+    """The CPU's name and clock as Linux reports them ("AMD EPYC, 1996 MHz"): machines differ between runs."""
+    try:
+        pairs = (line.split(":", 1) for line in open("/proc/cpuinfo").read().splitlines() if ":" in line)
+        info = {key.strip(): value for key, value in pairs}
+        return f"{info['model name'].strip()}, {float(info['cpu MHz']):.0f} MHz"
+    except (OSError, KeyError, ValueError):
+        return platform.processor() or "unknown"
+
+
 def machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(),
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 

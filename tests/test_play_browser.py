@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -370,7 +371,7 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
         "model": os.environ.get("MAGI_PLAY_MODEL", "tiny untrained (no MAGI_PLAY_MODEL)"),
         "setting": setting,
         "other_work": os.environ.get("MAGI_PLAY_NOTE", "not stated"),
-        "cpus": os.cpu_count(), "loadavg_1m_start_end": [load[0][0], load[-1][0]],
+        "cpus": os.cpu_count(), "cpu": _cpu_model(), "loadavg_1m_start_end": [load[0][0], load[-1][0]],
         "loadavg_1m_median": float(np.median([x[0] for x in load])),
         "frames": n, "seconds": round(float(t[-1] - t[0]), 1),
         "fps": round((n - 1) / float(t[-1] - t[0]), 2),
@@ -395,6 +396,14 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
     print(json.dumps({k: result[k] for k in ("frames", "seconds", "fps", "fps_30s_windows", "latency_ms",
                                              "produce_ms", "gap_ms", "flat", "reality_frames", "resets")}))
     assert reality >= 0.9 * len(generated), f"{reality} reality frames for {len(generated)} generated frames"
+
+
+def _cpu_model() -> str:
+    """The CPU's name and clock ("AMD EPYC, 1996 MHz"): the figures depend on the machine, which varies."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from common import cpu_model
+
+    return cpu_model()
 
 
 def _plot_real_time(t, latency, path: Path, result: dict) -> None:
