@@ -45,8 +45,11 @@ def points(results: list[Path]) -> dict[str, list[dict]]:
         for name, entry in result["models"].items():
             rung = re.sub(r"\d+$", "", name)
             s, m = entry["summary"], entry["model"]
-            rungs[rung].append({"name": name, "source": str(path), "step": m["step"],
-                                "hours": wall_hours(m["checkpoint"]), "copy_psnr": copy_psnr,
+            trained = m.get("trained")  # recorded at evaluation time, earlier fine-tuning stages included
+            step = trained["steps"] if trained else m["step"]
+            hours = trained["wall_time_s"] / 3600 if trained else wall_hours(m["checkpoint"])
+            rungs[rung].append({"name": name, "source": str(path), "step": step,
+                                "hours": hours, "copy_psnr": copy_psnr,
                                 "copy_error_first8_px": sum(copy["error_px"][:8]) / len(copy["error_px"][:8]),
                                 "setting": entry.get("setting"), "vae": m.get("vae"),
                                 "parameters": m.get("parameters"), **s})

@@ -223,6 +223,7 @@ def test_eval_world_model_end_to_end(tmp_path):
     worst = [w["player_error_first8_px"] for w in runs["worst_rollouts"]]
     assert worst == sorted(worst, reverse=True) and worst[0] == pytest.approx(max(e for e in errors if e is not None))
     assert runs["model"]["teacher_forcing"] == "ctf"
+    assert runs["model"]["trained"]["steps"] == runs["model"]["step"] and runs["model"]["trained"]["wall_time_s"] > 0
     # colour and VAE-space metrics, the opponent, and the copy baseline in both spaces
     for key in ("psnr", "ssim", "psnr_vae_space", "ssim_vae_space"):
         assert len(runs["true_actions"][key]) == 4 and len(result["baselines"]["copy_last_frame"][key]) == 4
@@ -292,3 +293,13 @@ def test_a_world_model_refuses_data_without_actions_before_training(tmp_path):
     run = RunConfig.load("configs/atari_world_model.yaml", common + ["model.num_actions=3"])
     with pytest.raises(ValueError, match="model.num_actions=3 but the data has action"):
         Trainer(run, tmp_path / "run2")
+
+
+def test_the_training_behind_a_fine_tuned_export_counts_its_earlier_stages(tmp_path):
+    from magi.evaluate.world_model import trained_so_far
+
+    first = {"steps": 7000, "wall_time_s": 100.0}
+    (tmp_path / "training.json").write_text(json.dumps(
+        {"steps": 1100, "wall_time_s": 20.0, "init_from": {"path": "pretrained/atari", "training": first}}))
+    assert trained_so_far(tmp_path) == {"steps": 8100, "wall_time_s": 120.0}
+    assert trained_so_far(tmp_path / "nothing") is None
