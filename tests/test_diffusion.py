@@ -95,13 +95,11 @@ def _mixture(n: int, g: torch.Generator):
     return x, torch.nn.functional.one_hot(comp, 2).float(), comp
 
 
-@pytest.fixture(scope="module")
-def trained_head():
+def _train_head(steps: int) -> DiffusionHead:
     """MAR's head (3 AdaLN blocks) trained with the hybrid loss on a 2-component mixture, each
     component given as the condition z. The linear schedule: see the note on the presets in
     magi/config.py for why a briefly trained head cannot use the cosine one."""
     torch.manual_seed(0)
-    steps = 3000  # DDIM's deterministic sampler needs an accurate eps field: 1500 steps is not enough
     head = DiffusionHead(channels=2, cond_dim=2, width=128, depth=3, batch_mul=4, schedule="linear")
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -117,8 +115,22 @@ def trained_head():
     return head
 
 
-# the first test to use `trained_head` trains it (3,000 steps: ~70 s on a free 2-core machine, 5 minutes
-# and more on a busy one), inside its own timeout
+@pytest.fixture(scope="module")
+def trained_head():
+    """Trained to match the mixture: DDIM's deterministic sampler needs an accurate eps field (1,500
+    steps are not enough): 3,000 steps, ~70 s on a fast free 2-core machine, ~160 s on a slow one."""
+    return _train_head(3000)
+
+
+@pytest.fixture(scope="module")
+def brief_head():
+    """Trained enough to tell the components apart, for what the samplers do with it (temperature,
+    guidance, seeds): 600 steps."""
+    return _train_head(600)
+
+
+# `trained_head` is trained inside the first test's own timeout
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 100), ("ddim", 25)])
 def test_head_learns_gaussian_mixture(trained_head, sampler, steps):
@@ -132,27 +144,27 @@ def test_head_learns_gaussian_mixture(trained_head, sampler, steps):
         torch.testing.assert_close(cov, COVS[k], rtol=rtol, atol=0.03, msg=f"{sampler} {k} {cov}")
 
 
-@pytest.mark.timeout(900)  # may train `trained_head` (above)
-def test_temperature_and_cfg(trained_head):
+@pytest.mark.timeout(900)  # may train `brief_head` (above)
+def test_temperature_and_cfg(brief_head):
     g = torch.Generator().manual_seed(3)
     z = torch.nn.functional.one_hot(torch.zeros(3000, dtype=torch.long), 2).float()
     for sampler in ("ddpm", "ddim"):  # DDIM (deterministic) scales its starting noise: it was ignored
-        cold = trained_head.sample(z, steps=50, temperature=0.5, sampler=sampler, generator=g)
-        warm = trained_head.sample(z, steps=50, temperature=1.0, sampler=sampler, generator=g)
+        cold = brief_head.sample(z, steps=50, temperature=0.5, sampler=sampler, generator=g)
+        warm = brief_head.sample(z, steps=50, temperature=1.0, sampler=sampler, generator=g)
         assert torch.cov(cold.T).trace() < 0.8 * torch.cov(warm.T).trace(), sampler
     # guidance towards component 0 away from component 1 pushes samples past component 0's mean
     zz = torch.cat([z[:2000], torch.nn.functional.one_hot(torch.ones(2000, dtype=torch.long), 2).float()])
-    guided = trained_head.sample(zz, steps=50, cfg=2.0, generator=g)
+    guided = brief_head.sample(zz, steps=50, cfg=2.0, generator=g)
     assert guided.shape == (2000, 2)
     assert guided.mean(0)[0] < MEANS[0][0] - 0.3  # pushed away from component 1 (x = +1.5)
 
 
-@pytest.mark.timeout(900)  # may train `trained_head` (above)
-def test_sampling_is_reproducible(trained_head):
+@pytest.mark.timeout(900)  # may train `brief_head` (above)
+def test_sampling_is_reproducible(brief_head):
     z = torch.eye(2).repeat(8, 1)
     for sampler in ("ddpm", "ddim"):
-        a = trained_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
-        b = trained_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
+        a = brief_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
+        b = brief_head.sample(z, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(5))
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

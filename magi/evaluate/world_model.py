@@ -202,8 +202,8 @@ def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: i
              mask_steps: int, diffusion_steps: int, sampler: str, temperature: float, seed: int,
              batch_size: int = 64, progress: bool = True, window: Optional[int] = None) -> torch.Tensor:
     """Continue `context` uint8 (R, k, 3, H, W) to `length` frames under `actions` (R, >= length-1)
-    with a sliding window (of `window` frames; default the training length). -> uint8 (R, length, 3, H, W) (context included,
-    through the VAE round trip)."""
+    with a sliding window (of `window` frames; default the training length).
+    -> uint8 (R, length, 3, H, W) (context included, through the VAE round trip)."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
 
