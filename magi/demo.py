@@ -192,9 +192,13 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
         "command": command,
     }
     if run.train.init_from:  # a fine-tuning stage: keep the record of the weights it started from
-        earlier = Path(run.train.init_from) / "training.json"
-        info["init_from"] = {"path": run.train.init_from,
-                             "training": json.loads(earlier.read_text()) if earlier.is_file() else None}
+        earlier, training = Path(run.train.init_from), None
+        if (earlier / "training.json").is_file():  # an exported folder
+            training = json.loads((earlier / "training.json").read_text())
+        elif (earlier / "training_state.pt").is_file():  # a checkpoint of a run
+            before = torch.load(earlier / "training_state.pt", map_location="cpu", weights_only=True)
+            training = {"steps": int(before["step"]), "wall_time_s": round(float(before["wall_time_s"]), 1)}
+        info["init_from"] = {"path": run.train.init_from, "training": training}
     (dest / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
