@@ -3,7 +3,8 @@
 Reads `magi eval world-model` results (any number; every model in them is a point), groups the points
 into rungs by a name prefix (`tokens1000` -> rung `tokens`), and writes a table (markdown + JSON) and a
 plot of the player's error over the first 8 predicted frames against the training step and the wall
-time, one line per rung. The wall time is read from each checkpoint's training state (one training
+time, one line per rung. The steps and wall time are those the evaluation recorded (all the training
+behind the model, earlier fine-tuning stages included), else read off the checkpoint (one training
 thread per run; two runs shared this 2-core machine side by side, so rungs trained together had the
 same CPU budget per step of wall time).
 
@@ -19,20 +20,13 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 from matplotlib.figure import Figure
+
+from magi.checkpoint import training_behind
 
 COLUMNS = ("step", "hours", "psnr_mean", "copy_psnr", "psnr_step1_above_copy_db", "psnr_above_copy_steps",
            "player_error_first8_px", "player_error_first8_shuffled_px", "player_error_first8_null_px",
            "opponent_error_first8_px")
-
-
-def wall_hours(checkpoint: str) -> float | None:
-    state = Path(checkpoint) / "training_state.pt"
-    record = Path(checkpoint) / "training.json"  # an exported model folder
-    if not state.is_file():
-        return json.loads(record.read_text())["wall_time_s"] / 3600 if record.is_file() else None
-    return float(torch.load(state, map_location="cpu", weights_only=True).get("wall_time_s", 0.0)) / 3600
 
 
 def points(results: list[Path]) -> dict[str, list[dict]]:
@@ -45,9 +39,10 @@ def points(results: list[Path]) -> dict[str, list[dict]]:
         for name, entry in result["models"].items():
             rung = re.sub(r"\d+$", "", name)
             s, m = entry["summary"], entry["model"]
-            trained = m.get("trained")  # recorded at evaluation time, earlier fine-tuning stages included
+            # recorded at evaluation time (earlier fine-tuning stages included), else read off the checkpoint
+            trained = m.get("trained") or training_behind(m["checkpoint"])
             step = trained["steps"] if trained else m["step"]
-            hours = trained["wall_time_s"] / 3600 if trained else wall_hours(m["checkpoint"])
+            hours = trained["wall_time_s"] / 3600 if trained else None
             rungs[rung].append({"name": name, "source": str(path), "step": step,
                                 "hours": hours, "copy_psnr": copy_psnr,
                                 "copy_error_first8_px": sum(copy["error_px"][:8]) / len(copy["error_px"][:8]),

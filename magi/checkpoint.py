@@ -185,6 +185,25 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return None
 
 
+def training_behind(path: str | Path) -> dict | None:
+    """{"steps", "wall_time_s"} of all the training behind a run's checkpoint or an exported folder
+    (`magi.demo.export_pretrained`'s training.json), earlier fine-tuning stages (`train.init_from`,
+    recorded in the export) included; a checkpoint counts its own run only (the folder its run started
+    from may since have been overwritten). None when the folder holds neither record."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        return {"steps": int(state["step"]), "wall_time_s": float(state.get("wall_time_s", 0.0))}
+    if not (path / "training.json").is_file():
+        return None
+    info = json.loads((path / "training.json").read_text())
+    steps, seconds = 0, 0.0
+    while info:
+        steps, seconds = steps + int(info["steps"]), seconds + float(info["wall_time_s"])
+        info = (info.get("init_from") or {}).get("training")
+    return {"steps": steps, "wall_time_s": seconds}
+
+
 # --------------------------------------------------------------------------------------------------
 # Save / load
 

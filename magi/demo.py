@@ -154,7 +154,7 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
     is self-contained."""
     import shutil
 
-    from magi.checkpoint import latest_checkpoint
+    from magi.checkpoint import STATE_FILE, latest_checkpoint, training_behind
     from magi.logging_utils import read_jsonl
 
     ckpt = latest_checkpoint(run_dir)
@@ -195,9 +195,8 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
         earlier, training = Path(run.train.init_from), None
         if (earlier / "training.json").is_file():  # an exported folder
             training = json.loads((earlier / "training.json").read_text())
-        elif (earlier / "training_state.pt").is_file():  # a checkpoint of a run
-            before = torch.load(earlier / "training_state.pt", map_location="cpu", weights_only=True)
-            training = {"steps": int(before["step"]), "wall_time_s": round(float(before["wall_time_s"]), 1)}
+        elif (earlier / STATE_FILE).is_file():  # a checkpoint of a run
+            training = training_behind(earlier)
         info["init_from"] = {"path": run.train.init_from, "training": training}
     (dest / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info

@@ -541,17 +541,17 @@ def _rss_mb() -> float:
 def test_a_late_frame_is_made_up_by_the_next_so_the_rate_holds_the_cap(world, monkeypatch):
     """Frames alternately slower (70 ms) and faster (10 ms) than the 50 ms period of a 20 frames/s cap:
     on a fixed schedule the fast ones make up for the slow, so 20 frames/s arrive, never more
-    (waiting a full period after each frame's start would give ~17). The frames are the session's
-    first, replayed, so only the sleeps take time."""
+    (waiting a full period after each frame's start would give ~17). Generated frames of the session,
+    replayed (past the episode's start, which owes nothing), so only the sleeps take time."""
     from magi.play.session import PlaySession
 
     produce, made = PlaySession.next_frame, []
 
     def uneven(self):
-        if len(made) < 4:
+        if len(made) < 5:  # the opening (0, 1), the first generated frame (2) and two more
             made.append(produce(self))
             return made[-1]
-        made.append(made[len(made) % 2 + 2])
+        made.append(made[len(made) % 2 + 3])  # frames 3 and 4 in turn
         time.sleep(0.070 if len(made) % 2 else 0.010)
         return made[-1]
 
@@ -559,7 +559,7 @@ def test_a_late_frame_is_made_up_by_the_next_so_the_rate_holds_the_cap(world, mo
     with BackgroundServer(create_app(world, FAST, max_sessions=1, fps_cap=20)) as url:
         c = Client(url)
         assert c.next()["type"] == "hello"
-        c.frames(4)
+        c.frames(5)
         times = []
         for _ in range(41):
             c.frames(1)

@@ -298,11 +298,11 @@ def test_init_from_starts_a_fresh_run_from_another_runs_ema(tmp_path):
     assert any(not torch.equal(trainer.model.state_dict()[k], ema[k]) for k in ema)
     # its export records the training it started from (a run's checkpoint), which the evaluation adds up
     from magi.demo import export_pretrained
-    from magi.evaluate.world_model import trained_so_far
+    from magi.checkpoint import training_behind
 
     info = export_pretrained(tmp_path / "run", tmp_path / "export", command="test")
     assert info["init_from"]["training"]["steps"] == 2
-    assert trained_so_far(tmp_path / "export")["steps"] == 3
+    assert training_behind(tmp_path / "export")["steps"] == 3
 
     with pytest.raises(ValueError, match="train.init_from"):
         _trainer(tmp_path, init_from=str(tmp_path / "missing"))

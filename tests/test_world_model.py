@@ -296,10 +296,10 @@ def test_a_world_model_refuses_data_without_actions_before_training(tmp_path):
 
 
 def test_the_training_behind_a_fine_tuned_export_counts_its_earlier_stages(tmp_path):
-    from magi.evaluate.world_model import trained_so_far
+    from magi.checkpoint import training_behind
 
     first = {"steps": 7000, "wall_time_s": 100.0}
     (tmp_path / "training.json").write_text(json.dumps(
         {"steps": 1100, "wall_time_s": 20.0, "init_from": {"path": "pretrained/atari", "training": first}}))
-    assert trained_so_far(tmp_path) == {"steps": 8100, "wall_time_s": 120.0}
-    assert trained_so_far(tmp_path / "nothing") is None
+    assert training_behind(tmp_path) == {"steps": 8100, "wall_time_s": 120.0}
+    assert training_behind(tmp_path / "nothing") is None

@@ -353,6 +353,7 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     model two GIFs of the emulator (colour) next to the model: `rollouts_NAME.gif` (the first
     `gif_rollouts` rollouts) and `rollouts_NAME_worst.gif` (the rollouts with the largest player
     error over the first 8 frames, listed in the JSON)."""
+    from magi.checkpoint import training_behind
     from magi.data import build_dataset
     from magi.pretrained import load_pretrained
 
@@ -436,7 +437,7 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
         runs["model"] = {"checkpoint": ckpt.path, "step": step, "ema": ckpt.ema,
                          "teacher_forcing": model.config.teacher_forcing, "vae": ckpt.vae_spec,
                          "parameters": sum(p.numel() for p in model.parameters()),
-                         "trained": trained_so_far(ckpt.path)}
+                         "trained": training_behind(ckpt.path)}  # recorded now: the folder may change
         result["models"][name] = runs
     gifs = {}  # GIF name -> (rollout indices, predictions): the first rollouts and the worst ones
     for name, pred in videos.items():
@@ -445,24 +446,6 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     result["files"] = _write_outputs(out, result, real, gifs, k)
     (out / "world_model.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def trained_so_far(path: str | Path) -> Optional[dict]:
-    """{"steps", "wall_time_s"} of all the training behind a checkpoint or exported folder, earlier
-    fine-tuning stages (`train.init_from`, recorded in an export's training.json) included; recorded
-    with the evaluation, since the folder may be overwritten later. None when unknown."""
-    path = Path(path)
-    if (path / "training_state.pt").is_file():
-        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
-        return {"steps": int(state["step"]), "wall_time_s": float(state.get("wall_time_s", 0.0))}
-    if not (path / "training.json").is_file():
-        return None
-    info = json.loads((path / "training.json").read_text())
-    steps, seconds = 0, 0.0
-    while info:
-        steps, seconds = steps + int(info["steps"]), seconds + float(info["wall_time_s"])
-        info = (info.get("init_from") or {}).get("training")
-    return {"steps": steps, "wall_time_s": seconds}
 
 
 def _round_trip(vae, frames: torch.Tensor, device) -> torch.Tensor:

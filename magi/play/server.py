@@ -313,10 +313,13 @@ class Player:
 
         A frame starts at its slot or, when the previous one ran late, at once: a frame slower than the
         period is made up by faster ones after it, so the rate holds the cap whenever frames take less
-        than the period on average. At most one period is made up, so frames never come in a burst."""
+        than the period on average. At most one period is made up, so frames never come in a burst, and
+        none for the start of an episode (the opening frames and the first generated one: the emulator's
+        reset and the first window), so a game never starts faster than the cap."""
         loop = asyncio.get_running_loop()
         last_stats = float("-inf")
         slot = loop.time()  # when the next frame is due
+        start_up = self.session.world.context_frames  # frames 0..k of an episode: owe nothing
         while True:
             started = loop.time()
             try:
@@ -330,7 +333,8 @@ class Player:
             if started - last_stats >= STATS_EVERY_S:
                 last_stats = started
                 await self.send(text=self.stats(frame))
-            slot = max(slot + self.period, loop.time() - self.period)  # owe at most one period
+            owed = 0.0 if frame.index <= start_up else self.period  # owe at most one period
+            slot = max(slot + self.period, loop.time() - owed)
             wait = slot - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
