@@ -38,23 +38,17 @@ pretrained: $(STAMP)
 # Rebuild pretrained/atari/, the Boxing world model in colour (issue 19): records the episodes, trains the
 # frame tokenizer (configs/atari_tokenizer.yaml, ~25 CPU min) and exports it, trains the world model on its
 # latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), trains it 1,100
-# steps more from there (ATARI_MORE: the lr warmed to 3e-4 again and decayed over the last 700; ~1.3 h) and
-# 1,200 more from that (ATARI_LONGER: warmed to 2e-4, decayed over the last 900; ~1.4 h; both on a 2.0 GHz EPYC core), each stage starting
-# from the previous one's export (which carries the record of all training behind it), exports the last
-# into one folder with its tokenizer (pretrained/atari/tokenizer/), then measures the sampler
+# steps more from there (ATARI_MORE: the lr warmed to 3e-4 again and decayed over the last 700; ~1.3 h),
+# exports both into one folder (the tokenizer in pretrained/atari/tokenizer/), then measures the sampler
 # settings and writes the one `magi play` uses to pretrained/atari/play.json. Each stage is interruptible:
 # run it again and it continues.
 ATARI_MORE := --set train.max_steps=1100 --set train.lr=3e-4 --set train.warmup_steps=100 --set train.decay_steps=700
-ATARI_LONGER := --set train.max_steps=1200 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=900
 atari: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi tokenizer train --config configs/atari_tokenizer.yaml --out runs/atari_tokenizer --resume auto --export runs/atari_tokenizer/export
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_world --resume auto
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_world_more --resume auto \
 	    --set train.init_from=runs/atari_world/checkpoints/7000 $(ATARI_MORE)
-	$(VENV)/bin/magi demo --export-pretrained runs/atari_world_more --pretrained runs/atari_world_more/export --export-command "make atari"
-	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_world_longer --resume auto \
-	    --set vae.spec=runs/atari_world_more/export/tokenizer --set train.init_from=runs/atari_world_more/export $(ATARI_LONGER)
-	$(VENV)/bin/magi demo --export-pretrained runs/atari_world_longer --pretrained pretrained/atari --export-command "make atari"
+	$(VENV)/bin/magi demo --export-pretrained runs/atari_world_more --pretrained pretrained/atari --export-command "make atari"
 	$(PY) benchmarks/play.py --model pretrained/atari --write-model-setting
 
 # Round 1's world model on gray pixels (configs/atari_world_model.yaml, pretrained/atari_gray/), for comparison.

@@ -27,18 +27,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, print_table, write_results  # noqa: E402
 
-# (name, mask steps, diffusion steps, sampler, threads, window: frames the sliding window holds, None = the
-# training length; a window of 3 gives the model 2 frames of context, and its stream took 28% less time
-# per frame than with 5 on one thread of session 9's CPU)
+# (name, mask steps, diffusion steps, sampler, threads, window, compile). window: frames the sliding window
+# holds, None = the training length; a window of 3 gives the model 2 frames of context, and its stream took
+# 28% less time per frame than with 5 on one thread of session 9's CPU. compile: torch.compile the DDIM head
+# and the VAE decoder (`LoadedCheckpoint.compile`; compiled before the timing starts)
 SETTINGS = [
-    ("m1-d5", 1, 5, "ddim", 2, None),
-    ("m2-d5", 2, 5, "ddim", 2, None),
-    ("m2-d10", 2, 10, "ddim", 2, None),
-    ("m4-d10", 4, 10, "ddim", 2, None),
-    ("m1-d5-1thread", 1, 5, "ddim", 1, None),
-    ("m2-d5-1thread", 2, 5, "ddim", 1, None),
-    ("m1-d5-w3", 1, 5, "ddim", 2, 3),
-    ("m1-d5-w3-1thread", 1, 5, "ddim", 1, 3),
+    ("m1-d5", 1, 5, "ddim", 2, None, False),
+    ("m2-d5", 2, 5, "ddim", 2, None, False),
+    ("m2-d10", 2, 10, "ddim", 2, None, False),
+    ("m4-d10", 4, 10, "ddim", 2, None, False),
+    ("m1-d5-1thread", 1, 5, "ddim", 1, None, False),
+    ("m2-d5-1thread", 2, 5, "ddim", 1, None, False),
+    ("m1-d5-w3", 1, 5, "ddim", 2, 3, False),
+    ("m1-d5-w3-1thread", 1, 5, "ddim", 1, 3, False),
+    ("m1-d5-w3-compiled", 1, 5, "ddim", 2, 3, True),
+    ("m1-d5-w3-compiled-1thread", 1, 5, "ddim", 1, 3, True),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
@@ -113,20 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     context = opening_frames(game, k, size)
     rows = []
     quality = {}  # (mask steps, diffusion steps, sampler, window) -> the rollout quality: threads change only the speed
-    for name, mask_steps, diffusion_steps, sampler, threads, window in SETTINGS:
+    for name, mask_steps, diffusion_steps, sampler, threads, window, compiled in SETTINGS:
         if wanted and name not in wanted:
             continue
         torch.set_num_threads(threads)
+        torch._dynamo.reset()  # compile afresh for this thread count
+        ckpt.compile(compiled)
+        if compiled:  # compile every shape the stream uses before the clock starts
+            time_stream(ckpt, context, 3, mask_steps, diffusion_steps, sampler, window=window)
         times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window)
+        ckpt.compile(False)
         ms = np.array(times) * 1000
         early = float(np.median(ms[15:26])) if len(ms) > 25 else None
         late = float(np.median(ms[-11:])) if len(ms) >= 100 else None
         row = {"setting": name, "mask_steps": mask_steps, "diffusion_steps": diffusion_steps,
-               "sampler": sampler, "threads": threads, "window": window, "frames": len(ms),
+               "sampler": sampler, "threads": threads, "window": window, "compile": compiled, "frames": len(ms),
                "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
                "late_over_early": (late / early) if early and late else None}
-        key = (mask_steps, diffusion_steps, sampler, window)
+        key = (mask_steps, diffusion_steps, sampler, window)  # compiled: the same frames to float rounding
         if args.quality_rollouts and key not in quality:
             cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
                                        rollouts=args.quality_rollouts, mask_steps=mask_steps,
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results("play", payload)
     if args.write_model_setting and chosen:
         keep = {k_: chosen[k_] for k_ in ("setting", "mask_steps", "diffusion_steps", "sampler", "threads",
-                                          "window", "fps", "p50_ms", "player_error_first8_px", "psnr")}
+                                          "window", "compile", "fps", "p50_ms", "player_error_first8_px", "psnr")}
         (Path(args.model) / "play.json").write_text(json.dumps(keep, indent=1) + "\n")
     return 0
 

@@ -108,6 +108,14 @@ class LoadedCheckpoint:
     def num_classes(self) -> int:
         return self.model.config.num_classes
 
+    def compile(self, enabled: bool = True) -> None:
+        """torch.compile the per-frame hot spots that are not large matrix products, the diffusion head's
+        DDIM loop and the VAE decoder (with `enabled`; eager again without). The backbone is left eager:
+        compiled, its stream frame was no faster on the CPU. The first call at each new shape compiles
+        (~40 s on a 2.0 GHz EPYC core); the results agree with eager to float rounding."""
+        self.model.head.compile_sampler(enabled)
+        self.vae.compile_decoder(enabled)
+
     @property
     def trained_intervals(self) -> Optional[tuple[int, int]]:
         """(lowest, highest) frame interval the model was trained on: recorded in its config, or (for
@@ -283,6 +291,7 @@ class SamplingOptions:
     cfg: float = 1.0
     long_video: str = "interpolate"
     window: Optional[int] = None  # "window": frames the window holds (2..training length; None = all)
+    compile: bool = False  # torch.compile the DDIM head and the VAE decoder (`LoadedCheckpoint.compile`)
 
     def validate(self) -> None:
         if self.mask_steps < 1 or self.diffusion_steps < 1:

@@ -168,6 +168,29 @@ def test_sampling_is_reproducible(brief_head):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # compiles the DDIM loop (~20 s)
+def test_a_compiled_ddim_sampler_draws_what_the_eager_one_draws():
+    """`compile_sampler` changes the speed, not the samples: same noise, same tokens to float rounding,
+    with and without guidance; eager again when turned off. DDPM stays eager."""
+    torch.manual_seed(0)
+    head = DiffusionHead(channels=3, cond_dim=8, width=32, depth=2)
+    for p in head.parameters():  # untrained heads output zeros (zero-initialised modulations)
+        torch.nn.init.normal_(p, std=0.05)
+    z = torch.randn(12, 8)
+
+    def draw(cfg=1.0):
+        zz = torch.cat([z, torch.zeros_like(z)]) if cfg != 1.0 else z
+        return head.sample(zz, steps=5, cfg=cfg, sampler="ddim", generator=torch.Generator().manual_seed(3))
+
+    eager, guided = draw(), draw(cfg=2.0)
+    head.compile_sampler()
+    torch.testing.assert_close(draw(), eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(draw(cfg=2.0), guided, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(guided, eager, atol=1e-3)  # guidance did change the samples
+    head.compile_sampler(False)
+    torch.testing.assert_close(draw(), eager, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_one_diffusion_step_samples(sampler):
     """`--diffusion-steps 1` is accepted by every command; a process respaced to one step had no

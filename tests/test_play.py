@@ -10,6 +10,7 @@ protocol and the action path, not what the frames show (benchmarks/play.py does 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gc
 import http.client
 import json
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from magi import Magi, MagiConfig
 from magi.play.server import (MAX_MESSAGE_BYTES, PING_INTERVAL_S, PING_TIMEOUT_S, WS_MAX_SIZE,
                               BackgroundServer, Rate, create_app, decode_frame, main)
-from magi.play.session import FIRST_SEED, Emulators, action_name, action_table, load_world
+from magi.play.session import (FIRST_SEED, Emulators, PlaySession, SeedSource, action_name, action_table,
+                               load_world)
 from magi.sample import SamplingOptions
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -666,9 +669,36 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     assert play_setting(model)[0].window == 2 and play_setting(model, window=3)[0].window == 3
     code, err = _run_main(capsys, "--model", str(model), "--window", "9")  # longer than it was trained on
     assert code == 2 and err.startswith("magi play: window: 9 frames, more than the") and err.count("\n") == 1
+    assert play_setting(model)[0].compile is False
+    (model / "play.json").write_text(json.dumps({"mask_steps": 1, "diffusion_steps": 5, "compile": True}))
+    assert play_setting(model)[0].compile is True and play_setting(model, compile=False)[0].compile is False
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1
+
+
+def test_a_model_whose_compilation_fails_plays_eager_and_says_so(world, monkeypatch, caplog):
+    """`compile` where torch.compile cannot work (here: it raises, as without a C++ compiler): the
+    model goes back to eager, the warning names the failure, and the game still draws its frames."""
+    from magi.play.session import compile_world
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("InductorError: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    options = dataclasses.replace(FAST, compile=True)
+    with caplog.at_level("WARNING", logger="magi.play"):
+        assert compile_world(world, options, logging.getLogger("magi.play")) is False
+    assert "torch.compile failed (RuntimeError: InductorError: no working C++ compiler" in caplog.text
+    assert world.ckpt.model.head._compiled_ddim is None  # eager again
+    session = PlaySession(world, options, SeedSource())
+    try:
+        frames = [session.next_frame() for _ in range(world.context_frames + 2)]
+    finally:
+        session.close()
+    assert frames[-1].image.shape == (3, 64, 64) and frames[-1].latency_ms > 0
 
 
 @pytest.mark.parametrize("flags, named", [

@@ -98,6 +98,20 @@ def test_image_vae_shapes_strides_and_normalization():
     assert not any(p.requires_grad for p in vae.parameters())
 
 
+@pytest.mark.slow  # compiles the decoder (~20 s)
+def test_a_compiled_decoder_decodes_what_the_eager_one_does():
+    from magi.vae import PixelVAE, from_diffusers
+
+    vae = from_diffusers(_tiny_kl())
+    z = vae.encode(_video(B=1, T=2, H=16, W=16))
+    eager = vae.decode(z)
+    assert vae.compile_decoder() is True
+    torch.testing.assert_close(vae.decode(z), eager, rtol=0, atol=1e-4)
+    vae.compile_decoder(False)
+    torch.testing.assert_close(vae.decode(z), eager, rtol=0, atol=0)  # eager again
+    assert PixelVAE(4).compile_decoder() is False  # nothing to compile
+
+
 def test_image_vae_chunked_equals_unchunked():
     from magi.vae import from_diffusers
 

@@ -60,7 +60,7 @@ import numpy as np
 from magi.errors import ArgumentParser, number
 from magi.play.host_check import HostCheck
 from magi.play.session import (KEYS, Emulators, Frame, ModelLoadError, PlaySession, SeedSource, World,
-                               load_world)
+                               compile_world, load_world)
 from magi.pretrained import SamplingOptions
 
 DEFAULT_MODEL = "pretrained/atari"
@@ -205,6 +205,7 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}: expected a number of seconds > 0, got {value}")
     fps_cap = world.fps if fps_cap is None else fps_cap
+    compiled = compile_world(world, setting, log) if setting.compile else False
     assets = {url: ((STATIC / name).read_bytes(), media) for url, (name, media) in ASSETS.items()}
     seeds = SeedSource()
     emulators = emulators or Emulators(world.game, world.frameskip, keep=max_sessions)
@@ -218,7 +219,8 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
         return {"type": "hello", "game": world.game, "actions": world.meanings, "model": world.name,
                 "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
                             "sampler": setting.sampler, "temperature": setting.temperature,
-                            "window": setting.window or trained, "threads": torch.get_num_threads()},
+                            "window": setting.window or trained, "threads": torch.get_num_threads(),
+                            "compiled": compiled},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
                 "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index",
                 "sees": world.sees, "idle_limit": idle_limit}
@@ -458,12 +460,14 @@ def benchmarked_setting(model: Path) -> dict:
         chosen = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return {k: chosen[k] for k in ("mask_steps", "diffusion_steps", "sampler", "threads", "window") if k in chosen}
+    keys = ("mask_steps", "diffusion_steps", "sampler", "threads", "window", "compile")
+    return {k: chosen[k] for k in keys if k in chosen}
 
 
 def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps: Optional[int] = None,
                  sampler: Optional[str] = None, temperature: float = DEFAULT_SETTING.temperature,
-                 threads: Optional[int] = None, window: Optional[int] = None) -> tuple[SamplingOptions, Optional[int]]:
+                 threads: Optional[int] = None, window: Optional[int] = None,
+                 compile: Optional[bool] = None) -> tuple[SamplingOptions, Optional[int]]:
     """(sampler setting, torch threads or None) that `magi play` runs `model` at: each value as given,
     else the model's play.json (`benchmarked_setting`), else `DEFAULT_SETTING`. ValueError for a bad
     play.json."""
@@ -473,7 +477,8 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
                                                                             DEFAULT_SETTING.diffusion_steps),
                               sampler=sampler or chosen.get("sampler", DEFAULT_SETTING.sampler),
                               temperature=temperature, long_video="window",
-                              window=window or chosen.get("window"))
+                              window=window or chosen.get("window"),
+                              compile=bool(chosen.get("compile", False)) if compile is None else compile)
     return setting, threads or chosen.get("threads")
 
 
@@ -503,12 +508,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "less context; default: the model's play.json, else its training length)")
     parser.add_argument("--threads", type=number(int, low=1), default=None,
                         help="torch intra-op threads (default: the model's play.json, else torch's)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the diffusion head and the VAE decoder before serving (faster "
+                        "frames on the CPU after ~1 min of compiling; default: the model's play.json, else off)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
     try:
         setting, args.threads = play_setting(Path(args.model), args.mask_steps, args.diffusion_steps,
-                                             args.sampler, args.temperature, args.threads, args.window)
+                                             args.sampler, args.temperature, args.threads, args.window,
+                                             args.compile)
         setting.validate()
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
@@ -542,15 +551,18 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     except ModelLoadError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
-    try:
-        app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
-    except ValueError as e:  # e.g. a --window longer than the model's training length
-        print(f"magi play: {e}", file=sys.stderr)
-        return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("magi play: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    if setting.compile:
+        print("magi play: compiling the diffusion head and the VAE decoder (about a minute)...", flush=True)
+    try:
+        app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
+    except ValueError as e:  # e.g. a --window longer than the model's training length
+        log.removeHandler(handler)
+        print(f"magi play: {e}", file=sys.stderr)
+        return 2
 
     local = args.host in ("127.0.0.1", "localhost", "::1")
     if not local:
@@ -562,7 +574,8 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     window = setting.window or world.ckpt.model.config.num_frames
     print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
           f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, a window of {window} "
-          f"frames, {threads} thread{'s' if threads > 1 else ''}); {world.sees['text']}\n"
+          f"frames, {threads} thread{'s' if threads > 1 else ''}{', compiled' if setting.compile else ''}); "
+          f"{world.sees['text']}\n"
           f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn
 

@@ -167,6 +167,32 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
 
 
 @torch.no_grad()
+def compile_world(world: World, options: SamplingOptions, log=None) -> bool:
+    """Compile the model's per-frame hot spots (`LoadedCheckpoint.compile`) and draw a few frames at
+    `options` from a blank opening, so every shape a game uses is compiled before a player connects.
+    Where compilation fails (e.g. no C++ compiler) the model goes back to eager, with a warning through
+    `log` (a logging.Logger); returns whether it runs compiled."""
+    ckpt, k = world.ckpt, world.context_frames
+    blank = torch.zeros(1, k, 3, *world.size, dtype=torch.uint8)  # (1, k, 3, H, W)
+    try:
+        ckpt.compile()
+        context = ckpt.encode(blank)  # (1, k, C, h, w)
+        frames = ckpt.model.stream(None, context=context, actions=lambda t: 0, mask_steps=options.mask_steps,
+                                   diffusion_steps=options.diffusion_steps, sampler=options.sampler,
+                                   long_video="window", window=options.window)
+        for _ in range(2):  # the first generated frame and one of the sliding window after it
+            ckpt.decode(next(frames)[:, None])
+        frames.close()
+        return True
+    except Exception as e:  # noqa: BLE001 - torch.compile fails in many ways; eager still plays
+        ckpt.compile(False)
+        if log is not None:
+            log.warning("compile: torch.compile failed (%s: %s); playing eager", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+        return False
+
+
+@torch.no_grad()
 def describe_view(ckpt: LoadedCheckpoint) -> dict:
     """What the model sees and draws, read off its VAE rather than assumed: the frame size, whether the
     VAE keeps colour (a colour probe frame sent through encode -> decode comes back gray or not), the
