@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         if wanted and name not in wanted:
             continue
         torch.set_num_threads(threads)
-        torch._dynamo.reset()  # compile afresh for this thread count
         ckpt.compile(compiled)
-        if compiled:  # compile every shape the stream uses before the clock starts
+        if compiled:  # compile afresh for this thread count, every shape the stream uses, before the clock starts
+            torch._dynamo.reset()
             time_stream(ckpt, context, 3, mask_steps, diffusion_steps, sampler, window=window)
         times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window)
         ckpt.compile(False)

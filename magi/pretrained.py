@@ -117,6 +117,11 @@ class LoadedCheckpoint:
         self.vae.compile_decoder(enabled)
 
     @property
+    def compiled(self) -> bool:
+        """Whether `compile` is in effect (a failed compilation turns it off again)."""
+        return self.model.head._compiled_ddim is not None
+
+    @property
     def trained_intervals(self) -> Optional[tuple[int, int]]:
         """(lowest, highest) frame interval the model was trained on: recorded in its config, or (for
         checkpoints written before the record) read from the data section of its `train_config.yaml`;

@@ -205,7 +205,8 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}: expected a number of seconds > 0, got {value}")
     fps_cap = world.fps if fps_cap is None else fps_cap
-    compiled = compile_world(world, setting, log) if setting.compile else False
+    if setting.compile:
+        compile_world(world, setting, log)
     assets = {url: ((STATIC / name).read_bytes(), media) for url, (name, media) in ASSETS.items()}
     seeds = SeedSource()
     emulators = emulators or Emulators(world.game, world.frameskip, keep=max_sessions)
@@ -220,7 +221,7 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
                 "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
                             "sampler": setting.sampler, "temperature": setting.temperature,
                             "window": setting.window or trained, "threads": torch.get_num_threads(),
-                            "compiled": compiled},
+                            "compiled": world.ckpt.compiled},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
                 "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index",
                 "sees": world.sees, "idle_limit": idle_limit}
@@ -574,7 +575,7 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     window = setting.window or world.ckpt.model.config.num_frames
     print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
           f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, a window of {window} "
-          f"frames, {threads} thread{'s' if threads > 1 else ''}{', compiled' if setting.compile else ''}); "
+          f"frames, {threads} thread{'s' if threads > 1 else ''}{', compiled' if world.ckpt.compiled else ''}); "
           f"{world.sees['text']}\n"
           f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn
