@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -27,21 +28,35 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, print_table, write_results  # noqa: E402
 
-# (name, mask steps, diffusion steps, sampler, threads, window, compile). window: frames the sliding window
-# holds, None = the training length; a window of 3 gives the model 2 frames of context, and its stream took
-# 28% less time per frame than with 5 on one thread of session 9's CPU. compile: torch.compile the DDIM head
-# and the VAE decoder (`LoadedCheckpoint.compile`; compiled before the timing starts)
+class Setting(NamedTuple):
+    """One sampler setting to time. window: frames the sliding window holds, None = the training length; a
+    window of 3 gives the model 2 frames of context, and its stream took 28% less time per frame than with 5
+    on one thread of session 9's CPU. compile: torch.compile the DDIM head and the VAE decoder
+    (`LoadedCheckpoint.compile`; compiled before the timing starts). cfg: action guidance (`Magi.stream`),
+    which doubles the batch the model runs."""
+
+    name: str
+    mask_steps: int
+    diffusion_steps: int
+    threads: int = 2
+    window: Optional[int] = None
+    compile: bool = False
+    cfg: float = 1.0
+    sampler: str = "ddim"
+
+
 SETTINGS = [
-    ("m1-d5", 1, 5, "ddim", 2, None, False),
-    ("m2-d5", 2, 5, "ddim", 2, None, False),
-    ("m2-d10", 2, 10, "ddim", 2, None, False),
-    ("m4-d10", 4, 10, "ddim", 2, None, False),
-    ("m1-d5-1thread", 1, 5, "ddim", 1, None, False),
-    ("m2-d5-1thread", 2, 5, "ddim", 1, None, False),
-    ("m1-d5-w3", 1, 5, "ddim", 2, 3, False),
-    ("m1-d5-w3-1thread", 1, 5, "ddim", 1, 3, False),
-    ("m1-d5-w3-compiled", 1, 5, "ddim", 2, 3, True),
-    ("m1-d5-w3-compiled-1thread", 1, 5, "ddim", 1, 3, True),
+    Setting("m1-d5", 1, 5),
+    Setting("m2-d5", 2, 5),
+    Setting("m2-d10", 2, 10),
+    Setting("m4-d10", 4, 10),
+    Setting("m1-d5-1thread", 1, 5, threads=1),
+    Setting("m2-d5-1thread", 2, 5, threads=1),
+    Setting("m1-d5-w3", 1, 5, window=3),
+    Setting("m1-d5-w3-1thread", 1, 5, threads=1, window=3),
+    Setting("m1-d5-w3-compiled", 1, 5, window=3, compile=True),
+    Setting("m1-d5-w3-compiled-1thread", 1, 5, threads=1, window=3, compile=True),
+    Setting("m1-d5-w3-cfg2-compiled", 1, 5, window=3, compile=True, cfg=2.0),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
@@ -62,7 +77,7 @@ def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch
 
 @torch.no_grad()
 def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffusion_steps: int,
-                sampler: str, seed: int = 0, window: int | None = None) -> list[float]:
+                sampler: str, seed: int = 0, window: int | None = None, cfg: float = 1.0) -> list[float]:
     """Seconds per frame of the endless stream (generate + decode to uint8), a sticky-random player."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
@@ -78,7 +93,8 @@ def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffu
 
     latents = vae.encode(to_float_video(context))  # (1, k, C, h, w)
     stream = model.stream(None, context=latents, actions=player, mask_steps=mask_steps,
-                          diffusion_steps=diffusion_steps, sampler=sampler, long_video="window", window=window,
+                          diffusion_steps=diffusion_steps, sampler=sampler, cfg=cfg, long_video="window",
+                          window=window,
                           generator=torch.Generator().manual_seed(seed))
     times = []
     from tqdm.auto import tqdm
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write the chosen setting to <model>/play.json for magi play")
     args = p.parse_args(argv)
     wanted = set(args.settings.split(",")) if args.settings else None
-    known = [s[0] for s in SETTINGS]
+    known = [s.name for s in SETTINGS]
     if wanted and not wanted <= set(known):
         p.error(f"--settings: unknown {', '.join(sorted(wanted - set(known)))}; known: {', '.join(known)}")
 
@@ -115,31 +131,35 @@ def main(argv: list[str] | None = None) -> int:
     k = max(2, ckpt.model.config.num_frames - 1)
     context = opening_frames(game, k, size)
     rows = []
-    quality = {}  # (mask steps, diffusion steps, sampler, window) -> the rollout quality: threads change only the speed
-    for name, mask_steps, diffusion_steps, sampler, threads, window, compiled in SETTINGS:
-        if wanted and name not in wanted:
+    quality = {}  # (mask steps, diffusion steps, sampler, window, cfg) -> the rollout quality (threads: speed only)
+    for s in SETTINGS:
+        if wanted and s.name not in wanted:
             continue
-        torch.set_num_threads(threads)
-        ckpt.compile(compiled)
-        if compiled:  # compile afresh for this thread count, every shape the stream uses, before the clock starts
+        name, mask_steps, diffusion_steps, sampler, window = s.name, s.mask_steps, s.diffusion_steps, s.sampler, \
+            s.window
+        torch.set_num_threads(s.threads)
+        ckpt.compile(s.compile)
+        if s.compile:  # compile afresh for this thread count, every shape the stream uses, before the clock starts
             torch._dynamo.reset()
-            time_stream(ckpt, context, 3, mask_steps, diffusion_steps, sampler, window=window)
-        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window)
+            time_stream(ckpt, context, 3, mask_steps, diffusion_steps, sampler, window=window, cfg=s.cfg)
+        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window,
+                            cfg=s.cfg)
         ckpt.compile(False)
         ms = np.array(times) * 1000
         early = float(np.median(ms[15:26])) if len(ms) > 25 else None
         late = float(np.median(ms[-11:])) if len(ms) >= 100 else None
         row = {"setting": name, "mask_steps": mask_steps, "diffusion_steps": diffusion_steps,
-               "sampler": sampler, "threads": threads, "window": window, "compile": compiled, "frames": len(ms),
+               "sampler": sampler, "threads": s.threads, "window": window, "compile": s.compile, "cfg": s.cfg,
+               "frames": len(ms),
                "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
                "late_over_early": (late / early) if early and late else None}
-        key = (mask_steps, diffusion_steps, sampler, window)  # compiled: the same frames to float rounding
+        key = (mask_steps, diffusion_steps, sampler, window, s.cfg)  # compiled: the same frames to float rounding
         if args.quality_rollouts and key not in quality:
             cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
                                        rollouts=args.quality_rollouts, mask_steps=mask_steps,
                                        diffusion_steps=diffusion_steps, sampler=sampler, batch_size=32,
-                                       window=window or 0)
+                                       window=window or 0, cfg=s.cfg)
             result = evaluate_world_model({name: args.model}, RESULTS / "play_quality" / name, cfg,
                                           progress=False, gif_rollouts=4)
             summary = result["models"][name]["summary"]
@@ -162,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     write_results("play", payload)
     if args.write_model_setting and chosen:
         keep = {k_: chosen[k_] for k_ in ("setting", "mask_steps", "diffusion_steps", "sampler", "threads",
-                                          "window", "compile", "fps", "p50_ms", "player_error_first8_px", "psnr")}
+                                          "window", "compile", "cfg", "fps", "p50_ms", "player_error_first8_px",
+                                          "psnr")}
         (Path(args.model) / "play.json").write_text(json.dumps(keep, indent=1) + "\n")
     return 0
 

@@ -235,3 +235,33 @@ def test_prefilling_several_frames_equals_committing_them_one_by_one(cached):
     z1 = model.backbone.step(tokens[:, t], mask[:, 0], t, conds[:, t], one, 8)
     z2 = model.backbone.step(tokens[:, t], mask[:, 0], t, conds[:, t], many, 8)
     assert torch.allclose(z1, z2, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [0.0, 2.5])
+def test_action_guidance_mixes_with_the_null_action_for_the_new_frame_only(cfg):
+    """`cfg` in a world model guides towards the action that led into the new frame: its unconditional
+    half sees the same history (context frames committed with their actions) and the null action for
+    the new frame. With 1 mask step and 1 DDIM step the sample is affine in eps, so the guided frame is
+    the unguided one moved along (conditional - that unconditional prediction) by MAR's scale."""
+    model = _model()
+    latents, _, actions = _inputs(B=2)
+    k = 2
+    null_new = actions.clone()
+    null_new[:, k - 1] = -1  # the action that led into frame k: none
+
+    def frame(acts, guidance):
+        return model.generate(k + 1, context=latents[:, :k], actions=acts, cfg=guidance, mask_steps=1,
+                              diffusion_steps=1, sampler="ddim",
+                              generator=torch.Generator().manual_seed(0))[:, k]  # (B, C, h, w)
+
+    cond, uncond = frame(actions, 1.0), frame(null_new, 1.0)
+    assert (cond - uncond).abs().max() > 1e-3, "the new frame's action must matter"
+    N = model.config.tokens_per_frame
+    scale = 1.0 + (cfg - 1.0) * (N - 1) / N  # MAR's linear schedule at the only mask step
+    torch.testing.assert_close(frame(actions, cfg), uncond + scale * (cond - uncond), rtol=1e-4, atol=1e-4)
+
+
+def test_guidance_needs_classes_or_actions():
+    model = _model(num_actions=0, num_classes=0)
+    with pytest.raises(ValueError, match="action-conditioned"):
+        model.generate(2, cfg=2.0, mask_steps=1, diffusion_steps=1)

@@ -170,6 +170,7 @@ def test_hello_frames_keys_reality_reset(server, world):
         hello = c.next()
         assert hello["type"] == "hello" and hello["game"] == "Boxing" and hello["actions"] == BOXING
         assert hello["setting"]["mask_steps"] == 1 and hello["setting"]["sampler"] == "ddim"
+        assert hello["setting"]["cfg"] == 1.0
         assert hello["fps_cap"] == 15 and hello["context_frames"] == 2 and hello["seed"] >= FIRST_SEED
         start = time.perf_counter()
         frames = c.frames(8)
@@ -672,6 +673,9 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     assert play_setting(model)[0].compile is False
     (model / "play.json").write_text(json.dumps({"mask_steps": 1, "diffusion_steps": 5, "compile": True}))
     assert play_setting(model)[0].compile is True and play_setting(model, compile=False)[0].compile is False
+    assert play_setting(model)[0].cfg == 1.0  # no action guidance unless play.json or --cfg asks
+    (model / "play.json").write_text(json.dumps({"mask_steps": 1, "diffusion_steps": 5, "cfg": 2.0}))
+    assert play_setting(model)[0].cfg == 2.0 and play_setting(model, cfg=1.5)[0].cfg == 1.5
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1

@@ -200,9 +200,11 @@ def held_out_rollouts(dataset, num_rollouts: int, length: int, seed: int = 0) ->
 @torch.no_grad()
 def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: int, *,
              mask_steps: int, diffusion_steps: int, sampler: str, temperature: float, seed: int,
-             batch_size: int = 64, progress: bool = True, window: Optional[int] = None) -> torch.Tensor:
+             batch_size: int = 64, progress: bool = True, window: Optional[int] = None,
+             cfg: float = 1.0) -> torch.Tensor:
     """Continue `context` uint8 (R, k, 3, H, W) to `length` frames under `actions` (R, >= length-1)
-    with a sliding window (of `window` frames; default the training length).
+    with a sliding window (of `window` frames; default the training length), guided towards the
+    actions by `cfg`.
     -> uint8 (R, length, 3, H, W) (context included, through the VAE round trip)."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
@@ -215,7 +217,7 @@ def roll_out(model, vae, context: torch.Tensor, actions: torch.Tensor, length: i
         gen = torch.Generator(device=device).manual_seed(seed + b)
         pred = model.generate(length, context=latents, actions=actions[b:b + batch_size].to(device),
                               mask_steps=mask_steps, diffusion_steps=diffusion_steps, sampler=sampler,
-                              temperature=temperature, generator=gen, long_video="window",
+                              temperature=temperature, cfg=cfg, generator=gen, long_video="window",
                               progress=progress, window=window)  # (b, L, C, h, w)
         out.append(to_uint8(vae.decode(pred.float())).cpu())  # (b, L, 3, H, W)
     return torch.cat(out)
@@ -281,6 +283,7 @@ class WorldModelEvalConfig:
     diffusion_steps: int = 10
     sampler: str = "ddim"
     temperature: float = 1.0
+    cfg: float = 1.0  # action guidance (`Magi.stream`): > 1 weighs what the key changes more
     seed: int = 0
     batch_size: int = 64
     window: int = 0  # frames the sliding window holds, the new one included; 0 = the training length
@@ -296,7 +299,7 @@ def play_setting_of(path: str | Path) -> dict:
     source = Path(path) / "play.json"
     return {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
             "sampler": setting.sampler, "temperature": setting.temperature, "threads": threads,
-            "window": setting.window,
+            "window": setting.window, "cfg": setting.cfg,
             "source": str(source) if source.is_file() else "magi play's default (no play.json)"}
 
 
@@ -410,7 +413,8 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
             videos[variant] = roll_out(ckpt.model, ckpt.vae, real[:, :k], acts, length,
                                        mask_steps=setting["mask_steps"], diffusion_steps=setting["diffusion_steps"],
                                        sampler=setting["sampler"], temperature=c.temperature, seed=c.seed,
-                                       batch_size=c.batch_size, progress=progress, window=setting.get("window"))
+                                       batch_size=c.batch_size, progress=progress, window=setting.get("window"),
+                                       cfg=setting.get("cfg", 1.0))
             runs[variant] = score_frames(videos[variant][:, k:], real[:, k:], vae_truth[:, k:], detectors)
         runs["summary"] = _summary(runs, base)
         return runs, videos["true_actions"]
@@ -419,7 +423,7 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     for name, ckpt in loaded.items():
         model = ckpt.model
         setting = {"mask_steps": c.mask_steps, "diffusion_steps": c.diffusion_steps, "sampler": c.sampler,
-                   "window": c.window or None}
+                   "window": c.window or None, "cfg": c.cfg}
         runs, videos[name] = at_setting(ckpt, setting)
         runs["setting"] = setting
         per_rollout = np.array([np.nan if v is None else v
@@ -538,7 +542,7 @@ class StickyPlayer:
 
 def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
                 temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None,
-                window: Optional[int] = None) -> Iterator[tuple[torch.Tensor, float]]:
+                window: Optional[int] = None, cfg: float = 1.0) -> Iterator[tuple[torch.Tensor, float]]:
     """The endless stream `magi play` runs: real opening frames of a fresh emulator episode (play's
     first held-out seed, NOOPs), `Magi.stream(None, ..., actions=player, long_video="window")`, each
     latent decoded to uint8. `player(t)` is the action taken at frame t (default: a `StickyPlayer`
@@ -553,7 +557,7 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
     context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED))  # (1, k, C, h, w)
     player = player or StickyPlayer(_num_game_actions(game), k, seed)
     stream = model.stream(None, context=context, actions=player, mask_steps=mask_steps,
-                          diffusion_steps=diffusion_steps, sampler=sampler, temperature=temperature,
+                          diffusion_steps=diffusion_steps, sampler=sampler, temperature=temperature, cfg=cfg,
                           generator=torch.Generator(device=ckpt.device).manual_seed(seed), long_video="window",
                           window=window)
     try:
@@ -569,7 +573,7 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
 def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
                  sampler: str = "ddim", temperature: float = 1.0, seed: int = 0, block: int = 1000,
                  snapshot_every: Optional[int] = None, progress: bool = True,
-                 window: Optional[int] = None) -> tuple[dict, torch.Tensor]:
+                 window: Optional[int] = None, cfg: float = 1.0) -> tuple[dict, torch.Tensor]:
     """Stream `frames` frames from a model (a `LoadedCheckpoint`) exactly as `magi play` does
     (`play_stream`), timing every frame (generate + decode) and finding both sprites in every decoded
     frame.
@@ -596,7 +600,7 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
     ms = np.zeros(frames)
     snapshots, pending = [], []
     player = StickyPlayer(_num_game_actions(game), k, seed)
-    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player, window)
+    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player, window, cfg)
     cpu_ms = np.zeros(frames)  # the process's CPU time per frame (all threads): robust to a loaded machine
     load = [os.getloadavg()[0]]
     bar = tqdm(total=frames, desc="stream", disable=not progress, leave=False)
@@ -745,7 +749,8 @@ def run(args: argparse.Namespace) -> dict:
                 raise ValueError(f"{path}: its train_config.yaml names no Atari game (data.options.game)")
             report, snapshots = stream_check(ckpt, game, args.stream_frames, setting["mask_steps"],
                                              setting["diffusion_steps"], setting["sampler"], args.temperature,
-                                             args.seed, progress=not args.no_progress, window=setting["window"])
+                                             args.seed, progress=not args.no_progress, window=setting["window"],
+                                             cfg=setting["cfg"])
             report = {"model": str(path), "play_setting_source": setting["source"], **report}
             files = write_stream_check(Path(args.out), name, report, snapshots)
             result["streams"][name] = report

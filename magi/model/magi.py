@@ -298,7 +298,8 @@ class Magi(nn.Module):
         return torch.stack(out, dim=1)
 
     def _frame_cond(self, cond: torch.Tensor, prev_action: torch.Tensor) -> torch.Tensor:
-        """cond (B or 2B, D) of one frame plus its action (B,); a CFG batch repeats the actions."""
+        """cond (B or 2B, D) of one frame plus its action (B,) or, per half of a CFG batch, (2B,); a CFG
+        batch given (B,) repeats the actions."""
         prev = prev_action.repeat(cond.shape[0] // prev_action.shape[0])  # (B or 2B,)
         return self.backbone.frame_condition(cond, prev[:, None])[:, 0]  # (B or 2B, D)
 
@@ -312,9 +313,12 @@ class Magi(nn.Module):
         """Generate a video of `num_frames` latent frames, context included: (B, T, C, h, w).
 
         `context` (B, k, C, h, w) are given first frames; `labels`/`intervals` condition every frame;
-        `cfg` > 1 is classifier-free guidance with MAR's linear schedule; `long_video` is how frames
-        past the training length are positioned: "interpolate" (stretch the temporal table) or
-        "window" (keep the last num_frames-1 frames of the training length, recompute their cache).
+        `cfg` > 1 is classifier-free guidance with MAR's linear schedule, towards the class and, in a
+        world model, towards the action that led into each new frame (the unconditional half sees the
+        same history with the null action for the new frame: guidance on what the key changes).
+        `long_video` is how frames past the training length are positioned: "interpolate" (stretch the
+        temporal table) or "window" (keep the last num_frames-1 frames of the training length, recompute
+        their cache).
         `window` (with "window"): frames the sliding window holds, the new one included, 2 to the
         training length (the default); fewer frames of context cost less per frame (`magi play`).
         `actions` (world models): (B, >= num_frames-1), actions[:, t] taken at frame t, or a callable
@@ -361,8 +365,9 @@ class Magi(nn.Module):
             raise ValueError(f"mask_steps: expected >= 1, got {mask_steps}")
         if long_video not in ("interpolate", "window"):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {long_video!r}")
-        if cfg != 1.0 and c.num_classes == 0:
-            raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0)")
+        if cfg != 1.0 and c.num_classes == 0 and c.num_actions == 0:
+            raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0) "
+                             "or an action-conditioned world model (num_actions > 0)")
         if window is not None and (long_video != "window" or not 2 <= window <= c.num_frames):
             raise ValueError(f"window: expected 2..{c.num_frames} (the training length) with long_video='window', "
                              f"got {window} with long_video={long_video!r}")
@@ -376,8 +381,15 @@ class Magi(nn.Module):
         sliding = long_video == "window"
         positions = W if sliding else max(num_frames, c.num_frames)
 
-        def frame_cond(t: int) -> torch.Tensor:  # (B or 2B, D): frame t's conditioning
-            return cond if prev_action is None else self._frame_cond(cond, prev_action(t))
+        def frame_cond(t: int, generated: bool = False) -> torch.Tensor:
+            """(B or 2B, D): frame t's conditioning as a complete frame of the cache or, `generated`, as
+            the frame being made, whose unconditional half (action guidance) gets the null action."""
+            if prev_action is None:
+                return cond
+            a = prev_action(t)  # (B,)
+            if generated and cfg != 1.0:
+                a = torch.cat([a, torch.full_like(a, self.null_action)])  # (2B,)
+            return self._frame_cond(cond, a)
 
         history: list[torch.Tensor] = []  # tokens (B, N, P) of every frame so far
         if context is not None:
@@ -395,8 +407,8 @@ class Magi(nn.Module):
                 self._commit(torch.stack(history[cached:t], dim=1), cached - offset,
                              torch.stack([frame_cond(f) for f in range(cached, t)], dim=1), cache, positions)
                 cached = t
-            tokens = self._generate_frame(t - offset, frame_cond(t), cache, positions, cfg, mask_steps,
-                                          diffusion_steps, temperature, sampler, generator)
+            tokens = self._generate_frame(t - offset, frame_cond(t, generated=True), cache, positions, cfg,
+                                          mask_steps, diffusion_steps, temperature, sampler, generator)
             history.append(tokens)
             if sliding and len(history) > W:
                 history[len(history) - W - 1] = None  # out of every future window

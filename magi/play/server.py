@@ -219,7 +219,7 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
     def hello(session: PlaySession) -> dict:
         return {"type": "hello", "game": world.game, "actions": world.meanings, "model": world.name,
                 "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
-                            "sampler": setting.sampler, "temperature": setting.temperature,
+                            "sampler": setting.sampler, "temperature": setting.temperature, "cfg": setting.cfg,
                             "window": setting.window or trained, "threads": torch.get_num_threads(),
                             "compiled": world.ckpt.compiled},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
@@ -461,14 +461,15 @@ def benchmarked_setting(model: Path) -> dict:
         chosen = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    keys = ("mask_steps", "diffusion_steps", "sampler", "threads", "window", "compile")
+    keys = ("mask_steps", "diffusion_steps", "sampler", "threads", "window", "compile", "cfg")
     return {k: chosen[k] for k in keys if k in chosen}
 
 
 def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps: Optional[int] = None,
                  sampler: Optional[str] = None, temperature: float = DEFAULT_SETTING.temperature,
                  threads: Optional[int] = None, window: Optional[int] = None,
-                 compile: Optional[bool] = None) -> tuple[SamplingOptions, Optional[int]]:
+                 compile: Optional[bool] = None,
+                 cfg: Optional[float] = None) -> tuple[SamplingOptions, Optional[int]]:
     """(sampler setting, torch threads or None) that `magi play` runs `model` at: each value as given,
     else the model's play.json (`benchmarked_setting`), else `DEFAULT_SETTING`. ValueError for a bad
     play.json."""
@@ -479,7 +480,8 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
                               sampler=sampler or chosen.get("sampler", DEFAULT_SETTING.sampler),
                               temperature=temperature, long_video="window",
                               window=window or chosen.get("window"),
-                              compile=bool(chosen.get("compile", False)) if compile is None else compile)
+                              compile=bool(chosen.get("compile", False)) if compile is None else compile,
+                              cfg=float(chosen.get("cfg", DEFAULT_SETTING.cfg)) if cfg is None else cfg)
     return setting, threads or chosen.get("threads")
 
 
@@ -504,6 +506,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sampler", choices=["ddim", "ddpm"],
                         help=f"default: the model's play.json, else {DEFAULT_SETTING.sampler}")
     parser.add_argument("--temperature", type=number(float, above=0), default=DEFAULT_SETTING.temperature)
+    parser.add_argument("--cfg", type=number(float, low=0), default=None,
+                        help="action guidance: > 1 weighs what the held key changes more, at twice the model's "
+                        f"work per frame (default: the model's play.json, else {DEFAULT_SETTING.cfg:g})")
     parser.add_argument("--window", type=number(int, low=2), default=None, metavar="FRAMES",
                         help="frames the model's sliding window holds, the new one included (fewer: faster, "
                         "less context; default: the model's play.json, else its training length)")
@@ -518,7 +523,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         setting, args.threads = play_setting(Path(args.model), args.mask_steps, args.diffusion_steps,
                                              args.sampler, args.temperature, args.threads, args.window,
-                                             args.compile)
+                                             args.compile, args.cfg)
         setting.validate()
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)

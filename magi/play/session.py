@@ -179,7 +179,7 @@ def compile_world(world: World, options: SamplingOptions, log=None) -> bool:
         context = ckpt.encode(blank)  # (1, k, C, h, w)
         frames = ckpt.model.stream(None, context=context, actions=lambda t: 0, mask_steps=options.mask_steps,
                                    diffusion_steps=options.diffusion_steps, sampler=options.sampler,
-                                   long_video="window", window=options.window)
+                                   cfg=options.cfg, long_video="window", window=options.window)
         for _ in range(2):  # the first generated frame and one of the sliding window after it
             ckpt.decode(next(frames)[:, None])
         frames.close()
@@ -368,7 +368,7 @@ class PlaySession:
         generator = torch.Generator(device=w.ckpt.device).manual_seed(self.seed)
         self._stream = w.ckpt.model.stream(
             None, context=context, actions=self._act, mask_steps=o.mask_steps,
-            diffusion_steps=o.diffusion_steps, sampler=o.sampler, temperature=o.temperature,
+            diffusion_steps=o.diffusion_steps, sampler=o.sampler, temperature=o.temperature, cfg=o.cfg,
             generator=generator, long_video="window", window=o.window)
         self._t = 0
 
