@@ -230,17 +230,18 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert len(runs["null_action"]["opponent"]["error_px"]) == 4
     assert result["opponent_detector"]["ram_bytes"] == [33, 35]
     assert "opponent_error_first8_shuffled_px" in runs["summary"] and "at_play_setting" not in runs
-    assert runs["setting"] == {"mask_steps": 1, "diffusion_steps": 2, "sampler": "ddim", "window": None}
+    assert runs["setting"] == {"mask_steps": 1, "diffusion_steps": 2, "sampler": "ddim", "window": None, "cfg": 1.0}
 
     # --play-setting: the model's play.json setting too, next to the evaluation setting
-    (run / "play.json").write_text(json.dumps({"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim", "window": 2}))
+    (run / "play.json").write_text(json.dumps({"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim", "window": 2,
+                                               "cfg": 1.5}))
     out2 = tmp_path / "eval2"
     assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "2", "--horizon", "3",
                  "--mask-steps", "1", "--diffusion-steps", "2", "--play-setting", "--no-progress"]) == 0
     runs = json.loads((out2 / "world_model.json").read_text())["models"]["tiny"]
     play = runs["at_play_setting"]
-    assert {k: play["setting"][k] for k in ("mask_steps", "diffusion_steps", "sampler", "window")} == \
-        {"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim", "window": 2}
+    assert {k: play["setting"][k] for k in ("mask_steps", "diffusion_steps", "sampler", "window", "cfg")} == \
+        {"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim", "window": 2, "cfg": 1.5}
     assert play["setting"]["source"].endswith("play.json")
     assert len(play["shuffled_actions"]["psnr"]) == 3 and "opponent_error_first8_px" in play["summary"]
     assert play["true_actions"]["psnr"] != runs["true_actions"]["psnr"]  # sampled at another setting
