@@ -56,7 +56,7 @@ SETTINGS = [
     Setting("m1-d5-w3-1thread", 1, 5, threads=1, window=3),
     Setting("m1-d5-w3-compiled", 1, 5, window=3, compile=True),
     Setting("m1-d5-w3-compiled-1thread", 1, 5, threads=1, window=3, compile=True),
-    Setting("m1-d5-w3-cfg2-compiled", 1, 5, window=3, compile=True, cfg=2.0),
+    Setting("m1-d5-w3-cfg1.5-compiled", 1, 5, window=3, compile=True, cfg=1.5),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
