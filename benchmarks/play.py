@@ -76,9 +76,9 @@ def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch
 
 
 @torch.no_grad()
-def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffusion_steps: int,
-                sampler: str, seed: int = 0, window: int | None = None, cfg: float = 1.0) -> list[float]:
-    """Seconds per frame of the endless stream (generate + decode to uint8), a sticky-random player."""
+def time_stream(ckpt, context: torch.Tensor, frames: int, setting: Setting, seed: int = 0) -> list[float]:
+    """Seconds per frame of the endless stream (generate + decode to uint8) at `setting`, a sticky-random
+    player at the keys."""
     from magi.data import to_float_video
     from magi.video_io import to_uint8
 
@@ -92,14 +92,13 @@ def time_stream(ckpt, context: torch.Tensor, frames: int, mask_steps: int, diffu
         return held[0] if t >= context.shape[1] - 1 else 0
 
     latents = vae.encode(to_float_video(context))  # (1, k, C, h, w)
-    stream = model.stream(None, context=latents, actions=player, mask_steps=mask_steps,
-                          diffusion_steps=diffusion_steps, sampler=sampler, cfg=cfg, long_video="window",
-                          window=window,
-                          generator=torch.Generator().manual_seed(seed))
+    stream = model.stream(None, context=latents, actions=player, mask_steps=setting.mask_steps,
+                          diffusion_steps=setting.diffusion_steps, sampler=setting.sampler, cfg=setting.cfg,
+                          long_video="window", window=setting.window, generator=torch.Generator().manual_seed(seed))
     times = []
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(frames), desc=f"stream m{mask_steps} d{diffusion_steps}", leave=False):
+    for _ in tqdm(range(frames), desc=f"stream {setting.name}", leave=False):
         t0 = time.perf_counter()
         frame = next(stream)  # (1, C, h, w)
         to_uint8(vae.decode(frame[:, None].float()))  # (1, 1, 3, H, W)
@@ -135,34 +134,29 @@ def main(argv: list[str] | None = None) -> int:
     for s in SETTINGS:
         if wanted and s.name not in wanted:
             continue
-        name, mask_steps, diffusion_steps, sampler, window = s.name, s.mask_steps, s.diffusion_steps, s.sampler, \
-            s.window
         torch.set_num_threads(s.threads)
         ckpt.compile(s.compile)
         if s.compile:  # compile afresh for this thread count, every shape the stream uses, before the clock starts
             torch._dynamo.reset()
-            time_stream(ckpt, context, 3, mask_steps, diffusion_steps, sampler, window=window, cfg=s.cfg)
-        times = time_stream(ckpt, context, args.frames, mask_steps, diffusion_steps, sampler, window=window,
-                            cfg=s.cfg)
+            time_stream(ckpt, context, 3, s)
+        times = time_stream(ckpt, context, args.frames, s)
         ckpt.compile(False)
         ms = np.array(times) * 1000
         early = float(np.median(ms[15:26])) if len(ms) > 25 else None
         late = float(np.median(ms[-11:])) if len(ms) >= 100 else None
-        row = {"setting": name, "mask_steps": mask_steps, "diffusion_steps": diffusion_steps,
-               "sampler": sampler, "threads": s.threads, "window": window, "compile": s.compile, "cfg": s.cfg,
-               "frames": len(ms),
+        row = {"setting": s.name, **{f: v for f, v in s._asdict().items() if f != "name"}, "frames": len(ms),
                "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
                "late_over_early": (late / early) if early and late else None}
-        key = (mask_steps, diffusion_steps, sampler, window, s.cfg)  # compiled: the same frames to float rounding
+        key = (s.mask_steps, s.diffusion_steps, s.sampler, s.window, s.cfg)  # compiled: same frames to rounding
         if args.quality_rollouts and key not in quality:
             cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
-                                       rollouts=args.quality_rollouts, mask_steps=mask_steps,
-                                       diffusion_steps=diffusion_steps, sampler=sampler, batch_size=32,
-                                       window=window or 0, cfg=s.cfg)
-            result = evaluate_world_model({name: args.model}, RESULTS / "play_quality" / name, cfg,
+                                       rollouts=args.quality_rollouts, mask_steps=s.mask_steps,
+                                       diffusion_steps=s.diffusion_steps, sampler=s.sampler, batch_size=32,
+                                       window=s.window or 0, cfg=s.cfg)
+            result = evaluate_world_model({s.name: args.model}, RESULTS / "play_quality" / s.name, cfg,
                                           progress=False, gif_rollouts=4)
-            summary = result["models"][name]["summary"]
+            summary = result["models"][s.name]["summary"]
             quality[key] = {"psnr": summary["psnr_mean"], "player_error_first8_px": summary["player_error_first8_px"],
                             "shuffled_over_true": summary["shuffled_over_true_first8"]}
         row.update(quality.get(key, {}))
