@@ -110,6 +110,19 @@ class Client:
         self.ws.close()
 
 
+def open_session(url: str, tries: int = 100) -> Client:
+    """A client whose session has started (its hello read), retried while every slot is still held: a
+    slot is freed once the server has seen its client disconnect, which may lag the close (an earlier
+    test's sessions, or one closed just before)."""
+    for _ in range(tries):
+        client = Client(url)
+        if client.next()["type"] == "hello":
+            return client
+        client.close()
+        time.sleep(0.05)
+    raise AssertionError(f"no session slot freed itself after {tries} tries")
+
+
 # --------------------------------------------------------------------------------------------------
 # Keys -> actions
 
@@ -165,9 +178,9 @@ def test_reality_is_the_emulator_under_the_same_actions(world):
 
 
 def test_hello_frames_keys_reality_reset(server, world):
-    c = Client(server)
+    c = open_session(server)
     try:
-        hello = c.next()
+        hello = c.texts[0]
         assert hello["type"] == "hello" and hello["game"] == "Boxing" and hello["actions"] == BOXING
         assert hello["setting"]["mask_steps"] == 1 and hello["setting"]["sampler"] == "ddim"
         assert hello["setting"]["cfg"] == 1.0
@@ -210,16 +223,15 @@ def test_hello_frames_keys_reality_reset(server, world):
 
 
 def test_a_huge_message_closes_only_its_connection(server):
-    c = Client(server)
+    c = open_session(server)
     try:
-        c.text("hello")
         c.send("x" * (WS_MAX_SIZE + 1))  # refused by the WebSocket layer before it is read
         with pytest.raises(Exception, match="1009"):
             c.text("never")
     finally:
         c.close()
-    d = Client(server)
-    assert d.text("hello") and d.frames(1)
+    d = open_session(server)
+    assert d.frames(1)
     d.close()
 
 
@@ -237,9 +249,8 @@ def test_a_huge_message_closes_only_its_connection(server):
     ('{"type": "keys", "keys": ' + "[" * 1500 + "]" * 1500 + "}", "nested too deeply"),
 ])
 def test_bad_messages_get_an_error_and_play_goes_on(server, message, error, caplog):
-    c = Client(server)
+    c = open_session(server)
     try:
-        c.text("hello")
         c.frames(1)
         with caplog.at_level(logging.WARNING, logger="magi.play"):
             c.send(message)
@@ -253,22 +264,14 @@ def test_bad_messages_get_an_error_and_play_goes_on(server, message, error, capl
 
 
 def test_session_limit_and_disconnect_frees_the_slot(server):
-    a, b = Client(server), Client(server)
+    a, b = open_session(server), open_session(server)
     try:
-        a.text("hello"), b.text("hello")
         c = Client(server)
         assert c.next() == {"type": "busy", "max_sessions": 2}
         with pytest.raises(Exception):  # the server closes the busy connection
             c.next(timeout=10)
         b.close()
-        for _ in range(100):  # the slot is freed once the server has seen the disconnect
-            d = Client(server)
-            first = d.next()
-            if first["type"] == "hello":
-                break
-            d.close()
-            time.sleep(0.05)
-        assert first["type"] == "hello"
+        d = open_session(server)
         assert d.frames(1)
         d.close()
         assert a.frames(1)  # the other session was not disturbed
