@@ -37,18 +37,30 @@ pretrained: $(STAMP)
 
 # Rebuild pretrained/atari/, the Boxing world model in colour (issue 19): records the episodes, trains the
 # frame tokenizer (configs/atari_tokenizer.yaml, ~25 CPU min) and exports it, trains the world model on its
-# latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), trains it 1,100
-# steps more from there (ATARI_MORE: the lr warmed to 3e-4 again and decayed over the last 700; ~1.3 h),
-# exports both into one folder (the tokenizer in pretrained/atari/tokenizer/), then measures the sampler
-# settings and writes the one `magi play` uses to pretrained/atari/play.json. Each stage is interruptible:
-# run it again and it continues.
+# latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), then three
+# fine-tuning stages, each warming the lr up again and decaying it, each started from the stage before
+# (ATARI_MORE: 1,100 steps, 3e-4, decayed over the last 700; ATARI_LONGER: 1,200 steps, 2e-4, the last 900;
+# ATARI_LONGEST: 2,000 steps, 2e-4, the last 1,500; ~1.7 h together on a core of session 11's EPYC, 1.4 s a
+# step). A stage starts from the export of the one before (its weights and, in its tokenizer/, the VAE), so
+# the final export records all the training behind it; the last export goes to pretrained/atari, then
+# benchmarks/play.py measures the sampler settings and writes the one `magi play` uses to
+# pretrained/atari/play.json. Each stage is interruptible: run it again and it continues.
 ATARI_MORE := --set train.max_steps=1100 --set train.lr=3e-4 --set train.warmup_steps=100 --set train.decay_steps=700
+ATARI_LONGER := --set train.max_steps=1200 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=900
+ATARI_LONGEST := --set train.max_steps=2000 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=1500
+MAGI_TRAIN := OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --resume auto
+EXPORT := $(VENV)/bin/magi demo --export-command "make atari" --export-pretrained
 atari: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi tokenizer train --config configs/atari_tokenizer.yaml --out runs/atari_tokenizer --resume auto --export runs/atari_tokenizer/export
-	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_world --resume auto
-	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --out runs/atari_world_more --resume auto \
-	    --set train.init_from=runs/atari_world/checkpoints/7000 $(ATARI_MORE)
-	$(VENV)/bin/magi demo --export-pretrained runs/atari_world_more --pretrained pretrained/atari --export-command "make atari"
+	$(MAGI_TRAIN) --out runs/atari_world
+	$(MAGI_TRAIN) --out runs/atari_world_more --set train.init_from=runs/atari_world/checkpoints/7000 $(ATARI_MORE)
+	$(EXPORT) runs/atari_world_more --pretrained runs/atari_world_more/export
+	$(MAGI_TRAIN) --out runs/atari_world_longer --set vae.spec=runs/atari_world_more/export/tokenizer \
+	    --set train.init_from=runs/atari_world_more/export $(ATARI_LONGER)
+	$(EXPORT) runs/atari_world_longer --pretrained runs/atari_world_longer/export
+	$(MAGI_TRAIN) --out runs/atari_world_longest --set vae.spec=runs/atari_world_longer/export/tokenizer \
+	    --set train.init_from=runs/atari_world_longer/export $(ATARI_LONGEST)
+	$(EXPORT) runs/atari_world_longest --pretrained pretrained/atari
 	$(PY) benchmarks/play.py --model pretrained/atari --write-model-setting
 
 # Round 1's world model on gray pixels (configs/atari_world_model.yaml, pretrained/atari_gray/), for comparison.
