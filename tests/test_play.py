@@ -679,6 +679,10 @@ def test_the_benchmarked_setting_travels_with_the_model(tmp_path, capsys):
     assert play_setting(model)[0].cfg == 1.0  # no action guidance unless play.json or --cfg asks
     (model / "play.json").write_text(json.dumps({"mask_steps": 1, "diffusion_steps": 5, "cfg": 2.0}))
     assert play_setting(model)[0].cfg == 2.0 and play_setting(model, cfg=1.5)[0].cfg == 1.5
+    for bad in ({"cfg": "strong"}, {"mask_steps": 1.5}, {"compile": 1}, [1]):  # named, with what was expected
+        (model / "play.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="play.json"):
+            play_setting(model)
     (model / "play.json").write_text("{")
     code, err = _run_main(capsys, "--model", str(model))
     assert code == 2 and str(model / "play.json") in err and err.count("\n") == 1

@@ -461,8 +461,16 @@ def benchmarked_setting(model: Path) -> dict:
         chosen = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
-    keys = ("mask_steps", "diffusion_steps", "sampler", "threads", "window", "compile", "cfg")
-    return {k: chosen[k] for k in keys if k in chosen}
+    if not isinstance(chosen, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(chosen).__name__}")
+    kinds = {"mask_steps": int, "diffusion_steps": int, "sampler": str, "threads": int, "window": (int, type(None)),
+             "compile": bool, "cfg": (int, float)}
+    for key, kind in kinds.items():
+        value = chosen.get(key)
+        if key in chosen and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+            raise ValueError(f"{path}: {key}: expected {getattr(kind, '__name__', 'a number or null')}, "
+                             f"got {value!r}")
+    return {k: chosen[k] for k in kinds if k in chosen}
 
 
 def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps: Optional[int] = None,
