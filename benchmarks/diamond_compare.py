@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         dia = DiamondStream(sampler, num_actions)
         stream = play_stream(ckpt, GAME, setting["mask_steps"], setting["diffusion_steps"], setting["sampler"],
-                             setting["temperature"], window=setting.get("window"), cfg=setting.get("cfg", 1.0))
+                             setting["temperature"], window=setting.get("window"), cfg=setting["cfg"])
         for _ in range(args.warmup):
             dia.step()
             next(stream)

@@ -414,7 +414,7 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                                        mask_steps=setting["mask_steps"], diffusion_steps=setting["diffusion_steps"],
                                        sampler=setting["sampler"], temperature=c.temperature, seed=c.seed,
                                        batch_size=c.batch_size, progress=progress, window=setting.get("window"),
-                                       cfg=setting.get("cfg", 1.0))
+                                       cfg=setting["cfg"])
             runs[variant] = score_frames(videos[variant][:, k:], real[:, k:], vae_truth[:, k:], detectors)
         runs["summary"] = _summary(runs, base)
         return runs, videos["true_actions"]

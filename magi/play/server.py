@@ -463,13 +463,14 @@ def benchmarked_setting(model: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(chosen, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(chosen).__name__}")
-    kinds = {"mask_steps": int, "diffusion_steps": int, "sampler": str, "threads": int, "window": (int, type(None)),
-             "compile": bool, "cfg": (int, float)}
-    for key, kind in kinds.items():
-        value = chosen.get(key)
-        if key in chosen and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
-            raise ValueError(f"{path}: {key}: expected {getattr(kind, '__name__', 'a number or null')}, "
-                             f"got {value!r}")
+    kinds = {"mask_steps": (int, "an integer"), "diffusion_steps": (int, "an integer"), "sampler": (str, "a string"),
+             "threads": (int, "an integer"), "window": ((int, type(None)), "an integer or null"),
+             "compile": (bool, "true or false"), "cfg": ((int, float), "a number")}
+    for key in chosen.keys() & kinds.keys():
+        kind, expected = kinds[key]
+        value = chosen[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ValueError(f"{path}: {key}: expected {expected}, got {value!r}")
     return {k: chosen[k] for k in kinds if k in chosen}
 
 
@@ -488,7 +489,7 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
                               sampler=sampler or chosen.get("sampler", DEFAULT_SETTING.sampler),
                               temperature=temperature, long_video="window",
                               window=window or chosen.get("window"),
-                              compile=bool(chosen.get("compile", False)) if compile is None else compile,
+                              compile=chosen.get("compile", False) if compile is None else compile,
                               cfg=float(chosen.get("cfg", DEFAULT_SETTING.cfg)) if cfg is None else cfg)
     return setting, threads or chosen.get("threads")
 
