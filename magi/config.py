@@ -529,6 +529,9 @@ class TrainConfig:
     # fine-tuning: a pretrained or checkpoint directory whose weights (EMA preferred) start a fresh run;
     # the optimizer, schedule and step start anew. A resumed run takes everything from its checkpoint.
     init_from: Optional[str] = None
+    # init_from a shallower model of the same config otherwise (`Magi.load_grown`): its blocks go to evenly
+    # spaced depths of this model's `model.depth`, the new blocks start as the identity
+    init_grow: bool = False
     # bookkeeping
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -587,6 +590,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: expected > 0, got {getattr(self, name)}")
         if self.sample_every < 0:
             raise ValueError(f"train.sample_every: expected >= 0 (0 = at the end), got {self.sample_every}")
+        if self.init_grow and not self.init_from:
+            raise ValueError("train.init_grow: grows the model given by train.init_from, which is not set")
         self.sample.validate()
 
 

@@ -329,7 +329,10 @@ class Trainer:
             if not init.is_dir():
                 raise ValueError(f"train.init_from: {init} is not a directory (expected a pretrained or "
                                  "checkpoint directory with config.json and ema/model.safetensors)")
-            model.load_pretrained(init)  # refuses another model config, naming the fields
+            if tc.init_grow:  # a deeper model started from a shallower one (only the depth may differ)
+                model.load_grown(init)
+            else:
+                model.load_pretrained(init)  # refuses another model config, naming the fields
         model.to(self.device).train()
         self.num_params = sum(p.numel() for p in model.parameters())
         self.ema = make_ema(model)

@@ -215,6 +215,39 @@ def test_loading_another_config_names_the_fields(model, tmp_path):
         Magi.from_pretrained(tmp_path / "empty")
 
 
+def test_a_grown_model_computes_what_the_shallower_one_did(tmp_path):
+    """`load_grown` puts the saved blocks at evenly spaced depths and starts the new ones as the identity:
+    the deeper model's loss and samples equal the checkpoint's exactly, its new blocks train (their
+    output projections get gradients), and only a shallower checkpoint of the same config otherwise loads."""
+    small = Magi(MagiConfig.preset("test", depth=2, num_classes=0, num_actions=3))
+    with torch.no_grad():  # as if trained: a fresh head's zero output layer would stop every gradient
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    small.save_pretrained(tmp_path)
+    big = Magi(small.config.replace(depth=5)).load_grown(tmp_path)
+    saved, grown = small.state_dict(), big.state_dict()
+    for new, old in ((0, 0), (2, 1)):  # round(i * 5 / 2) for i = 0, 1
+        for k in (k for k in saved if k.startswith(f"backbone.blocks.{old}.")):
+            assert torch.equal(grown[k.replace(f"blocks.{old}.", f"blocks.{new}.")], saved[k]), k
+    assert all(not grown[f"backbone.blocks.{i}.{layer}.{w}"].any() for i in (1, 3, 4)
+               for layer in ("spatial", "temporal") for w in ("attn.proj.weight", "mlp.2.weight"))
+    latents, actions = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 3))
+    losses = []
+    for m in (small, big):
+        torch.manual_seed(0)
+        losses.append(m(latents, actions=actions)["loss"])
+    assert torch.equal(losses[0], losses[1])
+    losses[1].backward()
+    assert big.backbone.blocks[1].temporal.attn.proj.weight.grad.abs().sum() > 0
+    samples = [m.eval().generate(3, context=latents[:, :1], actions=actions, mask_steps=2, diffusion_steps=2,
+                                 sampler="ddim", generator=torch.Generator().manual_seed(1)) for m in (small, big)]
+    torch.testing.assert_close(samples[0], samples[1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="only the depth may differ.*width"):
+        Magi(small.config.replace(depth=4, width=64)).load_grown(tmp_path)
+    with pytest.raises(ValueError, match="deeper than this model's 1"):
+        Magi(small.config.replace(depth=1)).load_grown(tmp_path)
+
+
 # ---------------------------------------------------------------- learning
 
 def moving_square_latents(batch=4, frames=3, size=4, channels=4):

@@ -311,3 +311,23 @@ def test_init_from_starts_a_fresh_run_from_another_runs_ema(tmp_path):
     data["train"]["init_from"] = str(source)
     with pytest.raises(ValueError, match="width"):
         Trainer(RunConfig.from_dict(data), tmp_path / "other")
+
+
+def test_init_grow_starts_a_deeper_run_from_a_shallower_one(tmp_path):
+    """`train.init_grow` with `train.init_from` and a larger `model.depth`: the saved blocks land in the
+    deeper model and its EMA (`Magi.load_grown`), and it trains; without init_from it is refused."""
+    cfg = write_config(tmp_path / "run.yaml")
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "a"), "--set", "train.max_steps=2"]) == 0
+    source = tmp_path / "a" / "checkpoints" / "2"
+    ema = weights(source, "ema.safetensors")
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["model"]["depth"] = 2
+    data["train"].update(init_from=str(source), init_grow=True, max_steps=1)
+    trainer = Trainer(RunConfig.from_dict(data), tmp_path / "deeper")
+    assert len(trainer.model.backbone.blocks) == 2
+    for module in (trainer.model, trainer.ema):
+        assert all(torch.equal(module.state_dict()[k], ema[k]) for k in ema if "blocks.0." in k or "head." in k)
+    trainer.fit()
+    data["train"]["init_from"] = None
+    with pytest.raises(ValueError, match="train.init_grow"):
+        RunConfig.from_dict(data).validate()

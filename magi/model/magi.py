@@ -536,12 +536,53 @@ class Magi(nn.Module):
                              + ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items()))
         return self.load_weights(path, ema=ema)
 
-    def load_weights(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+    def load_grown(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+        """Start this model from a shallower checkpoint of the same config otherwise (progressive depth
+        growth, as in Gong et al.'s stacking and Chen et al.'s Net2Net): the saved blocks go to evenly
+        spaced depths and each new block starts as the identity (its attention and MLP output
+        projections zero, the residual stream passes unchanged), so the grown model computes exactly
+        what the checkpoint did and training adds capacity from there."""
         path = Path(path)
+        saved = load_config(path)
+        diff = self.config.diff(saved)
+        other = {k: v for k, v in diff.items() if k != "depth"}
+        if other:
+            raise ValueError(f"{path}: only the depth may differ when growing a model; the checkpoint differs in "
+                             + ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in other.items()))
+        old, new = saved.depth, self.config.depth
+        if old > new:
+            raise ValueError(f"{path}: checkpoint depth {old} is deeper than this model's {new}; growing only "
+                             "adds blocks")
+        kept = {round(i * new / old): i for i in range(old)}  # new block index -> saved block index
+        file = self._weights_file(path, ema)
+        state = load_file(str(file))
+        prefix = "backbone.blocks."
+        grown = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        own = self.state_dict()
+        for key, value in own.items():
+            if not key.startswith(prefix):
+                continue
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) in kept:
+                grown[key] = state[f"{prefix}{kept[int(index)]}.{rest}"]
+            elif rest.endswith(("attn.proj.weight", "attn.proj.bias", "mlp.2.weight", "mlp.2.bias")):
+                grown[key] = torch.zeros_like(value)  # a new block: identity at the start
+            else:
+                grown[key] = value  # a new block's other weights keep this model's fresh init
+        return self._load_state(grown, file)
+
+    @staticmethod
+    def _weights_file(path: Path, ema: bool) -> Path:
         file = path / EMA_WEIGHTS_NAME if ema and (path / EMA_WEIGHTS_NAME).is_file() else path / WEIGHTS_NAME
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} (or {EMA_WEIGHTS_NAME}) found")
-        state = load_file(str(file))
+        return file
+
+    def load_weights(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+        file = self._weights_file(Path(path), ema)
+        return self._load_state(load_file(str(file)), file)
+
+    def _load_state(self, state: dict[str, torch.Tensor], file: Path) -> "Magi":
         missing, unexpected = self.state_dict().keys() - state.keys(), state.keys() - self.state_dict().keys()
         if missing or unexpected:
             raise ValueError(f"{file}: weights do not match the model: missing {sorted(missing)[:5]}, "
