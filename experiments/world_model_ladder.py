@@ -6,7 +6,8 @@ plot of the player's error over the first 8 predicted frames against the trainin
 time, one line per rung. The steps and wall time are those the evaluation recorded (all the training
 behind the model, earlier fine-tuning stages included), else read off the checkpoint (one training
 thread per run; two runs shared this 2-core machine side by side, so rungs trained together had the
-same CPU budget per step of wall time).
+same CPU budget per step of wall time). The cost column is the CPU ms a frame of the play stream took at
+the evaluated setting (batch 1, decode included), where the evaluation recorded it.
 
     python experiments/world_model_ladder.py results/world_model/ladder/step*/world_model.json \\
         --rung "tokens=learned colour tokens" --rung "noise=+ noised context (0.5)" \\
@@ -52,13 +53,18 @@ def points(results: list[Path]) -> dict[str, list[dict]]:
 
 
 def table(rungs: dict[str, list[dict]], labels: dict[str, str]) -> str:
-    lines = ["| rung | step | wall h | PSNR | copy | step-1 vs copy | >copy | player true / shuffled / null (px) "
-             "| shuffled÷true | opponent (px) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| rung | params | step | wall h | CPU ms/frame | PSNR | copy | step-1 vs copy | >copy "
+             "| player true / shuffled / null (px) | shuffled÷true | opponent (px) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rung, rows in rungs.items():
         for r in rows:
             hours = "–" if r["hours"] is None else f"{r['hours']:.2f}"
+            params = "–" if r["parameters"] is None else f"{r['parameters'] / 1e6:.1f}M"
+            # evaluations before the cost was recorded: "–"
+            cost = "–" if r.get("cpu_ms_per_frame") is None else f"{r['cpu_ms_per_frame']:.0f}"
             lines.append(
-                f"| {labels.get(rung, rung)} | {r['step']} | {hours} | {r['psnr_mean']:.2f} | {r['copy_psnr']:.2f} "
+                f"| {labels.get(rung, rung)} | {params} | {r['step']} | {hours} | {cost} | {r['psnr_mean']:.2f} "
+                f"| {r['copy_psnr']:.2f} "
                 f"| {r['psnr_step1_above_copy_db']:+.2f} | {r['psnr_above_copy_steps']} "
                 f"| {r['player_error_first8_px']:.2f} / {r['player_error_first8_shuffled_px']:.2f} / "
                 f"{r['player_error_first8_null_px']:.2f} | {r['shuffled_over_true_first8']:.2f} "

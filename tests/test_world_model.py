@@ -231,6 +231,8 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert result["opponent_detector"]["ram_bytes"] == [33, 35]
     assert "opponent_error_first8_shuffled_px" in runs["summary"] and "at_play_setting" not in runs
     assert runs["setting"] == {"mask_steps": 1, "diffusion_steps": 2, "sampler": "ddim", "window": None, "cfg": 1.0}
+    # what a frame of the play stream costs at that setting, measured in the same evaluation
+    assert runs["cost"]["frames"] == 40 and runs["summary"]["cpu_ms_per_frame"] == runs["cost"]["cpu_ms_per_frame_median"] > 0
 
     # --play-setting: the model's play.json setting too, next to the evaluation setting
     (run / "play.json").write_text(json.dumps({"mask_steps": 2, "diffusion_steps": 3, "sampler": "ddim", "window": 2,
@@ -245,6 +247,7 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert play["setting"]["source"].endswith("play.json")
     assert len(play["shuffled_actions"]["psnr"]) == 3 and "opponent_error_first8_px" in play["summary"]
     assert play["true_actions"]["psnr"] != runs["true_actions"]["psnr"]  # sampled at another setting
+    assert play["summary"]["cpu_ms_per_frame"] > 0
 
     # --stream-frames alone: the play loop's stream, both boxers counted, per-block timing
     assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "0",

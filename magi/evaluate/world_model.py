@@ -417,6 +417,8 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                                        cfg=setting["cfg"])
             runs[variant] = score_frames(videos[variant][:, k:], real[:, k:], vae_truth[:, k:], detectors)
         runs["summary"] = _summary(runs, base)
+        runs["cost"] = stream_cost(ckpt, game, setting, seed=c.seed)
+        runs["summary"]["cpu_ms_per_frame"] = runs["cost"]["cpu_ms_per_frame_median"]
         return runs, videos["true_actions"]
 
     videos = {}
@@ -651,6 +653,30 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
         "snapshot_frames": [t for t in range(frames) if t % snapshot_every == 0 or t == frames - 1],
     }
     return report, torch.stack(snapshots)
+
+
+def stream_cost(ckpt, game: str, setting: dict, frames: int = 40, warmup: int = 8, seed: int = 0) -> dict:
+    """What a frame of `magi play`'s stream costs at one sampler setting (`play_stream`, batch 1, eager,
+    decode included, on this process's threads): the medians over `frames` frames after `warmup`, wall
+    and CPU ms (the process's CPU time over all threads, which other work on the machine does not
+    inflate). The ladder's cost column: quality and cost measured in one evaluation."""
+    import time
+
+    stream = play_stream(ckpt, game, setting["mask_steps"], setting["diffusion_steps"], setting["sampler"],
+                         seed=seed, window=setting.get("window"), cfg=setting.get("cfg", 1.0))
+    wall, cpu = [], []
+    try:
+        for t in range(warmup + frames):
+            start = time.process_time()
+            _, ms = next(stream)
+            if t >= warmup:
+                wall.append(ms)
+                cpu.append((time.process_time() - start) * 1000)
+    finally:
+        stream.close()
+    return {"frames": frames, "warmup": warmup, "torch_threads": torch.get_num_threads(),
+            "ms_per_frame_median": float(np.median(wall)), "cpu_ms_per_frame_median": float(np.median(cpu)),
+            "timed": "play_stream (Magi.stream's next frame + decode), batch 1, eager"}
 
 
 def stream_context_frames(ckpt) -> int:
