@@ -532,8 +532,7 @@ class Magi(nn.Module):
         saved = load_config(path)
         diff = self.config.diff(saved)
         if diff:
-            raise ValueError(f"{path}: checkpoint config differs from this model's in "
-                             + ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items()))
+            raise ValueError(f"{path}: checkpoint config differs from this model's in {_fields(diff)}")
         return self.load_weights(path, ema=ema)
 
     def load_grown(self, path: Union[str, Path], ema: bool = True) -> "Magi":
@@ -547,8 +546,8 @@ class Magi(nn.Module):
         diff = self.config.diff(saved)
         other = {k: v for k, v in diff.items() if k != "depth"}
         if other:
-            raise ValueError(f"{path}: only the depth may differ when growing a model; the checkpoint differs in "
-                             + ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in other.items()))
+            raise ValueError(f"{path}: only the depth may differ when growing a model; the checkpoint differs "
+                             f"in {_fields(other)}")
         old, new = saved.depth, self.config.depth
         if old > new:
             raise ValueError(f"{path}: checkpoint depth {old} is deeper than this model's {new}; growing only "
@@ -593,6 +592,11 @@ class Magi(nn.Module):
             raise ValueError(f"{file}: tensor shapes differ from the model: {'; '.join(bad[:5])}")
         self.load_state_dict(state)
         return self
+
+
+def _fields(diff: dict) -> str:
+    """`MagiConfig.diff`'s fields as an error names them."""
+    return ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items())
 
 
 def _atomic_write(target: Path, write) -> None:
