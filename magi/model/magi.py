@@ -537,7 +537,7 @@ class Magi(nn.Module):
 
     def load_grown(self, path: Union[str, Path], ema: bool = True) -> "Magi":
         """Start this model from a shallower checkpoint of the same config otherwise (progressive depth
-        growth, as in Gong et al.'s stacking and Chen et al.'s Net2Net): the saved blocks go to evenly
+        growth with the identity start of Chen et al.'s Net2DeeperNet): the saved blocks go to evenly
         spaced depths and each new block starts as the identity (its attention and MLP output
         projections zero, the residual stream passes unchanged), so the grown model computes exactly
         what the checkpoint did and training adds capacity from there."""
