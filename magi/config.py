@@ -231,6 +231,13 @@ class MagiConfig:
     # it load unchanged).
     context_noise: float = 0.0
     context_noise_buckets: int = 10
+    # change-weighted loss (world models): a masked token whose value moved from the previous frame's
+    # (mean |difference| over its values above `change_threshold`, in the unit-scale latent space) weighs
+    # 1 + change_weight in the loss, the others 1. Most tokens of a game frame are static background, so
+    # an unweighted loss spends most of its signal there; the sprites that the actions move are the few
+    # tokens that change. The tokenizer's loss weighs its changing pixels the same way. 0 = off.
+    change_weight: float = 0.0
+    change_threshold: float = 0.1
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -333,6 +340,11 @@ class MagiConfig:
                 or self.context_noise_buckets < 2:
             raise ValueError(f"MagiConfig.context_noise_buckets: expected an integer >= 2, got "
                              f"{self.context_noise_buckets!r}")
+        if not 0.0 <= self.change_weight < float("inf"):
+            raise ValueError(f"MagiConfig.change_weight: expected a finite number >= 0, got {self.change_weight}")
+        if not 0.0 <= self.change_threshold < float("inf"):
+            raise ValueError(f"MagiConfig.change_threshold: expected a finite number >= 0, got "
+                             f"{self.change_threshold}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"MagiConfig.class_dropout: expected in [0, 1), got {self.class_dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:
@@ -375,11 +387,12 @@ class MagiConfig:
 
     def diff(self, other: "MagiConfig", runtime: bool = False) -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: {name: (self's, other's)}. The kernel choices
-        (`RUNTIME_FIELDS`) and the records of the training data (`RECORD_FIELDS`: intervals, class
-        names) do not change the weights' meaning and are left out unless `runtime`."""
+        (`RUNTIME_FIELDS`), the records of the training data (`RECORD_FIELDS`: intervals, class
+        names) and the loss's token weights (`LOSS_FIELDS`) do not change the weights' meaning and are
+        left out unless `runtime`."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b.get(k)) for k in a
-                if a[k] != b.get(k) and (runtime or k not in RUNTIME_FIELDS + RECORD_FIELDS)}
+        free = RUNTIME_FIELDS + RECORD_FIELDS + LOSS_FIELDS
+        return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k) and (runtime or k not in free)}
 
     def describe_trained_intervals(self) -> str:
         """"interval 3" / "intervals 1..25" / "intervals not recorded"."""
@@ -395,6 +408,8 @@ RUNTIME_FIELDS = ("attention", "compile_flex")
 INTERVAL_RECORD_FIELDS = ("trained_intervals", "trained_interval_shares", "default_interval")
 # Everything the trainer records about its data: fine-tuning on other data may change it.
 RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
+# How the training loss weighs tokens: a fine-tune may weigh them otherwise than its checkpoint did.
+LOSS_FIELDS = ("change_weight", "change_threshold")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.

@@ -128,15 +128,20 @@ class DiffusionHead(nn.Module):
         self._respaced: dict[int, GaussianDiffusion] = {}
         self._compiled_ddim = None  # set by compile_sampler
 
-    def forward(self, target: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, z: torch.Tensor,
+                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean hybrid loss of denoising `target` (M, C) given `z` (M, Z), each token `batch_mul` times
-        with independent timesteps and noise (MAR's diffusion batch multiplier)."""
+        with independent timesteps and noise (MAR's diffusion batch multiplier); with `weight` (M,) the
+        mean is weighted per token."""
         target = target.repeat(self.batch_mul, 1)  # (M*mul, C)
         z = z.repeat(self.batch_mul, 1)  # (M*mul, Z)
         t = torch.randint(0, self.diffusion.num_timesteps, (target.shape[0],), device=target.device)
         noise = torch.randn_like(target, dtype=torch.float32)
         losses = self.diffusion.training_losses(lambda x, s: self.net(x, s, z), target.float(), t, noise)
-        return losses["loss"].mean()
+        if weight is None:
+            return losses["loss"].mean()
+        weight = weight.float().repeat(self.batch_mul)  # (M*mul,)
+        return (losses["loss"] * weight).sum() / weight.sum()
 
     def process(self, steps: int) -> GaussianDiffusion:
         """The diffusion respaced to `steps` sampling steps (cached)."""

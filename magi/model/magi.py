@@ -264,8 +264,18 @@ class Magi(nn.Module):
         if self.training and self.backbone.noise_embed is not None:
             levels = torch.randint(0, c.context_noise_buckets, (B,), device=latents.device)
         z = self._masked_stream_conditions(tokens, token_mask, cond, prev, levels)  # (B, T, N, D)
-        loss = self.head(tokens[token_mask], z[token_mask])  # (M, P), (M, D)
+        weight = self.change_weights(tokens)[token_mask] if c.change_weight > 0 else None  # (M,)
+        loss = self.head(tokens[token_mask], z[token_mask], weight)  # (M, P), (M, D)
         return {"loss": loss, "mask_ratio": token_mask.float().mean().detach()}
+
+    def change_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Loss weight per token (B, T, N) of `tokens` (B, T, N, P): 1 + change_weight where the token
+        moved from the previous frame's by more than change_threshold (mean |difference|), else 1;
+        a clip's first frame has no previous one and weighs 1."""
+        c = self.config
+        change = (tokens[:, 1:] - tokens[:, :-1]).abs().mean(dim=-1)  # (B, T-1, N)
+        changed = torch.cat([torch.zeros_like(change[:, :1]), change], dim=1) > c.change_threshold  # (B, T, N)
+        return 1.0 + c.change_weight * changed.float()
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not decay: norms, biases, embeddings and position tables."""
