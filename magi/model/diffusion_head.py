@@ -191,5 +191,6 @@ class DiffusionHead(nn.Module):
             return self.process(steps).ddpm_sample(self._eps_fn(z, cfg), noise, temperature=temperature,
                                                    generator=generator)
         if sampler == "ddim":  # deterministic given its start, so the temperature scales the start
+            self.process(steps)  # respaced before a compiled call: building it reads tensors with .item()
             return (self._compiled_ddim or self._ddim)(z, noise * temperature, steps, cfg)
         raise ValueError(f"sampler: expected 'ddpm' or 'ddim', got {sampler!r}")
