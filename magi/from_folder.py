@@ -1,6 +1,12 @@
 """`magi train --data DIR`: the run config for a folder of your own videos, built instead of written.
 
     DIR/<class>/<video>.mp4 ...   (videos directly in DIR: one unnamed class, an unconditional model)
+    DIR/metadata.jsonl or DIR/metadata.csv   (optional captions: columns file_name, text)
+
+A folder with captions (the Hugging Face folder convention, `magi.data.video.VideoFolder`'s `captions`)
+is found on its own: the run config records it as `data.options.captions: true`, so the run (and
+`--config RUN/train_config.yaml`) reads them again or stops when they are gone, and every item carries
+its `caption`.
 
 Classes come from the sub-folders (a class-conditional model when there are two or more), the latent
 shape (channels, grid, latent frames) from the VAE at the chosen frame size and clip length, and the
@@ -127,7 +133,12 @@ def build_folder_config(data: str | Path, *, vae: str | None = None, preset: str
         options["interval_sampling"] = "video_first"  # the paper's order (magi.data.clips)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = VideoFolder(**options, progress=False)
+        try:
+            dataset = VideoFolder(**options, progress=False)
+        except ValueError as e:  # e.g. a folder holding both metadata.jsonl and metadata.csv
+            raise ValueError(f"--data: {e}") from e
+    if dataset.captions:  # recorded, so the run reads them again (and stops if they are gone)
+        options["captions"] = True
     for warned in caught:  # passed on, but for the dataset's "no usable videos": the error below says more
         if not (len(dataset) == 0 and "no usable videos" in str(warned.message)):
             warnings.warn_explicit(warned.message, warned.category, warned.filename, warned.lineno)
@@ -162,8 +173,12 @@ def describe(run: dict, dataset) -> str:
     m, t = run["model"], run["train"]
     classes = getattr(dataset, "classes", [])
     shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+    captioned = getattr(dataset, "captions", False)
     what = (f"{len(classes)} classes ({shown})" if m["num_classes"] else
-            "no class sub-folders with two or more classes: an unconditional model")
+            "no class sub-folders with two or more classes" + ("" if captioned else ": an unconditional model"))
+    if captioned:
+        files = [Path(p).relative_to(dataset.root).as_posix() for p in dataset.caption_files]
+        what += f"; captions from {', '.join(files)}"  # bad rows: in describe_usable()
     return (f"magi train --data: {dataset.describe_usable()}; {what}\n"
             f"model {m['preset']} on latents {m['num_frames']} x {m['latent_channels']} x {m['latent_size']} "
             f"(VAE {run['vae']['spec']}), batch {t['global_batch_size']}, {t['max_steps']} steps"

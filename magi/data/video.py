@@ -1,4 +1,5 @@
-"""Folder datasets of real videos: a folder per class (UCF-101) or a list file (Kinetics).
+"""Folder datasets of real videos: a folder per class (UCF-101) or a list file (Kinetics), with captions
+from a `metadata.jsonl` / `metadata.csv` beside the videos (the Hugging Face folder convention).
 
 Decoding lives in `magi.data.decode`, which clip an item is (fixed or dynamic interval, and the
 dynamic-interval rules) in `magi.data.clips`; `VideoFolder` is a `ClipSource` over the videos it found.
@@ -7,7 +8,9 @@ dynamic-interval rules) in `magi.data.clips`; `VideoFolder` is a `ClipSource` ov
 from __future__ import annotations
 
 import csv
+import io
 import json
+import posixpath
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +20,8 @@ import torch
 
 from magi.data.clips import (MAX_INTERVAL, ClipSource, UniformIntervals, _ranges, choose_clip, clip_span,
                              max_interval_for, sampling_rule)
-from magi.data.decode import (VIDEO_EXTENSIONS, BadVideoWarning, VideoError, _warn_bad, other_files, probe,
-                               read_all_frames, read_clip)
+from magi.data.decode import (VIDEO_EXTENSIONS, BadVideoWarning, VideoError, _warn_bad, not_a_video, other_files,
+                               probe, read_all_frames, read_clip)
 from magi.video_io import to_float_video
 # names this module defined before the split into clips.py and decode.py, which tests import from here
 from magi.data.clips import interval_histogram, interval_holders  # noqa: F401
@@ -105,17 +108,158 @@ def _find_class_index(*folders) -> list[str] | None:
     return None
 
 
+# ---- captions: the Hugging Face folder convention (a metadata.jsonl or metadata.csv beside the videos)
+
+#: The metadata file names read for captions, in any folder of a dataset (one per folder): columns
+#: `file_name` (the video's path relative to that folder) and `text` (its caption).
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+CAPTION_COLUMNS = ("file_name", "text")
+MAX_CAPTION_WARNINGS = 10  # bad rows warned one by one; the rest in one summary (all are in `caption_errors`)
+
+
+class BadCaptionWarning(UserWarning):
+    """Emitted for a caption row a dataset skips (up to `MAX_CAPTION_WARNINGS`, then one summary)."""
+
+
+@dataclass
+class Captions:
+    """What the metadata files of a folder say: `by_path` maps a video's path relative to the root to
+    its caption; `bad` lists the skipped rows as {"path", "line", "error"} (path: the metadata file,
+    relative to the root; line: 1-based); `files` names the metadata files read."""
+
+    files: list[str]
+    by_path: dict[str, str]
+    bad: list[dict]
+
+
+def find_metadata(root) -> list[Path]:
+    """The caption metadata files under `root` (`METADATA_FILES`, any folder, hidden ones left out),
+    shallowest first. Raises ValueError for a folder holding both a .jsonl and a .csv (which one
+    holds the captions is ambiguous)."""
+    root = Path(root)
+    found = [p for p in root.rglob("metadata.*")  # one walk of the tree for both names
+             if p.name in METADATA_FILES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    by_folder: dict[Path, list[Path]] = {}
+    for path in found:
+        by_folder.setdefault(path.parent, []).append(path)
+    for folder, files in by_folder.items():
+        if len(files) > 1:
+            raise ValueError(f"{folder} holds both {' and '.join(sorted(p.name for p in files))}; keep one "
+                             f"caption file per folder")
+    return sorted(found, key=lambda p: (len(p.relative_to(root).parts), p.relative_to(root).as_posix()))
+
+
+def _metadata_rows(path: Path):
+    """(line, row dict, None) per row of a metadata file, or (line, None, error) for a row that cannot be
+    read; a CSV whose header lacks a column gives one (1, None, error) for the whole file."""
+    data = path.read_bytes()
+    if path.suffix == ".jsonl":
+        for number, raw in enumerate(data.splitlines(), 1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                yield number, None, "bad JSON: not UTF-8 text"
+                continue
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield number, None, f"bad JSON ({e.msg} at column {e.colno})"
+                continue
+            if not isinstance(row, dict):
+                yield number, None, f"bad JSON: expected an object with file_name and text, got {type(row).__name__}"
+                continue
+            yield number, row, None
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        yield data[:e.start].count(b"\n") + 1, None, "not UTF-8 text (the whole file is skipped)"
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    absent = [c for c in CAPTION_COLUMNS if c not in header]
+    if absent:
+        yield 1, None, (f"the header has no {' or '.join(repr(c) for c in absent)} column (columns: "
+                        f"{', '.join(header) or 'none'}; the whole file is skipped)")
+        return
+    for row in reader:
+        if None in row:  # more fields than the header: usually a caption with an unquoted comma
+            yield reader.line_num, None, (f"{len(header) + len(row[None])} fields where the header has "
+                                          f"{len(header)} (a caption with a comma needs \"quotes\")")
+            continue
+        yield reader.line_num, {k: v for k, v in row.items() if v is not None}, None
+
+
+def read_captions(root, videos) -> Captions:
+    """The captions of the videos `videos` (paths relative to `root`, as the dataset lists them) from
+    every metadata file under `root` (`find_metadata`), each row's `file_name` relative to its file's
+    folder. A row is skipped, and listed in `bad`, for bad JSON, a missing `file_name` or `text`, a
+    `text` that is not a string, a file that does not exist or is not one of `videos`, or a video
+    that an earlier row already captioned (the first row wins; shallower metadata files are read first).
+    An empty `text` is kept: it is the null caption (what a text model trains for guidance).
+    """
+    root = Path(root)
+    known = {posixpath.normpath(Path(rel).as_posix()): rel for rel in videos}
+    out = Captions([], {}, [])
+    first_row: dict[str, str] = {}
+    for path in find_metadata(root):
+        where = path.relative_to(root).as_posix()
+        folder = path.parent.relative_to(root).as_posix()
+        out.files.append(where)
+        for line, row, error in _metadata_rows(path):
+            if error is None:
+                error = _row_error(row)
+            if error is None:
+                name = row["file_name"]
+                key = posixpath.normpath(posixpath.join(folder, name))
+                if posixpath.isabs(name) or key == ".." or key.startswith("../"):
+                    error = f"file_name {name!r} is outside the folder"
+                elif key not in known:
+                    target = root / key
+                    error = (f"file_name {name!r}: " +
+                             ("no such file" if not target.exists() else
+                              "a folder, not a video" if target.is_dir() else
+                              not_a_video(target) if target.suffix.lower() not in VIDEO_EXTENSIONS else
+                              "not one of the dataset's videos (not in its split file)"))
+                elif known[key] in out.by_path:
+                    error = f"duplicate file_name {name!r}: already captioned at {first_row[known[key]]}"
+            if error is not None:
+                out.bad.append({"path": where, "line": line, "error": error})
+                continue
+            out.by_path[known[key]] = row["text"]
+            first_row[known[key]] = f"{where}:{line}"
+    return out
+
+
+def _row_error(row: dict) -> str | None:
+    """What is wrong with a parsed row's file_name / text, or None."""
+    for column in CAPTION_COLUMNS:
+        if column not in row:
+            others = [k for k in row if k not in CAPTION_COLUMNS]
+            return f"missing {column!r}" + (f" (other columns: {', '.join(map(str, others))})" if others else "")
+    if not isinstance(row["file_name"], str) or not row["file_name"].strip():
+        return f"file_name is not a file path: {json.dumps(row['file_name'], default=str)[:60]}"
+    if not isinstance(row["text"], str):
+        return f"text is not a string: {json.dumps(row['text'], default=str)[:60]}"
+    return None
+
+
 @dataclass
 class VideoRecord:
     path: str  # relative to the dataset root
     label: int
     num_frames: int
+    caption: str | None = None  # from the folder's metadata; None when the dataset has no captions
 
 
 class VideoFolder(torch.utils.data.Dataset, ClipSource):
     """Clips from a folder of videos: UCF-101 layout (a folder per class) or a list file (Kinetics).
 
-    Items are dicts: `video` float (T, 3, H, W) in [-1, 1], `label` int, `interval` int, `path` str.
+    Items are dicts: `video` float (T, 3, H, W) in [-1, 1], `label` int, `interval` int, `path` str,
+    and `caption` str when the dataset has captions (`captions`).
 
     Args:
         root: the videos' root folder.
@@ -144,6 +288,19 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             the one leading toward frame j+1 (-1 where none was recorded). At an interval k > 1 it is
             the first of the k actions taken between the two clip frames. A video without its actions
             file is skipped like an unreadable one.
+        captions: read captions from the folder's metadata files, the Hugging Face folder convention: a
+            `metadata.jsonl` (one JSON object a line) or `metadata.csv` (with a header) in root or in any
+            sub-folder (one per folder), columns `file_name` (the video's path relative to the metadata
+            file's folder) and `text` (its caption). None (default): when the folder has such a file;
+            True: require one (FileNotFoundError without); False: ignore them. `self.captions` says
+            which. Bad rows (bad JSON, a missing `file_name` or `text`, a `text` that is not a string,
+            a file that does not exist or is not one of the dataset's videos, a duplicate `file_name`)
+            are skipped with one `BadCaptionWarning` each (the first `MAX_CAPTION_WARNINGS`) and
+            listed in `caption_errors` ({"path": metadata file, "line", "error"}). Decision: with
+            captions, a video that no good row names is skipped and counted in `uncaptioned` (one
+            warning names a few), never trained with an empty caption: a mistyped `file_name` would
+            otherwise silently become unconditional training. For the null caption on purpose, give the
+            video a row with `"text": ""`: an empty caption is kept.
 
     Videos that cannot be opened are skipped with one `BadVideoWarning` each and listed in `bad`
     (`skipped` counts them); videos shorter than one clip (at interval 1 when dynamic) are counted in
@@ -168,6 +325,7 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         progress: bool = True,
         actions: bool = False,
         interval_sampling: str = "capped",
+        captions: bool | None = None,
     ) -> None:
         interval_sampling = sampling_rule(interval_sampling, "VideoFolder.interval_sampling")
         if interval != "dynamic" and (isinstance(interval, bool) or not isinstance(interval, int)
@@ -215,8 +373,39 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         if self.missing:
             warnings.warn(f"VideoFolder({self.root}): {self.missing} listed videos are missing, e.g. "
                           f"{', '.join(missing_examples[:3])}", BadVideoWarning, stacklevel=2)
+        self.found = len(candidates)  # video files found (before captions and probing)
 
-        # 2. probe headers (frame counts), skipping what cannot be opened
+        # 2. captions, when the folder has metadata files (or `captions` asks for them)
+        if captions is not None and not isinstance(captions, bool):
+            raise ValueError(f"VideoFolder.captions: expected true, false or null (auto), got {captions!r}")
+        table = read_captions(self.root, [rel for rel, _ in candidates]) if captions is not False else None
+        if captions and not table.files:
+            raise FileNotFoundError(f"VideoFolder.captions: no {' or '.join(METADATA_FILES)} under {self.root} "
+                                    f"(columns file_name, text)")
+        self.captions = bool(table and table.files)
+        self.caption_files = [str(self.root / name) for name in table.files] if self.captions else []
+        self.caption_errors = ([{**e, "path": str(self.root / e["path"])} for e in table.bad]
+                               if self.captions else [])
+        self.uncaptioned = 0
+        for e in self.caption_errors[:MAX_CAPTION_WARNINGS]:
+            warnings.warn(f"skipping caption row {e['path']}:{e['line']}: {e['error']}", BadCaptionWarning,
+                          stacklevel=2)
+        if len(self.caption_errors) > MAX_CAPTION_WARNINGS:
+            warnings.warn(f"VideoFolder({self.root}): {len(self.caption_errors) - MAX_CAPTION_WARNINGS} more bad "
+                          f"caption rows skipped (all in .caption_errors; `magi data check` lists them)",
+                          BadCaptionWarning, stacklevel=2)
+        if self.captions:
+            uncaptioned = [rel for rel, _ in candidates if rel not in table.by_path]
+            candidates = [(rel, label) for rel, label in candidates if rel in table.by_path]
+            self.uncaptioned = len(uncaptioned)
+            if uncaptioned:
+                warnings.warn(f"VideoFolder({self.root}): {self.uncaptioned} videos have no caption row in "
+                              f"{', '.join(table.files)} and are skipped, e.g. {', '.join(uncaptioned[:3])} "
+                              f"(a row with \"text\": \"\" gives one the null caption)", BadCaptionWarning,
+                              stacklevel=2)
+        caption_of = table.by_path if self.captions else {}
+
+        # 3. probe headers (frame counts), skipping what cannot be opened
         counts, self.bad = self._probe_all(candidates, index_file, probe_threads, progress)
         if actions:
             for rel in [r for r in counts if not (self.root / r).with_suffix(".actions.npy").is_file()]:
@@ -235,14 +424,14 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             if counts[rel] < need:
                 self.too_short += 1
                 continue
-            self.records.append(VideoRecord(rel, label, counts[rel]))
+            self.records.append(VideoRecord(rel, label, counts[rel], caption_of.get(rel)))
         self._failed: set[str] = set()
         self._decoded: dict[str, int] = {}  # frames that really decode, for headers that over-count
-        self.found = len(candidates)  # video files found (before probing)
         self.need = need  # frames a video must have to hold one clip
         if not self.records:
-            warnings.warn(f"VideoFolder({self.root}): no usable videos ({len(candidates)} found, "
-                          f"{self.skipped} bad, {self.too_short} shorter than {need} frames)", stacklevel=2)
+            warnings.warn(f"VideoFolder({self.root}): no usable videos ({self.found} found, "
+                          + (f"{self.uncaptioned} without a caption, " if self.uncaptioned else "")
+                          + f"{self.skipped} bad, {self.too_short} shorter than {need} frames)", stacklevel=2)
         elif self.uniform is not None and self.uniform.missing():
             missing = self.uniform.missing()
             warnings.warn(f"VideoFolder({self.root}): no video holds a clip of {num_frames} frames at "
@@ -267,6 +456,12 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             reasons[-1] += f" (e.g. {Path(first['path']).name}: {first['error']})"
         if self.missing:
             reasons.append(f"{self.missing} listed but missing")
+        if self.uncaptioned:
+            reasons.append(f"{self.uncaptioned} without a caption")
+        if self.caption_errors:  # rows, not videos: why a video may lack its caption
+            first = self.caption_errors[0]
+            reasons.append(f"{len(self.caption_errors)} bad caption row{'s' if len(self.caption_errors) > 1 else ''} "
+                           f"(e.g. {Path(first['path']).name}:{first['line']}: {first['error']})")
         return (f"{len(self.records)} of {total} videos in {self.root} hold a clip of {self.need} frames "
                 f"({what}): {', '.join(reasons)}")
 
@@ -361,6 +556,10 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
     def label_of(self, index: int) -> int:
         return self.records[index].label
 
+    def caption_of(self, index: int) -> str | None:
+        """The caption of video `index` (None when the dataset has no captions); nothing is decoded."""
+        return self.records[index].caption
+
     def path_of(self, index: int) -> str:
         return str(self.root / self.records[index].path)
 
@@ -437,6 +636,8 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
                 "path": self.path_of(video)}
         if self.actions:
             item["actions"] = self.actions_of(video, start, interval)
+        if self.captions:
+            item["caption"] = self.records[video].caption
         return item
 
     def actions_of(self, index: int, start: int, interval: int = 1, num_frames: int | None = None
@@ -458,4 +659,6 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
         return (f"VideoFolder({str(self.root)!r}, videos={len(self)}, classes={len(self.classes)}, "
                 f"num_frames={self.num_frames}, size={self.size}, interval={self.interval!r}"
                 f"{f', interval_sampling={self.interval_sampling!r}' if self.interval == 'dynamic' else ''}, "
-                f"bad={self.skipped}, too_short={self.too_short}, missing={self.missing})")
+                f"bad={self.skipped}, too_short={self.too_short}, missing={self.missing}"
+                + (f", captions={len(self.caption_files)} files, uncaptioned={self.uncaptioned}, "
+                   f"bad_caption_rows={len(self.caption_errors)}" if self.captions else "") + ")")
