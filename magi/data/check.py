@@ -9,10 +9,14 @@ machine (8 frames at 16 px on a CPU). For dynamic intervals it also reports, for
 videos hold a clip of --num-frames frames at it, and what one epoch (seed 0, epoch 0) trains under each
 dynamic-interval rule (`interval_sampling` video_first, interval_first, capped), the three shares side
 by side: per interval, per video (draws per epoch, never drawn) and per class (the top-level folder).
+Caption metadata files (`metadata.jsonl` / `metadata.csv`, `magi.data.video.read_captions`) are read,
+not checked as videos: their bad rows and the good videos no row captions are reported under `captions`.
 Prints a summary; the JSON report is `{"root", "total", "good", "too_short", "bad": [{"path", "error"}],
 "too_short_paths", "size", "smaller": [{"path", "height", "width"}], "frames", "intervals": {"num_frames", "holders", "rules": {rule: {"per_interval",
-"per_video", "per_class"}}}}` (`magi.data.clips.rule_shares`).
-Exit status 1 when any file is bad.
+"per_video", "per_class"}}}, "captions"}` (`magi.data.clips.rule_shares`); `captions` is null for a folder
+without metadata, else `{"files", "captioned", "uncaptioned": [path], "bad": [{"path", "line", "error"}]}`
+(paths relative to ROOT, lines 1-based; training skips the bad rows and the uncaptioned videos).
+Exit status 1 when any file is bad or any caption row is bad.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from magi.data.clips import MAX_INTERVAL, clip_span, describe_shares, rule_shares
 from magi.data.decode import VIDEO_EXTENSIONS, VideoError, not_a_video, open_video, probe
+from magi.data.video import find_metadata, read_captions
 
 TRUNCATION_TOLERANCE = 0.9  # decoding fewer than 90% of the header's frames means the file is cut short
 
@@ -67,12 +72,13 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
     if not root.is_dir():
         raise FileNotFoundError(f"ROOT: folder not found: {root}" if not root.exists()
                                 else f"ROOT: {root} is a file; expected the dataset's folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    metadata = find_metadata(root)  # read as captions below, not checked as videos
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in metadata)
     need = clip_span(num_frames, interval)
     report: dict = {"root": str(root), "total": len(files), "good": 0, "too_short": 0, "bad": [],
                     "too_short_paths": [], "clip": {"num_frames": num_frames, "interval": interval},
                     "quick": quick, "size": size, "smaller": []}
-    lengths, classes = [], []
+    lengths, classes, good = [], [], []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(lambda p: (p, *check_file(p, quick)), files)
         for path, frames, error, shape in tqdm(results, total=len(files), desc=f"checking {root.name}",
@@ -82,6 +88,7 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
                 report["bad"].append({"path": rel, "error": error})
                 continue
             report["good"] += 1
+            good.append(rel)
             if size is not None and min(shape) < size:  # upscaled to the model's input: no detail there
                 report["smaller"].append({"path": rel, "height": shape[0], "width": shape[1]})
             lengths.append(frames)
@@ -96,6 +103,12 @@ def check_folder(root, num_frames: int = 16, interval: int = 1, quick: bool = Fa
     names = sorted(set(classes))
     report["classes"] = names
     report["intervals"] = rule_shares(lengths, num_frames, max_interval, labels=[names.index(c) for c in classes])
+    report["captions"] = None
+    if metadata:
+        videos = [str(p.relative_to(root)) for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+        table = read_captions(root, videos)
+        report["captions"] = {"files": table.files, "captioned": sum(rel in table.by_path for rel in good),
+                              "uncaptioned": [rel for rel in good if rel not in table.by_path], "bad": table.bad}
     return report
 
 
@@ -144,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         first = report["smaller"][0]
         print(f"  {len(report['smaller'])} good videos have frames smaller than {args.size}x{args.size} (--size), "
               f"so training upscales them; the smallest: {first['path']} at {first['width']}x{first['height']}")
+    captions = report["captions"]
+    if captions is not None:
+        print(f"captions ({', '.join(captions['files'])}): {captions['captioned']} of {report['good']} good videos "
+              f"captioned, {len(captions['uncaptioned'])} without a caption row (skipped in training), "
+              f"{len(captions['bad'])} bad rows")
+        for entry in captions["bad"]:
+            print(f"  BAD CAPTION {entry['path']}:{entry['line']}: {entry['error']}")
+        if captions["uncaptioned"]:
+            print(f"  no caption: {', '.join(captions['uncaptioned'][:5])}"
+                  + (f" and {len(captions['uncaptioned']) - 5} more" if len(captions["uncaptioned"]) > 5 else ""))
     iv = report["intervals"]
 
     def row(counts: dict) -> str:
@@ -156,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
-    return 1 if report["bad"] else 0
+    return 1 if report["bad"] or (captions is not None and captions["bad"]) else 0
 
 
 if __name__ == "__main__":
