@@ -10,7 +10,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from magi.data.builtin import MovingDigits, atari, load_actions, record_atari
+from magi.data.builtin import (HELD_OUT_PAIRS, MOTIONS, CaptionedDigits, MovingDigits, all_captions, atari,
+                               caption_for, caption_pairs, is_held_out, load_actions, parse_caption,
+                               record_atari)
 from magi.data.clips import MAX_INTERVAL, ClipSource, choose_clip, clip_span, draw_interval, max_interval_for
 from magi.data.decode import VIDEO_EXTENSIONS, BadVideoWarning, VideoError, VideoInfo, probe, read_all_frames, read_clip
 from magi.data.latents import LatentDataset, cache_latents
@@ -57,6 +59,7 @@ def _builders() -> dict[str, Callable[..., Any]]:
         "ucf101": ucf101,
         "k600": k600,
         "moving-digits": MovingDigits,
+        "captioned-digits": CaptionedDigits,
         "atari": atari,
         "latents": LatentDataset,
     }
@@ -66,8 +69,9 @@ def build_dataset(kind: str, **options: Any):
     """Build a dataset by kind; unknown kinds or options raise ValueError naming them.
 
     Kinds: "folder" (`VideoFolder`), "ucf101" (`ucf101`), "k600" (`k600`), "moving-digits"
-    (`MovingDigits`), "atari" (`atari`: record once with `record_atari`, read with `VideoFolder`),
-    "latents" (`LatentDataset` over a cache written by `magi cache-latents`).
+    (`MovingDigits`), "captioned-digits" (`CaptionedDigits`: captions in a fixed grammar), "atari"
+    (`atari`: record once with `record_atari`, read with `VideoFolder`), "latents" (`LatentDataset`
+    over a cache written by `magi cache-latents`).
     """
     builders = _builders()
     if kind not in builders:
@@ -91,6 +95,8 @@ def _accepted_options(builder: Callable[..., Any]) -> set[str]:
 
 
 __all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits",
+           "CaptionedDigits", "MOTIONS", "HELD_OUT_PAIRS", "caption_for", "parse_caption", "is_held_out",
+           "caption_pairs", "all_captions",
            "LatentDataset", "cache_latents", "choose_clip", "ClipSource", "VideoFolder", "read_clip",
            "read_all_frames", "probe", "VideoError", "VideoInfo", "BadVideoWarning",
            "VIDEO_EXTENSIONS", "MAX_INTERVAL", "clip_span", "draw_interval", "max_interval_for",
