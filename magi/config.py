@@ -238,6 +238,20 @@ class MagiConfig:
     # tokens that change. The tokenizer's loss weighs its changing pixels the same way. 0 = off.
     change_weight: float = 0.0
     change_threshold: float = 0.1
+    # text (DESIGN §9): caption token embeddings (B, text_len, text_dim) from a frozen text encoder
+    # (`magi.text`), projected Linear + LayerNorm to the width. 0 = no text. Captions are padded or
+    # truncated to `text_len` tokens by the encoder and every one of them is attended (no padding mask:
+    # the encoder's outputs at pad positions are part of the caption's embedding, as fixed-length T5
+    # embeddings are used by PixArt and Open-Sora). How text enters the network (`text_mode`):
+    # "prefix": the caption's tokens open the temporal (frame-causal) stream, every frame attends to them
+    #   and they attend only to themselves; the KV cache holds them once (NOVA);
+    # "cross": a cross-attention layer to the caption after each block's temporal layer (MAGI-1, Open-Sora);
+    # "pooled": the mean caption token added to every video token, like the class (the cheap baseline).
+    # In training the whole caption is replaced by a learned null caption with `text_dropout` (guidance).
+    text_dim: int = 0
+    text_len: int = 0
+    text_mode: Literal["prefix", "cross", "pooled"] = "prefix"
+    text_dropout: float = 0.1
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -345,6 +359,18 @@ class MagiConfig:
         if not 0.0 <= self.change_threshold < float("inf"):
             raise ValueError(f"MagiConfig.change_threshold: expected a finite number >= 0, got "
                              f"{self.change_threshold}")
+        for name in ("text_dim", "text_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"MagiConfig.{name}: expected an integer >= 0 (0 = no text), got {v!r}")
+        if (self.text_dim == 0) != (self.text_len == 0):
+            raise ValueError(f"MagiConfig.text_len: a text model needs both text_dim and text_len > 0 (the "
+                             f"encoder's width and the caption length), got text_dim={self.text_dim}, "
+                             f"text_len={self.text_len}")
+        if self.text_mode not in ("prefix", "cross", "pooled"):
+            raise ValueError(f"MagiConfig.text_mode: expected 'prefix', 'cross' or 'pooled', got {self.text_mode!r}")
+        if not 0.0 <= self.text_dropout < 1.0:
+            raise ValueError(f"MagiConfig.text_dropout: expected in [0, 1), got {self.text_dropout}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"MagiConfig.class_dropout: expected in [0, 1), got {self.class_dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:

@@ -10,6 +10,9 @@ Query q may attend to key k iff (DESIGN §3)
     CTF: (k clean and k.frame < q.frame) or (k.frame = q.frame and k.kind = q.kind)
     MTF: k.frame <= q.frame
 
+A text model in "prefix" mode opens the sequence with the caption's tokens as one more clean slot at
+frame -1: by the same predicates every frame sees it (-1 is before every frame) and it sees only itself.
+
 The predicate is written once (`ctf_visible`, `mtf_visible`) and serves both kernels: FlexAttention
 with a block mask (block-sparse, compiled where the platform allows) and `scaled_dot_product_attention`
 with the dense boolean mask. At inference no mask is needed: the current frame attends to the cached
@@ -70,6 +73,7 @@ class TemporalMask:
     tokens_per_frame: int
     device: torch.device
     block_size: int = 0  # 0: default_block_size
+    prefix: int = 0  # caption tokens opening the sequence (text_mode "prefix"): a clean slot at frame -1
     _dense: Optional[torch.Tensor] = field(default=None, repr=False)
     _block: object = field(default=None, repr=False)
 
@@ -78,8 +82,9 @@ class TemporalMask:
         n = self.tokens_per_frame
         self.slot_frames = torch.tensor(frames, device=self.device)  # (S,)
         self.slot_kinds = torch.tensor(kinds, device=self.device)  # (S,)
-        self.token_frame = self.slot_frames.repeat_interleave(n)  # (S*N,)
-        self.token_kind = self.slot_kinds.repeat_interleave(n)  # (S*N,)
+        text = torch.full((self.prefix,), -1, device=self.device)  # (L,) the caption's frame
+        self.token_frame = torch.cat([text, self.slot_frames.repeat_interleave(n)])  # (L + S*N,)
+        self.token_kind = torch.cat([torch.full_like(text, CLEAN), self.slot_kinds.repeat_interleave(n)])  # (L + S*N,)
         self.block_size = self.block_size or default_block_size(n)
 
     @property
@@ -88,7 +93,7 @@ class TemporalMask:
 
     @property
     def seq_len(self) -> int:
-        return self.num_slots * self.tokens_per_frame
+        return self.prefix + self.num_slots * self.tokens_per_frame
 
     def mask_mod(self):
         """FlexAttention's mask_mod: the visibility predicate on token indices."""
@@ -236,19 +241,33 @@ class KVCache:
     been run through the network.
     """
 
-    def __init__(self, num_layers: int, tokens_per_frame: int, max_frames: int):
+    def __init__(self, num_layers: int, tokens_per_frame: int, max_frames: int, prefix: int = 0):
         self.k: list[Optional[torch.Tensor]] = [None] * num_layers
         self.v: list[Optional[torch.Tensor]] = [None] * num_layers
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
+        self.prefix = prefix  # caption tokens held before the frames (text_mode "prefix"), written once
+        self.text: Optional[torch.Tensor] = None  # the caption's states (text_mode "cross"), (B, L, D)
         self.frames = 0  # committed frames
 
     def _allocate(self, layer: int, k, v) -> None:
-        """The layer's buffers, on first use, in the dtype of the activations: (B, H, max_frames*N, Dh)."""
+        """The layer's buffers, on first use, in the dtype of the activations: (B, H, L + max_frames*N, Dh)."""
         if self.k[layer] is None:
             b, h, _, d = k.shape
-            shape = (b, h, self.max_frames * self.tokens_per_frame, d)
+            shape = (b, h, self.prefix + self.max_frames * self.tokens_per_frame, d)
             self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
+
+    def attend_prefix(self, layer: int, q, k, v) -> torch.Tensor:
+        """The caption's tokens, q/k/v (B, H, L, Dh), attend to themselves only; their keys/values are
+        kept before every frame's, for good (a sliding window's `rewind` keeps them)."""
+        self._allocate(layer, k, v)
+        self.k[layer][:, :, : self.prefix] = k
+        self.v[layer][:, :, : self.prefix] = v
+        return F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
+
+    def rewind(self) -> None:
+        """Forget every frame, keep the caption (a sliding window rebuilds its frames from here)."""
+        self.frames = 0
 
     def attend(self, layer: int, q, k, v) -> torch.Tensor:
         """Attention of the current frame's q (B, H, N, Dh) over the cached frames and itself."""
@@ -256,7 +275,7 @@ class KVCache:
             raise RuntimeError(f"KVCache: full ({self.max_frames} frames)")
         self._allocate(layer, k, v)
         n = self.tokens_per_frame
-        start, end = self.frames * n, (self.frames + 1) * n
+        start, end = self.prefix + self.frames * n, self.prefix + (self.frames + 1) * n
         kb, vb = self.k[layer], self.v[layer]
         kb[:, :, start:end] = k
         vb[:, :, start:end] = v
@@ -274,6 +293,7 @@ class KVCache:
         end = self.store(layer, k, v)
         q_frame = torch.arange(s, device=q.device).repeat_interleave(n)  # (S*N,) new frame of each query
         k_frame = torch.arange(-self.frames, s, device=q.device).repeat_interleave(n)  # cached ones < 0
+        k_frame = torch.cat([k_frame.new_full((self.prefix,), -self.frames - 1), k_frame])  # caption first
         visible = k_frame[None, :] <= q_frame[:, None]  # (S*N, cached*N + S*N)
         return F.scaled_dot_product_attention(q, self.k[layer][:, :, :end], self.v[layer][:, :, :end],
                                               attn_mask=visible)
@@ -285,7 +305,7 @@ class KVCache:
         if self.frames + s > self.max_frames:
             raise RuntimeError(f"KVCache: {self.frames} + {s} frames exceed {self.max_frames}")
         self._allocate(layer, k, v)
-        start, end = self.frames * n, (self.frames + s) * n
+        start, end = self.prefix + self.frames * n, self.prefix + (self.frames + s) * n
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return end

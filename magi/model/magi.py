@@ -188,26 +188,66 @@ class Magi(nn.Module):
             labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
         return self.backbone.condition(labels, self._intervals(intervals, batch, device))
 
+    @property
+    def null_text(self) -> torch.Tensor:
+        """The learned null caption (text_len, text_dim), in the text encoder's embedding space."""
+        if self.backbone.null_text is None:
+            raise ValueError("text: the model has no text conditioning (text_dim=0)")
+        return self.backbone.null_text
+
+    def _text_states(self, text, batch: int, device, drop: bool = False) -> Optional[torch.Tensor]:
+        """Caption states (B, L, D) from caption embeddings `text` (B, text_len, text_dim), the null
+        caption where `text` is None; in training (`drop`) each sample's whole caption falls back to the
+        null caption with `text_dropout` (guidance). None for a model without text."""
+        c = self.config
+        if c.text_dim == 0:
+            if text is not None:
+                raise ValueError("text: the model has no text conditioning (text_dim=0)")
+            return None
+        null = self.null_text[None].expand(batch, -1, -1)  # (B, L, E)
+        if text is None:
+            raw = null
+        else:
+            raw = torch.as_tensor(text, device=device).to(null.dtype)
+            if raw.shape != (batch, c.text_len, c.text_dim):
+                raise ValueError(f"text: expected caption embeddings ({batch}, {c.text_len}, {c.text_dim}) "
+                                 f"(B, text_len, text_dim), got {tuple(raw.shape)}")
+            if drop and c.text_dropout > 0:
+                dropped = torch.rand(batch, device=device) < c.text_dropout  # (B,)
+                raw = torch.where(dropped[:, None, None], null, raw)
+        return self.backbone.embed_text(raw)  # (B, L, D)
+
+    def _with_text(self, cond: torch.Tensor, states: Optional[torch.Tensor]):
+        """(cond, caption states for the backbone): "pooled" adds the mean caption state to cond (B, D)
+        and leaves the backbone no text; "prefix" and "cross" hand the states (B, L, D) on."""
+        if states is not None and self.config.text_mode == "pooled":
+            return cond + states.mean(dim=1), None
+        return cond, states
+
     # ------------------------------------------------------------------ training
-    def temporal_mask(self, num_frames: int, device) -> TemporalMask:
-        """The (cached) CTF/MTF mask of a training sequence of `num_frames` frames."""
-        key = (self.config.teacher_forcing, num_frames, torch.device(device))
+    def temporal_mask(self, num_frames: int, device, prefix: int = 0) -> TemporalMask:
+        """The (cached) CTF/MTF mask of a training sequence of `num_frames` frames, opened by `prefix`
+        caption tokens (text_mode "prefix")."""
+        key = (self.config.teacher_forcing, num_frames, torch.device(device), prefix)
         if key not in self._masks:
             self._masks[key] = TemporalMask(self.config.teacher_forcing, num_frames,
-                                            self.config.tokens_per_frame, torch.device(device))
+                                            self.config.tokens_per_frame, torch.device(device), prefix=prefix)
         return self._masks[key]
 
     def _masked_stream_conditions(self, tokens: torch.Tensor, token_mask: torch.Tensor,
                                   cond: torch.Tensor, prev_actions: Optional[torch.Tensor] = None,
-                                  noise_levels: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                  noise_levels: Optional[torch.Tensor] = None,
+                                  text: Optional[torch.Tensor] = None) -> torch.Tensor:
         """tokens (B, T, N, P), token_mask (B, T, N), cond (B, D), prev_actions (B, T) or None,
         noise_levels (B,) or None (noised context: the clean copies' noise bucket per sample; None =
-        clean, bucket 0, as at inference) -> z of the masked stream (B, T, N, D)."""
+        clean, bucket 0, as at inference), text (B, L, D) caption states for the backbone or None
+        -> z of the masked stream (B, T, N, D). Clean and masked copies see the same caption."""
         T = tokens.shape[1]
         if T > self.config.num_frames:
             raise ValueError(f"latents: {T} frames, but the model was built for at most "
                              f"num_frames={self.config.num_frames} in training")
-        mask = self.temporal_mask(T, tokens.device)
+        prefix = text.shape[1] if text is not None and self.backbone.text_prefix else 0
+        mask = self.temporal_mask(T, tokens.device, prefix)
         if prev_actions is not None:  # per frame; a slot takes its frame's (clean and masked alike)
             cond = self.backbone.frame_condition(cond, prev_actions)[:, mask.slot_frames]  # (B, S, D)
         if self.config.teacher_forcing == "ctf":
@@ -222,7 +262,7 @@ class Magi(nn.Module):
             seq_mask = torch.cat([clean_mask, token_mask], dim=1)  # (B, 2T-1, N)
         else:
             seq, seq_mask = tokens, token_mask  # (B, T, N, P)
-        z = self.backbone(seq, seq_mask, mask, cond, kernel=self.config.attention)  # (B, S, N, D)
+        z = self.backbone(seq, seq_mask, mask, cond, kernel=self.config.attention, text=text)  # (B, S, N, D)
         return z[:, -T:]  # the masked stream: (B, T, N, D)
 
     def _noised_context(self, cond: torch.Tensor, batch: int, T: int,
@@ -235,35 +275,39 @@ class Magi(nn.Module):
         return torch.cat([self.backbone.context_condition(cond[:, : T - 1], levels), cond[:, T - 1:]], dim=1)
 
     def conditions(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
-                   intervals=None, actions=None) -> torch.Tensor:
+                   intervals=None, actions=None, text=None) -> torch.Tensor:
         """The backbone output for every masked-stream token given an explicit token mask
-        (B, T, N), True = masked, as in a training forward (no label or action dropout).
-        `actions` (B, T): actions[:, t] is taken at frame t and conditions frame t+1. -> (B, T, N, D)"""
+        (B, T, N), True = masked, as in a training forward (no label, action or caption dropout).
+        `actions` (B, T): actions[:, t] is taken at frame t and conditions frame t+1; `text` (B, L, E)
+        caption embeddings of a text model (None: the null caption). -> (B, T, N, D)"""
         self._check_latents(latents)
         tokens = self.patchify(latents)
         B, T = tokens.shape[:2]
         if mask.shape != tokens.shape[:3]:
             raise ValueError(f"mask: expected shape {tuple(tokens.shape[:3])} (B, T, N), got {tuple(mask.shape)}")
-        cond = self._cond(labels, intervals, B, latents.device)
+        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device),
+                                       self._text_states(text, B, latents.device))
         prev = self._prev_actions(actions, B, T, latents.device)
-        return self._masked_stream_conditions(tokens, mask.bool(), cond, prev)
+        return self._masked_stream_conditions(tokens, mask.bool(), cond, prev, text=states)
 
-    def forward(self, latents: torch.Tensor, labels=None, intervals=None, actions=None) -> dict:
+    def forward(self, latents: torch.Tensor, labels=None, intervals=None, actions=None, text=None) -> dict:
         """Training loss on `latents` (B, T, C, h, w); `actions` (B, T) for world models (actions[:, t]
-        taken at frame t). Randomness (masks, label and action dropout, diffusion timesteps and noise)
-        comes from the global torch RNG, so seeding makes a step reproducible."""
+        taken at frame t); `text` (B, text_len, text_dim) caption embeddings for a text model (None: the
+        null caption). Randomness (masks, label, action and caption dropout, diffusion timesteps and
+        noise) comes from the global torch RNG, so seeding makes a step reproducible."""
         self._check_latents(latents)
         c = self.config
         B, T = latents.shape[:2]
         tokens = self.patchify(latents)  # (B, T, N, P)
         token_mask = random_token_mask(B, T, c.tokens_per_frame, c.mask_ratio_min, c.mask_ratio_std,
                                        latents.device)  # (B, T, N)
-        cond = self._cond(labels, intervals, B, latents.device, drop_labels=self.training)
+        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device, drop_labels=self.training),
+                                       self._text_states(text, B, latents.device, drop=self.training))
         prev = self._prev_actions(actions, B, T, latents.device, drop=self.training)  # (B, T) or None
         levels = None  # noised context: a noise bucket per sample, training only
         if self.training and self.backbone.noise_embed is not None:
             levels = torch.randint(0, c.context_noise_buckets, (B,), device=latents.device)
-        z = self._masked_stream_conditions(tokens, token_mask, cond, prev, levels)  # (B, T, N, D)
+        z = self._masked_stream_conditions(tokens, token_mask, cond, prev, levels, states)  # (B, T, N, D)
         weight = self.change_weights(tokens)[token_mask] if c.change_weight > 0 else None  # (M,)
         loss = self.head(tokens[token_mask], z[token_mask], weight)  # (M, P), (M, D)
         return {"loss": loss, "mask_ratio": token_mask.float().mean().detach()}
@@ -283,21 +327,23 @@ class Magi(nn.Module):
         for name, p in self.named_parameters():
             if p.ndim < 2 or name.startswith(("backbone.pos_", "backbone.mask_token",
                                               "backbone.class_embed", "backbone.action_embed",
-                                              "backbone.noise_embed")):
+                                              "backbone.noise_embed", "backbone.null_text")):
                 names.add(name)
         return names
 
     # ------------------------------------------------------------------ generation
     def conditions_incremental(self, latents: torch.Tensor, mask: torch.Tensor, labels=None,
-                               intervals=None, actions=None) -> torch.Tensor:
-        """Same as `conditions`, computed the way generation does: frame by frame over a KV cache of
-        the earlier complete frames, each committed with its action. -> (B, T, N, D)"""
+                               intervals=None, actions=None, text=None) -> torch.Tensor:
+        """Same as `conditions`, computed the way generation does: frame by frame over a KV cache
+        holding the caption once and the earlier complete frames, each committed with its action.
+        -> (B, T, N, D)"""
         self._check_latents(latents)
         tokens = self.patchify(latents)
         B, T = tokens.shape[:2]
-        cond = self._cond(labels, intervals, B, latents.device)
+        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device),
+                                       self._text_states(text, B, latents.device))
         prev = self._prev_actions(actions, B, T, latents.device)
-        cache = self.backbone.new_cache(T)
+        cache = self.backbone.new_cache(T, states)
         out = []
         for t in range(T):
             cond_t = cond if prev is None else self._frame_cond(cond, prev[:, t])
@@ -319,7 +365,7 @@ class Magi(nn.Module):
                  temperature: float = 1.0, sampler: str = "ddpm",
                  generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
                  long_video: str = "interpolate", progress: bool = False, actions=None,
-                 window: Optional[int] = None) -> torch.Tensor:
+                 window: Optional[int] = None, text=None) -> torch.Tensor:
         """Generate a video of `num_frames` latent frames, context included: (B, T, C, h, w).
 
         `context` (B, k, C, h, w) are given first frames; `labels`/`intervals` condition every frame;
@@ -333,10 +379,13 @@ class Magi(nn.Module):
         training length (the default); fewer frames of context cost less per frame (`magi play`).
         `actions` (world models): (B, >= num_frames-1), actions[:, t] taken at frame t, or a callable
         (see `stream`).
+        `text` (text models): caption embeddings (B, text_len, text_dim) from the model's text encoder
+        (`magi.text`), every frame conditioned on them; None is the null caption. `cfg` > 1 guides towards
+        the caption (and the class): the unconditional half gets the null caption.
         """
         frames = list(self.stream(num_frames, context, labels, intervals, cfg, mask_steps,
                                   diffusion_steps, temperature, sampler, generator, batch_size,
-                                  long_video, progress, actions=actions, window=window))
+                                  long_video, progress, actions=actions, window=window, text=text))
         new = torch.stack(frames, dim=1)  # (B, T-k, C, h, w)
         return new if context is None else torch.cat([context.to(new.dtype), new], dim=1)
 
@@ -346,7 +395,7 @@ class Magi(nn.Module):
                temperature: float = 1.0, sampler: str = "ddpm",
                generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
                long_video: str = "interpolate", progress: bool = False,
-               actions=None, window: Optional[int] = None) -> Iterator[torch.Tensor]:
+               actions=None, window: Optional[int] = None, text=None) -> Iterator[torch.Tensor]:
         """Like `generate`, yielding each new frame (B, C, h, w) as soon as it is done.
 
         `num_frames=None` streams without end (with `long_video="window"`). For a world model,
@@ -361,12 +410,14 @@ class Magi(nn.Module):
         if context is not None:
             self._check_latents(context, "context")
             batch = context.shape[0]
+        elif text is not None:
+            batch = len(text)
         elif labels is not None:
             batch = torch.as_tensor(labels).reshape(-1).numel()
         else:
             batch = batch_size or 1
         if batch_size is not None and batch_size != batch:
-            raise ValueError(f"batch_size: {batch_size} disagrees with the {batch} given by context/labels")
+            raise ValueError(f"batch_size: {batch_size} disagrees with the {batch} given by context/text/labels")
         if num_frames is None and long_video != "window":
             raise ValueError("num_frames: an endless stream (None) needs long_video='window'")
         if num_frames is not None and num_frames <= k:
@@ -375,19 +426,22 @@ class Magi(nn.Module):
             raise ValueError(f"mask_steps: expected >= 1, got {mask_steps}")
         if long_video not in ("interpolate", "window"):
             raise ValueError(f"long_video: expected 'interpolate' or 'window', got {long_video!r}")
-        if cfg != 1.0 and c.num_classes == 0 and c.num_actions == 0:
-            raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0) "
-                             "or an action-conditioned world model (num_actions > 0)")
+        if cfg != 1.0 and c.num_classes == 0 and c.num_actions == 0 and c.text_dim == 0:
+            raise ValueError("cfg: classifier-free guidance needs a class-conditional model (num_classes > 0), "
+                             "a text model (text_dim > 0) or an action-conditioned world model (num_actions > 0)")
         if window is not None and (long_video != "window" or not 2 <= window <= c.num_frames):
             raise ValueError(f"window: expected 2..{c.num_frames} (the training length) with long_video='window', "
                              f"got {window} with long_video={long_video!r}")
         W = window or c.num_frames  # frames the sliding window holds, the new one included
         prev_action = self._action_reader(actions, batch, num_frames, device)
 
-        cond = self._cond(labels, intervals, batch, device)  # (B, D)
+        cond, states = self._with_text(self._cond(labels, intervals, batch, device),  # (B, D), (B, L, D)
+                                       self._text_states(text, batch, device))
         if cfg != 1.0:
-            null = self._cond(None, intervals, batch, device)
+            null, null_states = self._with_text(self._cond(None, intervals, batch, device),
+                                                self._text_states(None, batch, device))
             cond = torch.cat([cond, null])  # (2B, D): conditional half, unconditional half
+            states = None if states is None else torch.cat([states, null_states])  # (2B, L, D)
         sliding = long_video == "window"
         positions = W if sliding else max(num_frames, c.num_frames)
 
@@ -404,7 +458,7 @@ class Magi(nn.Module):
         history: list[torch.Tensor] = []  # tokens (B, N, P) of every frame so far
         if context is not None:
             history = list(self.patchify(context.to(device=device, dtype=torch.float32)).unbind(1))
-        cache, cached, offset = self.backbone.new_cache(positions), 0, 0
+        cache, cached, offset = self.backbone.new_cache(positions, states), 0, 0  # the caption enters once
 
         from tqdm.auto import tqdm
 
@@ -412,7 +466,8 @@ class Magi(nn.Module):
         for t in tqdm(frames, desc="frames", disable=not progress, leave=False):
             if sliding and t >= W:  # slide: the last W-1 frames at positions 0..W-2
                 offset = t - (W - 1)
-                cache, cached = self.backbone.new_cache(positions), offset
+                cache.rewind()  # the frames leave, the caption stays
+                cached = offset
             if cached < t:  # complete frames enter the cache as clean frames, with their actions
                 self._commit(torch.stack(history[cached:t], dim=1), cached - offset,
                              torch.stack([frame_cond(f) for f in range(cached, t)], dim=1), cache, positions)

@@ -5,8 +5,13 @@ the tokens of the visible frames, under the CTF or MTF mask in training, over th
 inference). Each layer is pre-norm attention + MLP. The backbone turns patchified latent tokens into
 the conditions z that the diffusion head denoises.
 
+A text model (DESIGN §9) projects the caption's token embeddings to the width (`embed_text`); by
+`text_mode` they open every temporal layer's sequence ("prefix", held once in the KV cache), are
+attended by a cross-attention layer after each temporal layer ("cross"), or are pooled into the
+conditioning vector (by `Magi`, "pooled").
+
 Legend: B batch, S slots (frames of a training sequence), N tokens per frame, D width,
-H heads, Dh head width, P token channels (C·p²).
+H heads, Dh head width, P token channels (C·p²), L caption tokens, E text encoder width.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[TemporalMask] = None, kernel: str = "sdpa",
                 flex: Optional[FlexKernel] = None, cache: Optional[KVCache] = None,
-                layer: int = 0, prefill: bool = False) -> torch.Tensor:
+                layer: int = 0, prefill: bool = False, text_prefix: bool = False) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, H, L, Dh)
-        if cache is not None and prefill:
+        if cache is not None and text_prefix:
+            out = cache.attend_prefix(layer, q, k, v)  # (B, H, L, Dh): the caption sees only itself
+        elif cache is not None and prefill:
             out = cache.prefill(layer, q, k, v)  # (B, H, S*N, Dh), block-causal over the new frames
         elif cache is not None:
             out = cache.attend(layer, q, k, v)
@@ -67,11 +74,37 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class CrossAttention(nn.Module):
+    """Pre-norm cross-attention of video tokens to the caption's tokens, residual (text_mode "cross")."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D) video tokens, text (B, M, D) caption states -> (B, L, D)."""
+        B, L, D = x.shape
+        M, H = text.shape[1], self.heads
+        q = self.q(self.norm(x)).view(B, L, H, D // H).transpose(1, 2)  # (B, H, L, Dh)
+        k, v = self.kv(text).view(B, M, 2, H, D // H).permute(2, 0, 3, 1, 4)  # k, v: (B, H, M, Dh)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
+        return x + self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_dim: int):
+    def __init__(self, width: int, heads: int, mlp_dim: int, cross: bool = False):
         super().__init__()
         self.spatial = Layer(width, heads, mlp_dim)
         self.temporal = Layer(width, heads, mlp_dim)
+        self.cross = CrossAttention(width, heads) if cross else None
+
+    def attend_text(self, x: torch.Tensor, text: Optional[torch.Tensor]) -> torch.Tensor:
+        """The cross-attention layer (text_mode "cross") on x (B, L, D); x unchanged otherwise."""
+        return x if self.cross is None else self.cross(x, text)
 
 
 class MagiTransformer(nn.Module):
@@ -90,7 +123,12 @@ class MagiTransformer(nn.Module):
         self.action_embed = nn.Embedding(c.num_actions + 1, D) if c.num_actions else None
         # noised context: the noise level of a clean frame (bucket 0 = clean, as at inference)
         self.noise_embed = nn.Embedding(c.context_noise_buckets, D) if c.context_noise > 0 else None
-        self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim) for _ in range(c.depth))
+        # text (DESIGN §9): the caption's token embeddings projected to the width, and the learned null
+        # caption (in the encoder's space, so it passes the same projection); absent without text
+        self.text_proj = nn.Sequential(nn.Linear(c.text_dim, D), nn.LayerNorm(D, eps=1e-6)) if c.text_dim else None
+        self.null_text = nn.Parameter(torch.zeros(c.text_len, c.text_dim)) if c.text_dim else None
+        cross = c.text_dim > 0 and c.text_mode == "cross"
+        self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim, cross) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(D, eps=1e-6)
         self.flex = FlexKernel(compile=c.compile_flex)
         self.reset_parameters()
@@ -103,6 +141,8 @@ class MagiTransformer(nn.Module):
         for table in (self.action_embed, self.noise_embed):
             if table is not None:
                 nn.init.normal_(table.weight, std=0.02)
+        if self.null_text is not None:
+            nn.init.normal_(self.null_text, std=0.02)
 
     @property
     def null_class(self) -> int:
@@ -129,6 +169,15 @@ class MagiTransformer(nn.Module):
         level = self.noise_embed(levels)  # (B, D)
         return cond + (level if cond.dim() == 2 else level[:, None])
 
+    @property
+    def text_prefix(self) -> bool:
+        """Whether the caption opens the temporal stream (text_mode "prefix")."""
+        return self.config.text_dim > 0 and self.config.text_mode == "prefix"
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Caption token embeddings (B, L, E) -> caption states (B, L, D): Linear + LayerNorm."""
+        return self.text_proj(text)
+
     def temporal_table(self, num_positions: int) -> torch.Tensor:
         """The temporal position table, linearly interpolated to `num_positions` rows when longer
         than the training length (the paper's recipe for long videos). (num_positions, D)"""
@@ -150,15 +199,21 @@ class MagiTransformer(nn.Module):
         return x + self.pos_spatial[None, None] + pos_t[None, :, None] + cond
 
     def forward(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], mask: TemporalMask,
-                cond: torch.Tensor, kernel: str = "flex") -> torch.Tensor:
+                cond: torch.Tensor, kernel: str = "flex", text: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A whole training sequence: tokens (B, S, N, P) laid out as `mask` says, cond (B, D) or per
-        slot (B, S, D) -> z (B, S, N, D)."""
+        slot (B, S, D), text (B, L, D) caption states of a text model -> z (B, S, N, D)."""
         x = self.embed(tokens, token_mask, mask.slot_frames, cond, self.config.num_frames)
         B, S, N, D = x.shape
+        L = mask.prefix  # caption tokens opening the temporal sequence ("prefix"), else 0
         for block in self.blocks:
-            x = block.spatial(x.reshape(B * S, N, D))  # spatial: (B*S, N, D), no mask
-            x = block.temporal(x.reshape(B, S * N, D), mask=mask, kernel=kernel, flex=self.flex)
-            # temporal: (B, S*N, D) under the CTF / MTF mask
+            x = block.spatial(x.reshape(B * S, N, D)).reshape(B, S * N, D)  # spatial: (B*S, N, D), no mask
+            if L:
+                x = torch.cat([text, x], dim=1)  # (B, L + S*N, D): the caption opens the sequence
+            x = block.temporal(x, mask=mask, kernel=kernel, flex=self.flex)
+            # temporal: (B, [L +] S*N, D) under the CTF / MTF mask
+            if L:
+                text, x = x[:, :L], x[:, L:]  # (B, L, D), (B, S*N, D)
+            x = block.attend_text(x, text)
         return self.norm_out(x).view(B, S, N, D)
 
     def step(self, tokens: torch.Tensor, token_mask: Optional[torch.Tensor], frame: int,
@@ -171,7 +226,8 @@ class MagiTransformer(nn.Module):
                        frames, cond, num_positions)[:, 0]  # (B, N, D)
         for i, block in enumerate(self.blocks):
             x = block.spatial(x)  # (B, N, D)
-            x = block.temporal(x, cache=cache, layer=i)  # (B, N, D) over cache + self
+            x = block.temporal(x, cache=cache, layer=i)  # (B, N, D) over [caption +] cache + self
+            x = block.attend_text(x, cache.text)
         return self.norm_out(x)
 
     def prefill(self, tokens: torch.Tensor, first_frame: int, cond: torch.Tensor, cache: KVCache,
@@ -191,7 +247,19 @@ class MagiTransformer(nn.Module):
                 block.temporal.attn.store_keys_values(block.temporal.norm1(x), cache, i)
             else:
                 x = block.temporal(x, cache=cache, layer=i, prefill=True)  # (B, S*N, D)
+                x = block.attend_text(x, cache.text)
         cache.commit_many(S)
 
-    def new_cache(self, max_frames: int) -> KVCache:
-        return KVCache(len(self.blocks), self.config.tokens_per_frame, max_frames)
+    def new_cache(self, max_frames: int, text: Optional[torch.Tensor] = None) -> KVCache:
+        """An empty KV cache for `max_frames` frames; a text model's caption states (B, L, D) enter it
+        once: in "prefix" mode their keys/values at every temporal layer (the caption run through the
+        temporal layers, attending to itself, exactly as it opens a training sequence), in "cross" mode
+        the states themselves for the cross-attention layers."""
+        prefix = text.shape[1] if text is not None and self.text_prefix else 0
+        cache = KVCache(len(self.blocks), self.config.tokens_per_frame, max_frames, prefix)
+        if text is not None and self.text_prefix:
+            for i, block in enumerate(self.blocks):
+                text = block.temporal(text, cache=cache, layer=i, text_prefix=True)  # (B, L, D)
+        elif text is not None and self.config.text_mode == "cross":
+            cache.text = text
+        return cache
