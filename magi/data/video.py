@@ -399,8 +399,10 @@ class VideoFolder(torch.utils.data.Dataset, ClipSource):
             candidates = [(rel, label) for rel, label in candidates if rel in table.by_path]
             self.uncaptioned = len(uncaptioned)
             if uncaptioned:
-                warnings.warn(f"VideoFolder({self.root}): {self.uncaptioned} videos have no caption row in "
-                              f"{', '.join(table.files)} and are skipped, e.g. {', '.join(uncaptioned[:3])} "
+                many = self.uncaptioned > 1
+                warnings.warn(f"VideoFolder({self.root}): {self.uncaptioned} video{'s have' if many else ' has'} no "
+                              f"caption row in {', '.join(table.files)} and {'are' if many else 'is'} skipped, e.g. "
+                              f"{', '.join(uncaptioned[:3])} "
                               f"(a row with \"text\": \"\" gives one the null caption)", BadCaptionWarning,
                               stacklevel=2)
         caption_of = table.by_path if self.captions else {}
