@@ -125,7 +125,8 @@ class BadCaptionWarning(UserWarning):
 class Captions:
     """What the metadata files of a folder say: `by_path` maps a video's path relative to the root to
     its caption; `bad` lists the skipped rows as {"path", "line", "error"} (path: the metadata file,
-    relative to the root; line: 1-based); `files` names the metadata files read."""
+    relative to the root; line: 1-based, a CSV row over several lines by its last); `files` names the
+    metadata files read."""
 
     files: list[str]
     by_path: dict[str, str]
