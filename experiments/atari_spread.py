@@ -26,7 +26,7 @@ from magi.data.builtin import _atari_policy, atari_env
 from magi.evaluate.world_model import player_detector
 
 # px of a 64x64 frame per unit of the player's RAM position, from the detector's calibration against the
-# emulator (results/world_model/world_model.json, detector.on_real_frames.axes x/y scale).
+# emulator (results/archive/world_model_gray_pixels/world_model.json, detector.on_real_frames.axes x/y scale).
 PX_PER_UNIT = np.array([0.3824, 0.3044])
 DETECTOR = player_detector("Boxing")
 
