@@ -25,6 +25,7 @@ COMMANDS = {
     "tokenizer": ("magi.tokenizer", "train / export a frame tokenizer (a small AutoencoderKL) on recordings"),
     "bench": ("magi.bench", "run the benchmark scripts in benchmarks/"),
     "play": ("magi.play.server", "play an action-conditioned world model in the browser"),
+    "export": ("magi.export.cli", "export a world model's play setting as ONNX graphs (onnx)"),
 }
 
 
