@@ -10,9 +10,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# The CPU build of torch first when none is importable (a bare `torch` requirement pulls a CUDA build).
+# torch first when none is importable: on a machine without an NVIDIA GPU (no nvidia-smi) PyTorch's CPU build from
+# its CPU index, never the multi-GB CUDA build a bare `torch` requirement pulls; the default index only if that fails.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--index-url https://download.pytorch.org/whl/cpu)
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX) || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
@@ -73,6 +75,8 @@ atari-gray: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model.yaml --out runs/atari_ctf --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/atari_ctf --pretrained pretrained/atari_gray --export-command "make atari-gray"
 
+# Every benchmark this machine can run; those it cannot (gpu_check without CUDA, diamond_compare without a DIAMOND
+# checkout in DIAMOND_DIR) are named with the reason and skipped. `magi bench --list` says which.
 bench: $(STAMP)
 	$(VENV)/bin/magi bench
 

@@ -210,3 +210,22 @@ def test_the_readme_is_one_screen_with_its_two_commands_on_lines_of_their_own():
     stripped = [line.strip() for line in lines]
     for command in ("make demo", "make test", "make install"):
         assert command in stripped, f"README.md: `{command}` is not a line of its own"
+
+
+def test_make_bench_names_what_it_skips_on_a_plain_cpu_machine(monkeypatch, capsys):
+    """`make bench` on a CPU without a DIAMOND checkout: gpu_check and diamond_compare are skipped with the
+    reason, every other benchmark runs (asked for by name, a skipped one is an error that says why)."""
+    import torch
+
+    from magi import bench
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("DIAMOND_DIR", raising=False)
+    assert bench.main(["--list"]) == 0
+    listed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert listed.keys() == set(bench.available())
+    assert listed["gpu_check"].startswith("skipped: needs a CUDA device")
+    assert listed["diamond_compare"].startswith("skipped: needs a checkout of github.com/eloialonso/diamond")
+    assert all(v == "runs" for k, v in listed.items() if k not in ("gpu_check", "diamond_compare"))
+    assert bench.main(["gpu_check"]) == 2 and "needs a CUDA device" in capsys.readouterr().err
+    assert bench.skip_reason("gpu_check", ["--cpu-smoke"]) is None  # the script's own CPU smoke test runs

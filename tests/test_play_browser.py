@@ -13,9 +13,11 @@ default 1 as in every test; the GIF is ~6 s of scripted keys).
 
 Speed where the player is (issue 19, `slow`): `test_browser_holds_real_time` plays a real model with the
 reality pane on and a scripted player for 10,000 received frames (and at least 5 minutes), and writes
-what the browser received to results/play_browser.json and .png:
-    MAGI_PLAY_MODEL=pretrained/atari pytest -q -s -m slow tests/test_play_browser.py -k real_time
-(MAGI_PLAY_FRAMES, MAGI_PLAY_MIN_S and MAGI_PLAY_RESULTS change the length and where it writes;
+what the browser received to MAGI_PLAY_RESULTS and a .png beside it (without it, to the test's temporary
+folder: tests never write into the source tree):
+    MAGI_PLAY_MODEL=pretrained/atari MAGI_PLAY_RESULTS=results/play_browser/NAME.json \\
+        pytest -q -s -m slow tests/test_play_browser.py -k real_time
+(MAGI_PLAY_FRAMES and MAGI_PLAY_MIN_S change the length;
 MAGI_PLAY_NOTE says what else ran on the machine, recorded beside the numbers).
 """
 
@@ -274,7 +276,8 @@ TRACE_FRAMES = """(() => {
 def test_browser_holds_real_time(played, tmp_path, monkeypatch):
     """10,000 frames (>= 5 min) of a scripted player in Chromium with the reality pane on: every model
     frame arrives, in order, and reality frames come with >= 90% of the generated ones (the pane misses
-    the frames between a round's end and the Reset); the rates and latencies are written to results/."""
+    the frames between a round's end and the Reset); the rates and latencies are written to the file
+    MAGI_PLAY_RESULTS names (by default into the test's temporary folder, printed)."""
     import numpy as np
 
     from magi.play.session import PlaySession
@@ -389,9 +392,12 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
         "reality_frames": reality, "resets": resets,
         "targets": {"fps": 15.0, "latency_p95_ms": 67.0},
     }
-    out = Path(os.environ.get("MAGI_PLAY_RESULTS", Path(__file__).resolve().parents[1] / "results" / "play_browser.json"))
+    # the test's own folder unless MAGI_PLAY_RESULTS names where to keep it (results/play_browser/NAME.json):
+    # a test run never writes into the source tree
+    out = Path(os.environ.get("MAGI_PLAY_RESULTS") or tmp_path / "play_browser.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
     _plot_real_time(t - t[0], per_frame, out.with_suffix(".png"), result)
     print(json.dumps({k: result[k] for k in ("frames", "seconds", "fps", "fps_30s_windows", "latency_ms",
                                              "produce_ms", "gap_ms", "flat", "reality_frames", "resets")}))
