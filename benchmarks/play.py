@@ -2,8 +2,9 @@
 next to the rollout quality at the same setting (issue 15).
 
 For each setting the model streams `--frames` frames (default 1,000) from real opening frames of a
-fresh emulator episode, with a sticky-random player pressing keys, exactly the loop `magi play` runs:
-`Magi.stream(None, ..., actions=callable, long_video="window")` + VAE decode to uint8. Reported:
+fresh emulator episode, with a sticky-random player pressing keys, through the loop `magi play` runs
+(`magi.play.loop.play` via `magi.evaluate.world_model.play_stream`) on the setting's engine: PyTorch
+(`Magi.stream`) or onnxruntime (the graphs of `magi export onnx`). Reported:
 latency p50 / p95, frames/s, latency around frame 20 and around frame 1,000 (flat cost: their ratio),
 and, from `magi eval world-model` on held-out recordings at the same setting, PSNR and the player's
 position error over the first 8 predicted frames. The setting `magi play` uses is the fastest one
@@ -11,6 +12,14 @@ at >= 15 frames/s whose player error is within 0.5 px of the best measured; it i
 `results/play.json` and, with `--write-model-setting`, to `<model>/play.json` (read by `magi play`).
 
     python benchmarks/play.py --model pretrained/atari [--frames 1000] [--quality-rollouts 32]
+
+`--engines` instead times the engines side by side at the model's play setting (issue 35): PyTorch eager,
+PyTorch compiled and onnxruntime, at each of `--threads`, in alternating rounds in one process (so a
+loaded machine weighs on all alike), and writes results/play_engines.json: per engine and thread count
+the median and p95 ms of the loop's step, the median key-to-frame latency and the process's CPU ms per
+frame, and the ratios to onnxruntime. `magi play`'s default engine is the fastest there.
+
+    python benchmarks/play.py --engines [--threads 1,2] [--rounds 6] [--frames 50]
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ class Setting(NamedTuple):
     compile: bool = False
     cfg: float = 1.0
     sampler: str = "ddim"
+    engine: str = "torch"  # or "onnx": the graphs of `magi export onnx` in onnxruntime (DDIM, cfg 1)
 
 
 SETTINGS = [
@@ -57,53 +67,102 @@ SETTINGS = [
     Setting("m1-d5-w3-compiled", 1, 5, window=3, compile=True),
     Setting("m1-d5-w3-compiled-1thread", 1, 5, threads=1, window=3, compile=True),
     Setting("m1-d5-w3-cfg1.5-compiled", 1, 5, window=3, compile=True, cfg=1.5),
+    Setting("m1-d5-w3-onnx", 1, 5, window=3, engine="onnx"),
+    Setting("m1-d5-w3-onnx-1thread", 1, 5, threads=1, window=3, engine="onnx"),
 ]
 TARGET_FPS = 15.0  # Atari's own rate at frameskip 4
 
 
-def opening_frames(game: str, k: int, size: int, seed: int = 1_000_000) -> torch.Tensor:
-    """k real frames of a fresh (held-out seed) emulator episode, NOOP between them: uint8 (1, k, 3, H, W)."""
-    from magi.data.builtin import _resize_frame, atari_env
+def options_of(setting: Setting):
+    from magi.pretrained import SamplingOptions
 
-    env = atari_env(game)
-    obs, _ = env.reset(seed=seed)
-    frames = [_resize_frame(obs, size)]
-    while len(frames) < k:
-        obs, *_ = env.step(0)
-        frames.append(_resize_frame(obs, size))
-    env.close()
-    return torch.from_numpy(np.stack(frames))[None]
+    return SamplingOptions(mask_steps=setting.mask_steps, diffusion_steps=setting.diffusion_steps,
+                           sampler=setting.sampler, cfg=setting.cfg, long_video="window", window=setting.window,
+                           compile=setting.compile)
+
+
+def make_engine(ckpt, world, setting: Setting, workdir: Path):
+    """The setting's engine: PyTorch (compiled or not), or its play setting exported to ONNX in `workdir`."""
+    from magi.play.engine import OnnxEngine, TorchEngine
+
+    if setting.engine == "onnx":
+        folder = workdir / f"onnx-m{setting.mask_steps}-d{setting.diffusion_steps}-w{setting.window}"
+        if not (folder / "manifest.json").is_file():
+            from magi.export.onnx import export_onnx
+
+            export_onnx(world, options_of(setting), folder)
+        return OnnxEngine(folder, threads=setting.threads)
+    return TorchEngine(ckpt)
 
 
 @torch.no_grad()
-def time_stream(ckpt, context: torch.Tensor, frames: int, setting: Setting, seed: int = 0) -> list[float]:
-    """Seconds per frame of the endless stream (generate + decode to uint8) at `setting`, a sticky-random
-    player at the keys."""
-    from magi.data import to_float_video
-    from magi.video_io import to_uint8
-
-    model, vae = ckpt.model, ckpt.vae
-    rng = np.random.default_rng(seed)
-    held = [0]
-
-    def player(t: int) -> int:  # the key held at frame t: changes one frame in four
-        if t >= context.shape[1] - 1 and rng.random() < 0.25:
-            held[0] = int(rng.integers(model.config.num_actions))
-        return held[0] if t >= context.shape[1] - 1 else 0
-
-    latents = vae.encode(to_float_video(context))  # (1, k, C, h, w)
-    stream = model.stream(None, context=latents, actions=player, mask_steps=setting.mask_steps,
-                          diffusion_steps=setting.diffusion_steps, sampler=setting.sampler, cfg=setting.cfg,
-                          long_video="window", window=setting.window, generator=torch.Generator().manual_seed(seed))
-    times = []
+def time_stream(ckpt, game: str, frames: int, setting: Setting, engine=None, seed: int = 0) -> list[float]:
+    """Seconds per frame of the play loop (context part + frame + decode to uint8) at `setting`, a sticky
+    player (`StickyPlayer`) at the keys: `magi.evaluate.world_model.play_stream`, the loop `magi play` runs."""
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(frames), desc=f"stream {setting.name}", leave=False):
-        t0 = time.perf_counter()
-        frame = next(stream)  # (1, C, h, w)
-        to_uint8(vae.decode(frame[:, None].float()))  # (1, 1, 3, H, W)
-        times.append(time.perf_counter() - t0)
+    from magi.evaluate.world_model import play_stream
+
+    stream = play_stream(ckpt, game, setting.mask_steps, setting.diffusion_steps, setting.sampler, seed=seed,
+                         window=setting.window, cfg=setting.cfg, engine=engine)
+    times = [next(stream)[1] / 1000 for _ in tqdm(range(frames), desc=f"stream {setting.name}", leave=False)]
+    stream.close()
     return times
+
+
+@torch.no_grad()
+def compare_engines(ckpt, world, setting: Setting, threads: list[int], rounds: int, frames: int,
+                    workdir: Path) -> list[dict]:
+    """PyTorch eager, PyTorch compiled and onnxruntime at `setting` and each thread count, in alternating
+    rounds of `frames` frames after a warm-up, each through `magi.play.loop.play` with the same opening,
+    sticky player and seed. -> one row per (engine, threads)."""
+    import os
+    import statistics
+
+    from magi.evaluate.world_model import StickyPlayer, emulator_opening
+    from magi.play.loop import play
+    from magi.play.session import FIRST_SEED
+
+    context = ckpt.encode(emulator_opening(world.game, world.context_frames, world.size, FIRST_SEED))
+    noop = world.meanings.index("NOOP") if "NOOP" in world.meanings else 0
+    rows = []
+    for n in threads:
+        torch.set_num_threads(n)
+        variants = {"torch": setting._replace(threads=n, engine="torch", compile=False),
+                    "torch-compiled": setting._replace(threads=n, engine="torch", compile=True),
+                    "onnx": setting._replace(threads=n, engine="onnx", compile=False)}
+        loops = {}
+        for name, v in variants.items():
+            if v.compile:
+                torch._dynamo.reset()
+            ckpt.compile(v.compile)
+            player = StickyPlayer(len(world.meanings), world.context_frames, 0, noop=noop)
+            loops[name] = (play(make_engine(ckpt, world, v, workdir), context, player, options_of(v), seed=0), v.compile)
+            for _ in range(3):  # warm-up (compiles the compiled variant's shapes)
+                next(loops[name][0])
+        times = {name: [] for name in loops}
+        load = [os.getloadavg()[0]]
+        for _ in range(rounds):
+            for name, (frames_, compiled) in loops.items():
+                ckpt.compile(compiled)  # dynamo's cache holds what the warm-up compiled
+                for _ in range(frames):
+                    cpu = time.process_time()
+                    f = next(frames_)
+                    times[name].append((f.ms, f.latency_ms, (time.process_time() - cpu) * 1000))
+        load.append(os.getloadavg()[0])
+        for frames_, _ in loops.values():
+            frames_.close()
+        onnx_ms = statistics.median(t[0] for t in times["onnx"])
+        for name, ts in times.items():
+            ms = [t[0] for t in ts]
+            rows.append({"engine": name, "threads": n, "frames": len(ts), "p50_ms": statistics.median(ms),
+                         "p95_ms": float(np.percentile(ms, 95)), "latency_p50_ms": statistics.median(t[1] for t in ts),
+                         "cpu_ms_p50": statistics.median(t[2] for t in ts), "fps": 1000 / float(np.mean(ms)),
+                         "over_onnx": statistics.median(ms) / onnx_ms, "load_average_1min": load})
+        print_table([r for r in rows if r["threads"] == n], ["engine", "threads", "p50_ms", "p95_ms", "latency_p50_ms",
+                                                             "cpu_ms_p50", "fps", "over_onnx"])
+    ckpt.compile(False)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,20 +174,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", help="comma-separated names to run (default: all)")
     p.add_argument("--write-model-setting", action="store_true",
                    help="also write the chosen setting to <model>/play.json for magi play")
+    p.add_argument("--engines", action="store_true",
+                   help="time the engines side by side at the model's play setting -> results/play_engines.json")
+    p.add_argument("--threads", default="1,2", help="with --engines: thread counts (default 1,2)")
+    p.add_argument("--rounds", type=int, default=6, help="with --engines: alternating rounds (default 6)")
+    p.add_argument("--round-frames", type=int, default=50, help="with --engines: frames per engine and round")
+    p.add_argument("--note", default="", help="what else ran on the machine, recorded beside the numbers")
     args = p.parse_args(argv)
     wanted = set(args.settings.split(",")) if args.settings else None
     known = [s.name for s in SETTINGS]
     if wanted and not wanted <= set(known):
         p.error(f"--settings: unknown {', '.join(sorted(wanted - set(known)))}; known: {', '.join(known)}")
 
-    from magi.evaluate.world_model import WorldModelEvalConfig, evaluate_world_model
-    from magi.pretrained import load_pretrained
+    import tempfile
 
-    ckpt = load_pretrained(args.model)
-    options = ((ckpt.run_config or {}).get("data") or {}).get("options") or {}
-    game, size = options.get("game", "Boxing"), int(options.get("size", 64))
-    k = max(2, ckpt.model.config.num_frames - 1)
-    context = opening_frames(game, k, size)
+    from magi.evaluate.world_model import WorldModelEvalConfig, evaluate_world_model
+    from magi.play.loop import opening_frames
+    from magi.play.session import load_world
+
+    world = load_world(args.model)
+    ckpt, game = world.ckpt, world.game
+    k = opening_frames(ckpt.model.config)
+    workdir = Path(tempfile.mkdtemp(prefix="magi-play-bench-"))
+    if args.engines:
+        from magi.play.server import play_setting
+
+        options, _ = play_setting(Path(args.model))
+        base = Setting(f"m{options.mask_steps}-d{options.diffusion_steps}-w{options.window}", options.mask_steps,
+                       options.diffusion_steps, window=options.window, cfg=options.cfg, sampler=options.sampler)
+        rows = compare_engines(ckpt, world, base, [int(t) for t in args.threads.split(",")], args.rounds,
+                               args.round_frames, workdir)
+        import onnxruntime
+
+        fastest = min(rows, key=lambda r: r["p50_ms"])
+        write_results("play_engines", {
+            "model": args.model, "game": game, "setting": base._asdict(), "rows": rows, "fastest": fastest,
+            "onnxruntime": onnxruntime.__version__, "note": args.note,
+            "timed": "magi.play.loop.play's step (context part, key, new frame, decode to uint8), batch 1; engines "
+                     "in alternating rounds in one process; latency: from reading the key to the decoded frame"})
+        print(f"\nfastest: {fastest['engine']} at {fastest['threads']} thread(s), {fastest['p50_ms']:.1f} ms p50")
+        return 0
     rows = []
     quality = {}  # (mask steps, diffusion steps, sampler, window, cfg) -> the rollout quality (threads: speed only)
     for s in SETTINGS:
@@ -136,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         torch.set_num_threads(s.threads)
         ckpt.compile(s.compile)
-        if s.compile:  # compile afresh for this thread count, every shape the stream uses, before the clock starts
+        engine = make_engine(ckpt, world, s, workdir)
+        if s.compile:  # compile afresh for this thread count, every shape the stream uses
             torch._dynamo.reset()
-            time_stream(ckpt, context, 3, s)
-        times = time_stream(ckpt, context, args.frames, s)
+        if s.compile or s.engine == "onnx":  # warm up before the clock starts
+            time_stream(ckpt, game, 3, s, engine)
+        times = time_stream(ckpt, game, args.frames, s, engine)
         ckpt.compile(False)
         ms = np.array(times) * 1000
         early = float(np.median(ms[15:26])) if len(ms) > 25 else None
@@ -148,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                "fps": float(1000 / ms.mean()), "ms_at_frame_20": early, f"ms_at_frame_{len(ms)}": late,
                "late_over_early": (late / early) if early and late else None}
-        key = (s.mask_steps, s.diffusion_steps, s.sampler, s.window, s.cfg)  # compiled: same frames to rounding
+        key = (s.mask_steps, s.diffusion_steps, s.sampler, s.window, s.cfg)  # compiled, onnx: same frames to rounding
         if args.quality_rollouts and key not in quality:
             cfg = WorldModelEvalConfig(context_frames=k, horizon=args.quality_horizon,
                                        rollouts=args.quality_rollouts, mask_steps=s.mask_steps,
@@ -176,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     write_results("play", payload)
     if args.write_model_setting and chosen:
         keep = {k_: chosen[k_] for k_ in ("setting", "mask_steps", "diffusion_steps", "sampler", "threads",
-                                          "window", "compile", "cfg", "fps", "p50_ms", "player_error_first8_px",
-                                          "psnr")}
+                                          "window", "compile", "cfg", "engine", "fps", "p50_ms",
+                                          "player_error_first8_px", "psnr")}
         (Path(args.model) / "play.json").write_text(json.dumps(keep, indent=1) + "\n")
     return 0
 

@@ -364,7 +364,9 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     loaded = {name: load_pretrained(path, device=device) for name, path in checkpoints.items()}
     first = next(iter(loaded.values()))
-    c = replace(config, context_frames=config.context_frames or max(1, first.model.config.num_frames - 1))
+    from magi.play.loop import opening_frames
+
+    c = replace(config, context_frames=config.context_frames or opening_frames(first.model.config))
     length = c.context_frames + c.horizon
     for name, ckpt in loaded.items():
         if ckpt.model.config.num_actions == 0:
@@ -526,50 +528,51 @@ def emulator_opening(game: str, frames: int, size, seed: int) -> torch.Tensor:
 
 
 class StickyPlayer:
-    """A seeded player for `Magi.stream(actions=...)`: NOOP (0) for the opening's frames t < k - 1,
-    then a key held that changes, with probability `change` per frame, to one drawn uniformly from the
-    game's `num_actions` (a player who keeps a key for a few frames, as people do)."""
+    """A seeded player for `Magi.stream(actions=...)`: NOOP (`noop`, the game's NOOP index) for the
+    opening's frames t < k - 1, then a key held that changes, with probability `change` per frame, to
+    one drawn uniformly from the game's `num_actions` (a player who keeps a key for a few frames, as
+    people do)."""
 
-    def __init__(self, num_actions: int, context_frames: int, seed: int, change: float = 0.25) -> None:
-        self.num_actions, self.k, self.change = num_actions, context_frames, change
-        self.rng, self.held, self.taken = np.random.default_rng(seed), 0, []
+    def __init__(self, num_actions: int, context_frames: int, seed: int, change: float = 0.25,
+                 noop: int = 0) -> None:
+        self.num_actions, self.k, self.change, self.noop = num_actions, context_frames, change, noop
+        self.rng, self.held, self.taken = np.random.default_rng(seed), noop, []
 
     def __call__(self, t: int) -> int:
         if t >= self.k - 1 and self.rng.random() < self.change:
             self.held = int(self.rng.integers(self.num_actions))
-        a = self.held if t >= self.k - 1 else 0
+        a = self.held if t >= self.k - 1 else self.noop
         self.taken.append(a)
         return a
 
 
 def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
                 temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None,
-                window: Optional[int] = None, cfg: float = 1.0) -> Iterator[tuple[torch.Tensor, float]]:
-    """The endless stream `magi play` runs: real opening frames of a fresh emulator episode (play's
-    first held-out seed, NOOPs), `Magi.stream(None, ..., actions=player, long_video="window")`, each
-    latent decoded to uint8. `player(t)` is the action taken at frame t (default: a `StickyPlayer`
-    seeded with `seed`). Yields (frame uint8 (3, H, W), ms spent on it: the stream's next frame +
-    decode)."""
-    import time
-
+                window: Optional[int] = None, cfg: float = 1.0, engine=None) -> Iterator[tuple[torch.Tensor, float]]:
+    """The endless stream `magi play` runs, through its play loop (`magi.play.loop.play`): real opening
+    frames of a fresh emulator episode (play's first held-out seed, NOOPs), then the engine's frames
+    (default `TorchEngine`: `Magi.stream(None, ..., long_video="window")`), each decoded to uint8.
+    `player(t)` is the action taken at frame t (default: a `StickyPlayer` seeded with `seed`). Yields
+    (frame uint8 (3, H, W), ms spent on it: the loop's whole step, context part + frame + decode)."""
+    from magi.play.engine import TorchEngine
+    from magi.play.loop import play
     from magi.play.session import FIRST_SEED
+    from magi.pretrained import SamplingOptions
 
-    model = ckpt.model
     k = stream_context_frames(ckpt)
     context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED))  # (1, k, C, h, w)
-    player = player or StickyPlayer(_num_game_actions(game), k, seed)
-    stream = model.stream(None, context=context, actions=player, mask_steps=mask_steps,
-                          diffusion_steps=diffusion_steps, sampler=sampler, temperature=temperature, cfg=cfg,
-                          generator=torch.Generator(device=ckpt.device).manual_seed(seed), long_video="window",
-                          window=window)
+    if player is None:
+        meanings = _game_actions(game)
+        player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
+    options = SamplingOptions(mask_steps=mask_steps, diffusion_steps=diffusion_steps, sampler=sampler,
+                              temperature=temperature, cfg=cfg, long_video="window", window=window)
+    frames = play(engine or TorchEngine(ckpt), context, player, options, seed)
     try:
         with torch.no_grad():
-            while True:
-                start = time.perf_counter()
-                image = ckpt.decode(next(stream)[:, None])[0, 0]  # (1, C, h, w) -> (3, H, W) uint8
-                yield image, (time.perf_counter() - start) * 1000
+            for played in frames:
+                yield torch.from_numpy(played.image), played.ms
     finally:
-        stream.close()
+        frames.close()
 
 
 def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
@@ -601,7 +604,8 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
     found = {sprite: np.zeros(frames, bool) for sprite in detectors}
     ms = np.zeros(frames)
     snapshots, pending = [], []
-    player = StickyPlayer(_num_game_actions(game), k, seed)
+    meanings = _game_actions(game)
+    player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
     stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player, window, cfg)
     cpu_ms = np.zeros(frames)  # the process's CPU time per frame (all threads): robust to a loaded machine
     load = [os.getloadavg()[0]]
@@ -680,19 +684,20 @@ def stream_cost(ckpt, game: str, setting: dict, frames: int = 40, warmup: int = 
 
 
 def stream_context_frames(ckpt) -> int:
-    """Real opening frames `magi play` gives a model: its training length minus one, at least 2."""
-    from magi.play.session import MIN_CONTEXT
+    """Real opening frames `magi play` gives a model (`magi.play.loop.opening_frames`)."""
+    from magi.play.loop import opening_frames
 
-    return max(MIN_CONTEXT, ckpt.model.config.num_frames - 1)
+    return opening_frames(ckpt.model.config)
 
 
-def _num_game_actions(game: str) -> int:
+def _game_actions(game: str) -> list[str]:
+    """The game's minimal action set, index = action (as `magi play` reads it)."""
     from magi.data.builtin import atari_env
 
     env = atari_env(game, who="stream_check")
-    n = len(env.unwrapped.get_action_meanings())
+    meanings = list(env.unwrapped.get_action_meanings())
     env.close()
-    return n
+    return meanings
 
 
 def _longest_run(flags: np.ndarray) -> int:

@@ -29,6 +29,10 @@ class TorchEngine:
     def __init__(self, ckpt) -> None:
         self.ckpt = ckpt
 
+    @property
+    def device(self) -> torch.device:
+        return self.ckpt.device
+
     def stream(self, context: torch.Tensor, actions: Callable[[int], int], options,
                generator: torch.Generator) -> Iterator[torch.Tensor]:
         o = self.ckpt
@@ -59,6 +63,7 @@ def session_options(threads: Optional[int]):
 
 class OnnxEngine:
     name = "onnx"
+    device = torch.device("cpu")  # where its noise is drawn
 
     def __init__(self, directory: str | Path, threads: Optional[int] = None) -> None:
         import onnxruntime as ort

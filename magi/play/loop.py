@@ -50,7 +50,7 @@ def play(engine, context: torch.Tensor, player: Callable[[int], int], options, s
         asked["t"], asked["at"] = t, time.perf_counter()
         return player(t)
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=engine.device).manual_seed(seed)
     stream = engine.stream(context, read, options, generator)
     try:
         for t in range(k, 2**62):

@@ -65,6 +65,10 @@ from magi.pretrained import SamplingOptions
 
 DEFAULT_MODEL = "pretrained/atari"
 DEFAULT_SETTING = SamplingOptions(mask_steps=4, diffusion_steps=10, sampler="ddim", long_video="window")
+# The engine `magi play` draws frames with when neither --engine nor the model's play.json names one: the
+# fastest in `benchmarks/play.py --engines` on the 2-core CPU (results/play_engines.json): onnxruntime.
+# A setting the ONNX graphs cannot run (DDPM, cfg != 1) or a missing onnxruntime falls back to PyTorch.
+DEFAULT_ENGINE = "onnx"
 MAX_MESSAGE_BYTES = 4096  # a client message larger than this gets an error reply
 WS_MAX_SIZE = 65536  # client messages past this are refused by the WebSocket layer (close 1009)
 STATS_EVERY_S = 0.5
@@ -196,16 +200,15 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
     from starlette.websockets import WebSocketDisconnect
 
     setting.validate()
+    check_window(world, setting)
     trained = world.ckpt.model.config.num_frames
-    if setting.window is not None and setting.window > trained:
-        raise ValueError(f"window: {setting.window} frames, more than the {trained} the model was trained on")
     if max_sessions < 1:
         raise ValueError(f"max_sessions: expected >= 1, got {max_sessions}")
     for name, value in (("idle_limit", idle_limit), ("send_timeout", send_timeout)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}: expected a number of seconds > 0, got {value}")
     fps_cap = world.fps if fps_cap is None else fps_cap
-    if setting.compile:
+    if setting.compile and world.engine.name == "torch":
         compile_world(world, setting, log)
     assets = {url: ((STATIC / name).read_bytes(), media) for url, (name, media) in ASSETS.items()}
     seeds = SeedSource()
@@ -220,8 +223,8 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
         return {"type": "hello", "game": world.game, "actions": world.meanings, "model": world.name,
                 "setting": {"mask_steps": setting.mask_steps, "diffusion_steps": setting.diffusion_steps,
                             "sampler": setting.sampler, "temperature": setting.temperature, "cfg": setting.cfg,
-                            "window": setting.window or trained, "threads": torch.get_num_threads(),
-                            "compiled": world.ckpt.compiled},
+                            "window": setting.window or trained,
+                            **world.engine.describe()},
                 "fps_cap": fps_cap, "context_frames": world.context_frames, "seed": session.seed,
                 "keys": KEY_HELP, "frame_header": "<BBHHhI kind,channels,height,width,action,index",
                 "sees": world.sees, "idle_limit": idle_limit}
@@ -262,6 +265,12 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
     app = Starlette(routes=routes, middleware=[Middleware(HostCheck, bound=host)])
     app.state.sessions = state
     return app
+
+
+def check_window(world: World, setting: SamplingOptions) -> None:
+    trained = world.ckpt.model.config.num_frames
+    if setting.window is not None and setting.window > trained:
+        raise ValueError(f"window: {setting.window} frames, more than the {trained} the model was trained on")
 
 
 class SlowClient(Exception):
@@ -465,7 +474,7 @@ def benchmarked_setting(model: Path) -> dict:
         raise ValueError(f"{path}: expected a JSON object, got {type(chosen).__name__}")
     kinds = {"mask_steps": (int, "an integer"), "diffusion_steps": (int, "an integer"), "sampler": (str, "a string"),
              "threads": (int, "an integer"), "window": ((int, type(None)), "an integer or null"),
-             "compile": (bool, "true or false"), "cfg": ((int, float), "a number")}
+             "compile": (bool, "true or false"), "cfg": ((int, float), "a number"), "engine": (str, "a string")}
     for key in chosen.keys() & kinds.keys():
         kind, expected = kinds[key]
         value = chosen[key]
@@ -492,6 +501,29 @@ def play_setting(model: Path, mask_steps: Optional[int] = None, diffusion_steps:
                               compile=chosen.get("compile", False) if compile is None else compile,
                               cfg=float(chosen.get("cfg", DEFAULT_SETTING.cfg)) if cfg is None else cfg)
     return setting, threads or chosen.get("threads")
+
+
+def play_engine(model: Path, setting: SamplingOptions, engine: Optional[str] = None) -> str:
+    """The engine `magi play` runs `model` on: as given, else the model's play.json, else `DEFAULT_ENGINE`
+    where the setting can run on it (DDIM, cfg 1, onnxruntime installed), else "torch". ValueError for an
+    engine that cannot run the setting when asked for, or an unknown one."""
+    from magi.play.engine import ENGINES
+
+    asked = engine or benchmarked_setting(model).get("engine")
+    if asked is not None and asked not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {asked!r}")
+    name = asked or DEFAULT_ENGINE
+    if name == "onnx":
+        import importlib.util
+
+        why = ("onnxruntime is not installed" if importlib.util.find_spec("onnxruntime") is None
+               else f"the ONNX graphs unroll DDIM; sampler {setting.sampler!r}" if setting.sampler != "ddim"
+               else f"the ONNX graphs run without guidance; cfg {setting.cfg:g}" if setting.cfg != 1.0 else None)
+        if why is not None:
+            if engine == "onnx":
+                raise ValueError(f"--engine onnx: {why} (use --engine torch)")
+            return "torch"
+    return name
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -526,6 +558,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the diffusion head and the VAE decoder before serving (faster "
                         "frames on the CPU after ~1 min of compiling; default: the model's play.json, else off)")
+    parser.add_argument("--engine", choices=["onnx", "torch"], default=None,
+                        help="what draws the frames: onnxruntime (the play setting exported by `magi export onnx` at "
+                        "start, a few seconds) or PyTorch (default: the model's play.json, else "
+                        f"{DEFAULT_ENGINE}, the faster on a 2-core CPU; torch where the setting needs it)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -534,6 +570,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              args.sampler, args.temperature, args.threads, args.window,
                                              args.compile, args.cfg)
         setting.validate()
+        args.engine = play_engine(Path(args.model), setting, args.engine)
+        if args.engine == "onnx" and args.device != "cpu":
+            raise ValueError(f"--engine onnx runs on the CPU; got --device {args.device} (use --engine torch)")
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
@@ -570,7 +609,37 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     handler.setFormatter(logging.Formatter("magi play: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    if setting.compile:
+    try:
+        check_window(world, setting)
+    except ValueError as e:
+        log.removeHandler(handler)
+        print(f"magi play: {e}", file=sys.stderr)
+        return 2
+    if args.engine == "onnx":
+        import shutil
+        import tempfile
+
+        from magi.play.engine import OnnxEngine
+
+        folder = Path(tempfile.mkdtemp(prefix="magi-play-onnx-"))
+        try:
+            world.engine = OnnxEngine.for_world(world, setting, folder, threads=torch.get_num_threads())
+        except Exception as e:  # noqa: BLE001 - an export that fails: say so, name the way out
+            shutil.rmtree(folder, ignore_errors=True)
+            log.removeHandler(handler)
+            print(f"magi play: exporting to ONNX failed ({type(e).__name__}: {e}); try --engine torch", file=sys.stderr)
+            return 2
+        try:
+            return _run(args, world, setting, sock, handler)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return _run(args, world, setting, sock, handler)
+
+
+def _run(args, world: World, setting: SamplingOptions, sock: socket.socket, handler) -> int:
+    import torch
+
+    if setting.compile and world.engine.name == "torch":
         print("magi play: compiling the diffusion head and the VAE decoder (about a minute)...", flush=True)
     try:
         app = create_app(world, setting, max_sessions=args.max_sessions, host=args.host, idle_limit=args.idle_limit)
@@ -587,9 +656,10 @@ def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> 
     shown = f"[{shown}]" if ":" in shown else shown
     threads = torch.get_num_threads()
     window = setting.window or world.ckpt.model.config.num_frames
+    engine = "onnxruntime" if world.engine.name == "onnx" else "PyTorch" + (", compiled" if world.ckpt.compiled else "")
     print(f"magi play: {world.game} world model {world.ckpt.path} ({setting.sampler.upper()}, "
           f"{setting.mask_steps} mask x {setting.diffusion_steps} diffusion steps, a window of {window} "
-          f"frames, {threads} thread{'s' if threads > 1 else ''}{', compiled' if world.ckpt.compiled else ''}); "
+          f"frames, {threads} thread{'s' if threads > 1 else ''}, {engine}); "
           f"{world.sees['text']}\n"
           f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn

@@ -1,6 +1,7 @@
 """One player's game: a real Atari emulator for the opening frames (and the "reality" pane), the
-player's held keys mapped to the game's action, and `Magi.stream` drawing every frame after the
-opening (DESIGN §8).
+player's held keys mapped to the game's action, and the play loop (`magi.play.loop.play`, on the
+world's engine: `Magi.stream` in PyTorch or the exported graphs in onnxruntime) drawing every frame
+after the opening (DESIGN §8, issue 35).
 
 Conventions are the recordings' (`magi.data.builtin.record_atari`): `gymnasium.make("ALE/<game>-v5",
 frameskip=4, full_action_space=False)`, frames area-resized to the training size, and `actions[t]`
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from magi.checkpoint import RUN_CONFIG_FILE
+from magi.play.engine import TorchEngine
+from magi.play.loop import MIN_CONTEXT, opening_frames, play  # noqa: F401 - MIN_CONTEXT re-exported
 from magi.pretrained import LoadedCheckpoint, SamplingOptions
 
 KEYS = ("up", "down", "left", "right", "fire")  # what the page may hold; arrows/WASD + space
 NULL_ACTION = -1  # "no action" for Magi.stream: the action that led into frame 0
 FIRST_SEED = 1_000_000  # emulator seeds for play start here (recordings use 32-bit hashed seeds)
-MIN_CONTEXT = 2  # real opening frames given to the model, at least
 
 
 class ModelLoadError(Exception):
@@ -96,6 +97,11 @@ class World:
     meanings: list[str]  # the game's minimal action set, index = action
     context_frames: int  # k real opening frames given to the model
     sees: dict  # what the model sees, from its VAE (`describe_view`): shown on the page
+    engine: object = None  # what draws the frames (`magi.play.engine`); None: PyTorch (`TorchEngine`)
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = TorchEngine(self.ckpt)
 
     @property
     def fps(self) -> float:
@@ -162,7 +168,7 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
     if len(meanings) > config.num_actions:
         raise ModelLoadError(f"{directory / CONFIG_NAME}: num_actions = {config.num_actions} but {game} has "
                              f"{len(meanings)} actions")
-    context = max(MIN_CONTEXT, config.num_frames - 1)
+    context = opening_frames(config)
     return World(ckpt, game, frameskip, size, meanings, context, describe_view(ckpt))
 
 
@@ -176,12 +182,9 @@ def compile_world(world: World, options: SamplingOptions, log=None) -> bool:
     blank = torch.zeros(1, k, 3, *world.size, dtype=torch.uint8)  # (1, k, 3, H, W)
     try:
         ckpt.compile()
-        context = ckpt.encode(blank)  # (1, k, C, h, w)
-        frames = ckpt.model.stream(None, context=context, actions=lambda t: 0, mask_steps=options.mask_steps,
-                                   diffusion_steps=options.diffusion_steps, sampler=options.sampler,
-                                   cfg=options.cfg, long_video="window", window=options.window)
+        frames = play(TorchEngine(ckpt), ckpt.encode(blank), lambda t: 0, options, seed=0)
         for _ in range(2):  # the first generated frame and one of the sliding window after it
-            ckpt.decode(next(frames)[:, None])
+            next(frames)
         frames.close()
         return True
     except Exception as e:  # noqa: BLE001 - torch.compile fails in many ways; eager still plays
@@ -289,7 +292,7 @@ class PlaySession:
         self.reality_over = False  # the emulator's episode ended; the model plays on
         self.reality_over_at: Optional[int] = None  # the frame index t at which it ended
         self._env = self._emulators.take()  # reset with this session's seed at the first frame
-        self._stream: Optional[Iterator[torch.Tensor]] = None
+        self._frames: Optional[Iterator] = None  # the play loop (`magi.play.loop.play`)
         self._lock = threading.Lock()  # one frame at a time; close() waits for it
         self._reset_lock = threading.Lock()  # guards the hand-over of a requested seed
         self._pending_seed: Optional[int] = self.seed
@@ -326,14 +329,11 @@ class PlaySession:
             if t < k:
                 return Frame(t, NULL_ACTION if t == 0 else self._noop, self._opening_view[t],
                              self._opening[t] if self.reality else None, seed=self.seed)
-            start = time.perf_counter()
-            latent = next(self._stream)  # (1, C, h, w); calls self._act(t - 1) first
-            image = self.world.ckpt.decode(latent[:, None])[0, 0].numpy()  # (3, H, W) uint8
-            latency = (time.perf_counter() - start) * 1000
+            played = next(self._frames)  # calls self._act(t - 1) after the frame's context part
             reality = None
             if self.reality and not self.reality_over:
                 reality = self._resize(self._obs)
-            return Frame(t, self._last_action, image, reality, latency, self.seed)
+            return Frame(t, self._last_action, played.image, reality, played.ms, self.seed)
 
     def close(self) -> None:
         """Stop the stream and hand the emulator back; waits for a frame in progress."""
@@ -341,17 +341,17 @@ class PlaySession:
             if self._closed:
                 return
             self._closed = True
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
+            if self._frames is not None:
+                self._frames.close()
+                self._frames = None
             self._emulators.give_back(self._env)
             self._env = None
 
     def _start(self, seed: int) -> None:
         """Reset the emulator with a held-out seed, take k - 1 NOOPs for k real opening frames,
-        encode them as the context and start an endless stream from them."""
-        if self._stream is not None:
-            self._stream.close()
+        encode them as the context and start the play loop from them."""
+        if self._frames is not None:
+            self._frames.close()
         w, k = self.world, self.world.context_frames
         self.seed = seed
         obs, _ = self._env.reset(seed=seed)
@@ -364,12 +364,7 @@ class PlaySession:
         clip = torch.from_numpy(np.stack(self._opening))[None]  # (1, k, 3, H, W)
         context = w.ckpt.encode(clip)  # (1, k, C, h, w)
         self._opening_view = list(w.ckpt.decode(context)[0].numpy())  # k x (3, H, W): as the model sees them
-        o = self.options
-        generator = torch.Generator(device=w.ckpt.device).manual_seed(self.seed)
-        self._stream = w.ckpt.model.stream(
-            None, context=context, actions=self._act, mask_steps=o.mask_steps,
-            diffusion_steps=o.diffusion_steps, sampler=o.sampler, temperature=o.temperature, cfg=o.cfg,
-            generator=generator, long_video="window", window=o.window)
+        self._frames = play(w.engine, context, self._act, self.options, self.seed)
         self._t = 0
 
     def _act(self, t: int) -> int:

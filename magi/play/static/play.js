@@ -84,7 +84,8 @@
       const s = message.setting;
       $("game").textContent = "· " + message.game;
       $("setting").textContent = `${s.sampler.toUpperCase()}, ${s.mask_steps} mask × ${s.diffusion_steps} ` +
-        `diffusion steps${s.threads ? `, ${s.threads} thread${s.threads > 1 ? "s" : ""}` : ""}`;
+        `diffusion steps${s.threads ? `, ${s.threads} thread${s.threads > 1 ? "s" : ""}` : ""}` +
+        `${s.engine ? `, ${s.engine === "onnx" ? "onnxruntime" : "PyTorch"}${s.compiled ? " (compiled)" : ""}` : ""}`;
       $("seed").textContent = message.seed;
       $("sees").textContent = message.sees.text;
       $("model-caption").textContent = `world model (${message.sees.colour}, as its VAE sees it)`;
