@@ -2,7 +2,7 @@
 
 from magi.config import MagiConfig
 
-__all__ = ["MagiConfig", "Magi"]
+__all__ = ["MagiConfig", "Magi", "MagiPipeline"]
 __version__ = "0.1.0"
 
 
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from magi.model.magi import Magi
 
         return Magi
+    if name == "MagiPipeline":
+        from magi.pipeline import MagiPipeline
+
+        return MagiPipeline
     raise AttributeError(f"module 'magi' has no attribute {name!r}")

@@ -532,6 +532,22 @@ class SampleConfig:
 
 
 @dataclass
+class TextEncoderConfig:
+    """The frozen text encoder of a text model (`magi.text.TextEncoder`): a transformers encoder by hub
+    id or local folder (`google/t5-v1_1-xxl`, a CLIP text model, any encoder model), captions padded or
+    truncated to `max_length` tokens. Empty `name` = no text. The trainer sets `model.text_dim` to the
+    encoder's width and `model.text_len` to `max_length` where the model leaves them 0."""
+
+    name: str = ""
+    max_length: int = 120
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
+
+    def validate(self) -> None:
+        if self.max_length <= 0:
+            raise ValueError(f"text_encoder.max_length: expected > 0, got {self.max_length}")
+
+
+@dataclass
 class TrainConfig:
     """The training recipe (DESIGN §1): AdamW, warm-up then constant lr, bf16 autocast, EMA in fp32.
 
@@ -647,15 +663,17 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    text_encoder: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         """Build and validate; unknown keys, wrong types and impossible values raise naming the key."""
         if not isinstance(data, dict):
             raise ValueError(f"run config: expected a mapping, got {data!r}")
-        unknown = sorted(set(data) - {"model", "data", "vae", "train"})
+        unknown = sorted(set(data) - {"model", "data", "vae", "train", "text_encoder"})
         if unknown:
-            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known: data, model, train, vae")
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known: data, model, text_encoder, "
+                             "train, vae")
         model = data.get("model", {})
         if not isinstance(model, dict):
             raise ValueError(f"model: expected a mapping, got {model!r}")
@@ -664,6 +682,7 @@ class RunConfig:
             data=from_dict(DataConfig, data.get("data", {}) or {}, prefix="data."),
             vae=from_dict(VAEConfig, data.get("vae", {}) or {}, prefix="vae."),
             train=from_dict(TrainConfig, data.get("train", {}) or {}, prefix="train."),
+            text_encoder=from_dict(TextEncoderConfig, data.get("text_encoder", {}) or {}, prefix="text_encoder."),
         )
         run.validate()
         return run
@@ -682,6 +701,14 @@ class RunConfig:
         self.data.validate()
         self.vae.validate()
         self.train.validate()
+        self.text_encoder.validate()
+        m, t = self.model, self.text_encoder
+        if m.text_dim and not t.name:
+            raise ValueError(f"text_encoder.name: model.text_dim={m.text_dim} makes a text model, which needs "
+                             "a text encoder (a transformers encoder's hub id or folder)")
+        if t.name and m.text_len and m.text_len != t.max_length:
+            raise ValueError(f"text_encoder.max_length: {t.max_length} differs from model.text_len={m.text_len} "
+                             "(the caption length the model was built for)")
         if self.train.sample.context_frames >= self.model.num_frames:
             raise ValueError(f"train.sample.context_frames: {self.train.sample.context_frames} leaves "
                              f"nothing to generate with model.num_frames={self.model.num_frames}")
@@ -694,4 +721,5 @@ class RunConfig:
 
 
 __all__ = ["MagiConfig", "PRESETS", "RunConfig", "DataConfig", "VAEConfig", "TrainConfig", "SampleConfig",
+           "TextEncoderConfig",
            "from_dict", "to_dict", "load_yaml", "apply_overrides", "parse_override"]

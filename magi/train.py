@@ -136,7 +136,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack `video` / `latents` / `actions`, `label` and `interval` of dataset items; keep paths as a list."""
+    """Stack `video` / `latents` / `actions`, `label` and `interval` of dataset items; keep paths and
+    captions as lists."""
     out: dict[str, Any] = {}
     for key in ("video", "latents", "actions"):
         if key in items[0]:
@@ -145,7 +146,26 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         if key in items[0] and items[0][key] is not None:
             out[key] = torch.as_tensor([int(it[key]) for it in items], dtype=torch.long)  # (B,)
     out["path"] = [str(it.get("path", "")) for it in items]
+    if "caption" in items[0]:
+        out["caption"] = [str(it["caption"]) for it in items]
     return out
+
+
+def build_text_encoder(run: RunConfig, device: torch.device):
+    """The run's frozen text encoder and the run with `model.text_dim` / `text_len` set from it (where
+    the model leaves them 0); (None, run) for a run without text."""
+    tc, mc = run.text_encoder, run.model
+    if not tc.name:
+        return None, run
+    from magi.text import TextEncoder
+
+    dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[tc.dtype]
+    encoder = TextEncoder.from_pretrained(tc.name, max_length=tc.max_length, device=device, dtype=dtype)
+    if mc.text_dim and mc.text_dim != encoder.width:
+        raise ValueError(f"model.text_dim={mc.text_dim} but the text encoder {tc.name!r} is {encoder.width} wide")
+    model = mc.replace(text_dim=encoder.width, text_len=tc.max_length)
+    model.validate()
+    return encoder, replace(run, model=model)
 
 
 def record_trained_intervals(run: RunConfig, dataset: Dataset):
@@ -302,6 +322,8 @@ class Trainer:
         run = replace(run, model=record_trained_intervals(run, self.dataset))
         self.run = run = replace(run, model=record_class_names(run, self.dataset))  # in every checkpoint
         self._sample_dataset = sample_dataset
+        self.text_encoder, self.run = build_text_encoder(self.run, self.device)
+        run = self.run
         self.vae = vae
         try:
             first = self.dataset[0]
@@ -393,6 +415,9 @@ class Trainer:
                 problems.append(f"model.num_actions={mc.num_actions} but the data has action {int(actions.max())}")
             elif t != item["video" if "video" in item else "latents"].shape[0]:
                 problems.append("actions need one latent frame per video frame; the VAE compresses time")
+        if mc.text_dim and "caption" not in item:
+            problems.append(f"model.text_dim={mc.text_dim} makes a text model but the data has no captions "
+                            "(a folder needs metadata.jsonl or metadata.csv with file_name and text)")
         data_classes = num_data_classes(self.dataset)
         if mc.num_classes and data_classes and data_classes > mc.num_classes:
             problems.append(f"model.num_classes={mc.num_classes} but the data has {data_classes} classes"
@@ -503,6 +528,12 @@ class Trainer:
             return None
         return batch["actions"].to(self.device, non_blocking=True)
 
+    def _text(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """(B, L, E) caption embeddings for a text model (each caption encoded once), else None."""
+        if self.text_encoder is None:
+            return None
+        return self.text_encoder.encode(batch["caption"]).to(self.device, non_blocking=True)
+
     def _no_sync(self, last: bool):
         """Skip the gradient all-reduce on all but the last micro-batch of a step."""
         if is_fsdp(self.model):
@@ -527,7 +558,7 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                     enabled=self.autocast_dtype is not None):
                     out = self.forward_model(latents, labels=labels, intervals=intervals,
-                                             actions=self._actions(batch))
+                                             actions=self._actions(batch), text=self._text(batch))
                 loss = out["loss"].float()
                 (loss / self.accum).backward()
             finite = torch.isfinite(loss.detach())
@@ -641,7 +672,7 @@ class Trainer:
                                      labels=labels, intervals=intervals, cfg=sc.cfg,
                                      mask_steps=sc.mask_steps, diffusion_steps=sc.diffusion_steps,
                                      temperature=sc.temperature, sampler=sc.sampler, generator=gen,
-                                     actions=self._actions(batch))
+                                     actions=self._actions(batch), text=self._text(batch))
         if fsdp:
             self.ema.reshard()
         result: dict[str, Any] = {}

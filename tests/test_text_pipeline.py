@@ -1,0 +1,116 @@
+"""Text to video end to end, offline: a tiny T5 encoder (T5Config + the file-less ByT5Tokenizer), a text
+model trained a few steps on captioned digits through `magi train`, and `MagiPipeline` on the result."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from magi import MagiPipeline
+from magi.config import RunConfig
+from magi.text import TextEncoder, byte_t5
+from magi.train import train
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("byte_t5")
+    model, tokenizer = byte_t5(width=32, layers=1, heads=2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _run_config(encoder_dir, mode="prefix"):
+    return RunConfig.from_dict({
+        "model": {"preset": "test", "latent_channels": 16, "latent_size": 4, "num_frames": 4, "num_classes": 0,
+                  "text_mode": mode},
+        "text_encoder": {"name": str(encoder_dir), "max_length": 40},
+        "data": {"kind": "captioned-digits",
+                 "options": {"num_videos": 32, "num_frames": 4, "size": 16, "num_digits": 1, "seed": 0}},
+        "vae": {"spec": "pixels:4:gray"},
+        "train": {"max_steps": 2, "global_batch_size": 4, "warmup_steps": 1, "lr": 1e-3, "precision": "fp32",
+                  "checkpoint_every": 2, "progress": False, "sample": {"num_videos": 0}},
+    })
+
+
+@pytest.fixture(scope="module")
+def trained(encoder_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("text_run")
+    result = train(_run_config(encoder_dir), out)
+    return out, result
+
+
+def test_text_encoder_encodes_each_caption_once_and_warns_on_truncation(encoder_dir):
+    enc = TextEncoder.from_pretrained(encoder_dir, max_length=12)
+    calls = []
+    enc.model.register_forward_hook(lambda m, i, o: calls.append(1))
+    a = enc.encode(["the digit 1", "the digit 2", "the digit 1"])
+    assert a.shape == (3, 12, 32) and a.dtype == torch.float32
+    assert torch.equal(a[0], a[2]) and not torch.equal(a[0], a[1])
+    enc.encode(["the digit 2"])
+    assert len(calls) == 1, "memoised: the second call must not run the encoder"
+    with pytest.warns(UserWarning, match="longer than the text encoder's 12 tokens are truncated"):
+        enc.encode(["the digit 3 is moving up then down"])
+    with pytest.raises(ValueError, match="captions: expected a list"):
+        enc.encode("one string")
+
+
+def test_a_missing_encoder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="text_encoder.name"):
+        TextEncoder.from_pretrained(tmp_path / "nowhere", max_length=8)
+
+
+def test_training_a_text_model_records_the_encoder(trained, encoder_dir):
+    out, result = trained
+    assert result.step == 2
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["model"]["text_dim"] == 32 and saved["model"]["text_len"] == 40
+    assert saved["text_encoder"]["name"] == str(encoder_dir)
+
+
+def test_a_text_model_refuses_data_without_captions(encoder_dir, tmp_path):
+    run = _run_config(encoder_dir)
+    run.data.kind = "moving-digits"
+    run.data.options = {"num_videos": 32, "num_frames": 4, "size": 16, "num_digits": 1}
+    with pytest.raises(ValueError, match="makes a text model but the data has no captions"):
+        train(run, tmp_path)
+
+
+def test_the_pipeline_answers_prompts(trained):
+    out, _ = trained
+    pipe = MagiPipeline.from_pretrained(out)
+    kw = dict(mask_steps=2, diffusion_steps=2, sampler="ddim", generator=torch.Generator().manual_seed(0))
+    video = pipe(prompt=["the digit 3 is moving up then down", ""], guidance_scale=3.0, **kw)
+    assert video.dtype == np.uint8 and video.shape == (2, 4, 16, 16, 3)
+    again = pipe(prompt=["the digit 3 is moving up then down", ""], guidance_scale=3.0,
+                 **{**kw, "generator": torch.Generator().manual_seed(0)})
+    assert np.array_equal(video, again)
+    # the empty prompt is the null caption
+    emb = pipe.encode_prompt(["", "the digit 1 is moving up then down"])
+    assert torch.equal(emb[0], pipe.model.null_text) and not torch.equal(emb[1], pipe.model.null_text)
+
+
+def test_the_pipeline_names_bad_arguments(trained):
+    out, _ = trained
+    pipe = MagiPipeline.from_pretrained(out)
+    with pytest.raises(ValueError, match="class_labels: this model has no classes"):
+        pipe(prompt="the digit 1 is moving up then down", class_labels=[1])
+    with pytest.raises(ValueError, match="num_videos: 3 given, but prompt gives a batch of 2"):
+        pipe(prompt=["a", "b"], num_videos=3)
+    with pytest.raises(ValueError, match="actions: this model is not action-conditioned"):
+        pipe(prompt="a", actions=[[0, 1]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe(prompt="the digit 3 is moving up then down " * 3, mask_steps=1, diffusion_steps=1, sampler="ddim")
+    assert any("truncated" in str(w.message) for w in caught)
+
+
+def test_a_prompt_for_a_model_without_text_is_refused():
+    pipe = MagiPipeline.from_pretrained("pretrained")
+    with pytest.raises(ValueError, match="prompt: this model has no text conditioning"):
+        pipe(prompt="a digit")
+    video = pipe(class_labels=[3], num_frames=4, mask_steps=1, diffusion_steps=1, sampler="ddim")
+    assert video.shape[:2] == (1, 4) and video.shape[-1] == 3
