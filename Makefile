@@ -37,7 +37,7 @@ pretrained: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/demo_pretrained --pretrained pretrained
 
-# Rebuild pretrained/atari/, the Boxing world model in colour (issue 19): records the episodes, trains the
+# Rebuild pretrained/atari/, the Boxing world model in colour (docs/world-model.md): records the episodes, trains the
 # frame tokenizer (configs/atari_tokenizer.yaml, ~25 CPU min) and exports it, trains the world model on its
 # latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), then four
 # fine-tuning stages, each warming the lr up again and decaying it, each started from the stage before

@@ -1,4 +1,4 @@
-"""CTF with FlexAttention's block sparsity versus dense CTF and naive dense MTF (DESIGN §3).
+"""CTF with FlexAttention's block sparsity versus dense CTF and naive dense MTF (docs/design.md §3).
 
 The paper's claim: CTF doubles the training sequence, yet with a block-sparse kernel its attention
 costs about what naive (dense-mask) MTF costs. This script counts the attention work each variant

@@ -2,7 +2,7 @@
 exactly on the CPU (no timing): the paper's shapes, the default block size, the 128-token blocks that
 compiled bf16 backward needs (`magi.model.attention.FlexKernel.coarse`), asymmetric (q, kv) blocks, and
 the best order of the frames (slots) within the sequence at 128-token blocks, found by searching every
-order. The reference is naive dense MTF (T*N)^2, as in DESIGN §3.
+order. The reference is naive dense MTF (T*N)^2, as in docs/design.md §3.
 
 Shapes (latent frames x tokens per frame): 5x64 (UCF-101 at 128 px, Cosmos 4x8x8, patch 2, the paper's
 setting), 5x256 (256 px), 16x64 (a 2D VAE at 128 px), 9x256 (the most favourable shape).

@@ -1,4 +1,4 @@
-"""DIAMOND's Atari denoiser next to a MAGI world model's play stream, per frame on this CPU (issue 19).
+"""DIAMOND's Atari denoiser next to a MAGI world model's play stream, per frame on this CPU (docs/world-model.md).
 
 How the numbers are made (also written into the JSON):
 - DIAMOND (github.com/eloialonso/diamond, checked out by the user; its code is imported from that

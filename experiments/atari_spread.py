@@ -1,4 +1,4 @@
-"""How far do the actions alone decide where the player goes? (issue 14's "what limits it")
+"""How far do the actions alone decide where the player goes? (what limits a world model: docs/design.md §8)
 
 ALE v5 repeats the previous action on each emulator frame with probability 0.25 ("sticky actions"), so
 the same actions from the same state need not give the same frames. This replays the same H actions

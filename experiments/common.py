@@ -53,7 +53,7 @@ ATARI = {
     "vae": {"spec": "pixels:4:gray"},
 }
 
-# Small-batch CPU recipe shared by every run (DESIGN's optimizer, shorter warm-up, WSD decay).
+# Small-batch CPU recipe shared by every run (the paper's optimizer, docs/design.md §1; shorter warm-up, WSD decay).
 TRAIN = {"global_batch_size": 8, "lr": 1e-3, "warmup_steps": 200, "min_lr_ratio": 0.05,
          "precision": "fp32", "ema_decay": 0.999, "checkpoint_every": 500, "keep_last": 1,
          "log_every": 50, "num_threads": 1, "sample_every": 0, "sample": {"num_videos": 0},

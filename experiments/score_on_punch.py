@@ -1,4 +1,4 @@
-"""Does the model's score change when a punch lands? (issue 19's target, measured instead of eyeballed.)
+"""Does the model's score change when a punch lands? (a target of docs/design.md §8, measured instead of eyeballed.)
 
 Boxing keeps each side's score in the emulator RAM (byte 18: the player, 19: the opponent). On held-out
 episodes every frame where a score changes is an *event*. For each event the model gets the 4 real

@@ -1,4 +1,4 @@
-"""How well a frame tokenizer keeps what matters on held-out frames (issue 19, Deliver 1).
+"""How well a frame tokenizer keeps what matters on held-out frames (docs/world-model.md#the-frame-tokenizer).
 
 For every VAE given (a tokenizer export, `pixels:4:gray`, ...) on the validation episodes of the
 recordings: colour PSNR of the round trip (pooled over frames) and SSIM, the player detector's position

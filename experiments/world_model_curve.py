@@ -1,4 +1,4 @@
-"""World-model quality against training steps, CTF next to MTF (issue 14).
+"""World-model quality against training steps, CTF next to MTF (docs/reproduction.md).
 
 Reads a `magi eval world-model` result over several checkpoints of the same runs (each model records
 its step and teacher forcing) and plots the player's position error over the first 8 predicted frames

@@ -1,4 +1,4 @@
-"""The world-model ladder (issue 19, Deliver 2): each rung's quality against its CPU budget.
+"""The world-model ladder (docs/world-model.md#training): each rung's quality against its CPU budget.
 
 Reads `magi eval world-model` results (any number; every model in them is a point), groups the points
 into rungs by a name prefix (`tokens1000` -> rung `tokens`), and writes a table (markdown + JSON) and a

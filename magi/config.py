@@ -220,7 +220,7 @@ class MagiConfig:
     default_interval: int = 1
     trained_intervals: Optional[tuple[int, int]] = None
     trained_interval_shares: Optional[tuple[float, ...]] = None
-    # actions (world models, DESIGN §8): frame t is conditioned on the action that led into it;
+    # actions (world models, docs/design.md §8): frame t is conditioned on the action that led into it;
     # 0 = no action conditioning. Row `num_actions` of the action table is the null action.
     num_actions: int = 0
     action_dropout: float = 0.1  # training: per (sample, frame) probability of the null action
@@ -238,7 +238,7 @@ class MagiConfig:
     # tokens that change. The tokenizer's loss weighs its changing pixels the same way. 0 = off.
     change_weight: float = 0.0
     change_threshold: float = 0.1
-    # text (DESIGN §9): caption token embeddings (B, text_len, text_dim) from a frozen text encoder
+    # text (docs/design.md §9): caption token embeddings (B, text_len, text_dim) from a frozen text encoder
     # (`magi.text`), projected Linear + LayerNorm to the width. 0 = no text. Captions are padded or
     # truncated to `text_len` tokens by the encoder and every one of them is attended (no padding mask:
     # the encoder's outputs at pad positions are part of the caption's embedding, as fixed-length T5
@@ -438,7 +438,7 @@ RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
 LOSS_FIELDS = ("change_weight", "change_threshold")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # DESIGN §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.
+    # docs/design.md §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.
     # Latents: Cosmos 4x8x8 video tokenizer (16 channels) at 128 px, 17 frames -> 5 latent frames.
     "magi-850m": dict(latent_channels=16, latent_size=16, num_frames=5, patch_size=2,
                       width=1280, depth=20, num_heads=16, mlp_ratio=4.0,
@@ -549,7 +549,7 @@ class TextEncoderConfig:
 
 @dataclass
 class TrainConfig:
-    """The training recipe (DESIGN §1): AdamW, warm-up then constant lr, bf16 autocast, EMA in fp32.
+    """The training recipe (docs/design.md §1): AdamW, warm-up then constant lr, bf16 autocast, EMA in fp32.
 
     `global_batch_size` is the number of clips per optimizer step summed over all ranks; each rank
     runs `micro_batch_size` clips per forward and accumulates gradients

@@ -287,7 +287,7 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class SamplingOptions:
-    """How each frame is sampled (DESIGN §4); the paper's inference is 64 x 100 DDPM."""
+    """How each frame is sampled (docs/design.md §4); the paper's inference is 64 x 100 DDPM."""
 
     mask_steps: int = 64
     diffusion_steps: int = 100

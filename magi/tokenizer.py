@@ -1,6 +1,6 @@
 """A frame tokenizer trained here: a small diffusers `AutoencoderKL` fitted to one game's recordings.
 
-Why (issue 19, DESIGN §8 "Round 2"): MAGI's diffusion head draws each token from its condition alone;
+Why (docs/design.md §8): MAGI's diffusion head draws each token from its condition alone;
 raw pixel tokens (`pixels:4:gray`, 64 values per 8x8 block) give it no image prior, and the world model
 drew gray mosaics. A convolutional autoencoder trained on the recordings gives compact colour tokens
 (64x64 RGB -> 4 x 16 x 16 latents: 64 tokens of 16 values at patch 2) and a decoder that draws the

@@ -2,9 +2,9 @@
 
     magi train --config configs/ucf101_cosmos.yaml --out runs/ucf [--set train.lr=1e-4 ...] [--resume auto]
 
-One script from one CPU process to many GPU nodes (DESIGN §5, §7): DDP by default, FSDP2 by
+One script from one CPU process to many GPU nodes (docs/design.md §5, §7): DDP by default, FSDP2 by
 `train.parallel: fsdp`; the global batch is split into per-rank micro-batches with gradient
-accumulation. The recipe (DESIGN §1): AdamW with decay only on matrices, linear warm-up then constant
+accumulation. The recipe (docs/design.md §1): AdamW with decay only on matrices, linear warm-up then constant
 (or cosine) lr, gradient clipping, bf16 autocast over fp32 master weights, EMA in fp32.
 
 Reproducibility: the data order is a function of (seed, epoch) and each micro-batch reseeds the torch

@@ -1,4 +1,4 @@
-"""Action conditioning (DESIGN §8), pinned by perturbation like the masks of DESIGN §3.
+"""Action conditioning (docs/design.md §8), pinned by perturbation like the masks of docs/design.md §3.
 
 Convention: `actions[:, t]` is the action taken at frame t; it conditions frame t+1. Frame 0 and
 missing actions (-1) get the null action.

@@ -1,4 +1,4 @@
-"""The CTF / MTF masks (DESIGN §3), pinned by enumeration, by sparsity, and by perturbing inputs."""
+"""The CTF / MTF masks (docs/design.md §3), pinned by enumeration, by sparsity, and by perturbing inputs."""
 
 import warnings
 
@@ -48,7 +48,7 @@ def test_mtf_predicate_is_block_causal():
 
 @pytest.mark.parametrize("T,N,ratio", [(5, 256, 1.00), (16, 64, 1.18), (5, 64, 1.48)])
 def test_flex_sparsity_matches_design(T, N, ratio):
-    """DESIGN §3: CTF block-sparse work / naive dense MTF work, with 128-token blocks."""
+    """docs/design.md §3: CTF block-sparse work / naive dense MTF work, with 128-token blocks."""
     ctf = TemporalMask("ctf", T, N, CPU, block_size=128)
     assert ctf.computed_pairs() / (T * N) ** 2 == pytest.approx(ratio, abs=0.005)
     assert ctf.seq_len ** 2 / (T * N) ** 2 == pytest.approx((2 * T - 1) ** 2 / T ** 2)  # dense CTF
@@ -65,7 +65,7 @@ def test_block_mask_agrees_with_dense_mask():
     assert m.dense.shape == (7 * 16, 7 * 16) and m.block_size == 16
 
 
-# ---------------------------------------------------------------- perturbation (DESIGN §3, 1-2)
+# ---------------------------------------------------------------- perturbation (docs/design.md §3, 1-2)
 
 def _model(tf, kernel, seed=0):
     torch.manual_seed(seed)
@@ -157,7 +157,7 @@ def test_flex_and_sdpa_agree_in_outputs_and_gradients():
 
 @pytest.mark.parametrize("kernel", ["sdpa", "flex"])
 def test_kv_cache_equals_full_forward(kernel):
-    """DESIGN §3 property 3: the inference path computes the training forward's conditions."""
+    """docs/design.md §3 property 3: the inference path computes the training forward's conditions."""
     model, (x, _) = _model("ctf", kernel), _inputs()
     mask = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(3)) < 0.6
     full = model.conditions(x, mask, labels=[1, 3], intervals=[2, 7])

@@ -1,4 +1,4 @@
-"""The test suite's own limits (issue 21): every test runs under a per-test timeout, so a hang fails
+"""The test suite's own limits (docs/getting-started.md#the-tests): every test runs under a per-test timeout, so a hang fails
 in minutes instead of eating CI's 90; the default suite's 10-minute budget is reported by
 `tests/conftest.py` (and enforced by `.ci/run`)."""
 

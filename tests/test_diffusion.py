@@ -194,7 +194,7 @@ def test_a_compiled_ddim_sampler_draws_what_the_eager_one_draws():
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_one_diffusion_step_samples(sampler):
     """`--diffusion-steps 1` is accepted by every command; a process respaced to one step had no
-    clipped posterior variance to index (an IndexError traceback, issue 21)."""
+    clipped posterior variance to index (an IndexError traceback)."""
     one = GaussianDiffusion.create(1000, "cosine").respaced(1)
     assert one.num_timesteps == 1 and torch.isfinite(one.posterior_log_variance_clipped).all()
     x0 = torch.full((4, 3), 0.5)

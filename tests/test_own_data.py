@@ -1,4 +1,4 @@
-"""A newcomer's path (issue 13): a folder of own videos -> `magi train --data` -> resume -> sample by class
+"""A newcomer's path (docs/own-videos.md): a folder of own videos -> `magi train --data` -> resume -> sample by class
 name after the folder moved; and the table of user mistakes, each one line on stderr with exit 2 and no
 traceback, across `train`, `sample`, `eval`, `cache-latents`, `data check` and `demo`."""
 

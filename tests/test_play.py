@@ -1,7 +1,7 @@
-"""`magi play` driven from Python over its WebSocket protocol (issue 15): hello, paced frames, keys ->
+"""`magi play` driven from Python over its WebSocket protocol (docs/world-model.md#play): hello, paced frames, keys ->
 actions, reset, the reality pane, bad messages answered and survived, the session limit, disconnects
 that free their session (and its memory), only the page served, and models that fail to load.
-Hostile clients (issue 21), each against the real server on 127.0.0.1: foreign Host headers (DNS
+Hostile clients, each against the real server on 127.0.0.1: foreign Host headers (DNS
 rebinding), clients that never read or never play holding the slots, deeply nested JSON, bad ports.
 
 A tiny untrained action-conditioned model stands in for the real one: these tests check the

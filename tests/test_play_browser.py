@@ -1,4 +1,4 @@
-"""`magi play` in a real browser (issue 15): headless Chromium loads the page, the test presses keys
+"""`magi play` in a real browser (docs/world-model.md#play): headless Chromium loads the page, the test presses keys
 through the Chrome DevTools Protocol and reads the counters `play.js` keeps on `window.magiPlay`:
 frames arrive at a measured rate, the frames/s readout waits for a full second, the held keys come
 back as the action the server applied to the frames that followed (tracked by physical key), the
@@ -11,7 +11,7 @@ For pictures of a real model:
 (the model is played at the sampler setting `magi play` picks for it (its play.json) with MAGI_PLAY_THREADS torch threads,
 default 1 as in every test; the GIF is ~6 s of scripted keys).
 
-Speed where the player is (issue 19, `slow`): `test_browser_holds_real_time` plays a real model with the
+Speed where the player is (docs/world-model.md#real-time, `slow`): `test_browser_holds_real_time` plays a real model with the
 reality pane on and a scripted player for 10,000 received frames (and at least 5 minutes), and writes
 what the browser received to MAGI_PLAY_RESULTS and a .png beside it (without it, to the test's temporary
 folder: tests never write into the source tree):

@@ -1,4 +1,4 @@
-"""`magi train` as real processes (issue 21): one run per folder (a second process on the same --out
+"""`magi train` as real processes (docs/own-videos.md): one run per folder (a second process on the same --out
 stops at once naming the holder; a lock left by a killed process is taken over, saying so), Ctrl+C
 at start-up or twice within a step (one line, and a folder the same command can start again or
 continue), and output folders that cannot be written (read-only, full): one line, exit 2."""

@@ -42,7 +42,7 @@ class ProtocolDefaults:
     sampling: Optional[dict] = None
 
 
-#: the paper's inference (DESIGN §1): 64 masked-prediction steps x 100 DDPM steps per token, EMA weights;
+#: the paper's inference (docs/design.md §1): 64 masked-prediction steps x 100 DDPM steps per token, EMA weights;
 #: UCF-101's Table 4 samples class-conditionally with CFG 7, K600 predicts frames without guidance
 PAPER_SAMPLING = {"mask_steps": 64, "diffusion_steps": 100, "sampler": "ddpm"}
 

@@ -1,10 +1,10 @@
-"""A world model measured against the emulator (issues 14 and 19, DESIGN §8).
+"""A world model measured against the emulator (docs/design.md §8, docs/world-model.md).
 
 From held-out episodes: give the model k real frames, then feed it the recorded actions for H frames
 and compare its frames with the emulator's:
 
 - colour PSNR and SSIM per horizon step against the emulator's RGB frames (PSNR from the squared
-  error pooled over rollouts), next to the copy-the-last-frame baseline. Until issue 19 the reported
+  error pooled over rollouts), next to the copy-the-last-frame baseline. Before the colour tokens the reported
   PSNR/SSIM compared with the truth's VAE round trip (gray for `pixels:4:gray`, so a gray model was
   not charged for colour); those numbers are kept as `psnr_vae_space` / `ssim_vae_space`;
 - controllability: the player's and the opponent's positions read from every frame by small
@@ -81,7 +81,7 @@ def _boxing_opponent(gray: np.ndarray) -> np.ndarray:
 
 
 def _breakout_player(gray: np.ndarray) -> np.ndarray:
-    """The paddle: the bright run in the paddle row (row 58 of 64, columns 3..60; DESIGN §8).
+    """The paddle: the bright run in the paddle row (row 58 of 64, columns 3..60; docs/design.md §8).
     -> (..., 2) (x, y) in 64-px units, y fixed; NaN when absent."""
     H, W = gray.shape[-2:]
     row = gray[..., round(58 * H / 64), round(3 * W / 64):round(61 * W / 64)]  # (..., w)
@@ -118,7 +118,7 @@ class PlayerDetector:
 
 PLAYER_DETECTORS = {
     "Boxing": PlayerDetector("Boxing", _boxing_player, (32, 34)),  # AtariARI: player_x, player_y
-    "Breakout": PlayerDetector("Breakout", _breakout_player, (72, 72)),  # paddle x (DESIGN §8)
+    "Breakout": PlayerDetector("Breakout", _breakout_player, (72, 72)),  # paddle x (docs/design.md §8)
 }
 OPPONENT_DETECTORS = {  # games with a second sprite that the actions do not move
     "Boxing": PlayerDetector("Boxing", _boxing_opponent, (33, 35), sprite="opponent"),  # AtariARI: enemy_x, _y

@@ -5,7 +5,7 @@ Training sequences are a list of *slots*, each one frame of N tokens with a fram
     CTF: [clean 0 … clean T-2, masked 0 … masked T-1]   (the last clean frame is never looked at)
     MTF: [masked 0 … masked T-1]
 
-Query q may attend to key k iff (DESIGN §3)
+Query q may attend to key k iff (docs/design.md §3)
 
     CTF: (k clean and k.frame < q.frame) or (k.frame = q.frame and k.kind = q.kind)
     MTF: k.frame <= q.frame

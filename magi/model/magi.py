@@ -163,7 +163,7 @@ class Magi(nn.Module):
 
     def _prev_actions(self, actions, batch: int, frames: int, device, drop: bool = False):
         """The action that led into each frame, (B, T): `actions[:, t-1]`, the null action at frame 0
-        (DESIGN §8). `actions` (B, T or T-1) follows the recordings: actions[t] is taken at frame t.
+        (docs/design.md §8). `actions` (B, T or T-1) follows the recordings: actions[t] is taken at frame t.
         In training (`drop`) each (sample, frame) falls back to the null action with `action_dropout`.
         None when the model has no action conditioning."""
         if not self._uses_actions(actions):

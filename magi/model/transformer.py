@@ -5,7 +5,7 @@ the tokens of the visible frames, under the CTF or MTF mask in training, over th
 inference). Each layer is pre-norm attention + MLP. The backbone turns patchified latent tokens into
 the conditions z that the diffusion head denoises.
 
-A text model (DESIGN §9) projects the caption's token embeddings to the width (`embed_text`); by
+A text model (docs/design.md §9) projects the caption's token embeddings to the width (`embed_text`); by
 `text_mode` they open every temporal layer's sequence ("prefix", held once in the KV cache), are
 attended by a cross-attention layer after each temporal layer ("cross"), or are pooled into the
 conditioning vector (by `Magi`, "pooled").
@@ -118,12 +118,12 @@ class MagiTransformer(nn.Module):
         self.pos_temporal = nn.Parameter(torch.zeros(c.num_frames, D))
         self.class_embed = nn.Embedding(c.num_classes + 1, D)  # last row: the null class
         self.interval_embed = ScalarEmbedder(D)
-        # world models (DESIGN §8): the action that led into a frame, added to every token of it;
+        # world models (docs/design.md §8): the action that led into a frame, added to every token of it;
         # absent when num_actions = 0, so checkpoints without actions load unchanged
         self.action_embed = nn.Embedding(c.num_actions + 1, D) if c.num_actions else None
         # noised context: the noise level of a clean frame (bucket 0 = clean, as at inference)
         self.noise_embed = nn.Embedding(c.context_noise_buckets, D) if c.context_noise > 0 else None
-        # text (DESIGN §9): the caption's token embeddings projected to the width, and the learned null
+        # text (docs/design.md §9): the caption's token embeddings projected to the width, and the learned null
         # caption (in the encoder's space, so it passes the same projection); absent without text
         self.text_proj = nn.Sequential(nn.Linear(c.text_dim, D), nn.LayerNorm(D, eps=1e-6)) if c.text_dim else None
         self.null_text = nn.Parameter(torch.zeros(c.text_len, c.text_dim)) if c.text_dim else None

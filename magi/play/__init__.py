@@ -1,4 +1,4 @@
-"""`magi play`: play an action-conditioned world model in the browser (DESIGN §8).
+"""`magi play`: play an action-conditioned world model in the browser (docs/design.md §8).
 
 `session` holds one player's game (emulator, keys -> actions, `Magi.stream`); `server` is the web app
 (Starlette + uvicorn, one WebSocket per player) and the command line; `host_check` the Host-header

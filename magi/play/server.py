@@ -1,5 +1,5 @@
 """`magi play`: a local web page where the keyboard drives an action-conditioned MAGI and the model
-draws the game (DESIGN §8, issue 15).
+draws the game (docs/design.md §8, docs/world-model.md).
 
 Starlette app, served by uvicorn: `/` (the page), `/static/play.js`, `/static/play.css` and the
 WebSocket `/ws`; any other path is 404. One WebSocket per player session:
@@ -24,7 +24,7 @@ client -> server (JSON text, at most `MAX_MESSAGE_BYTES`)
   {"type": "reset"}                                   start again from a new held-out episode
   {"type": "reality", "on": true}                     send the emulator's frames too
 
-No client holds a slot it does not use (issue 21): uvicorn pings every `PING_INTERVAL_S` (5 s) and
+No client holds a slot it does not use (docs/world-model.md#play): uvicorn pings every `PING_INTERVAL_S` (5 s) and
 drops a client whose pong is not back within `PING_TIMEOUT_S` (5 s), so a client that stops reading
 is gone within ~10 s; a message the client has not taken within `SEND_TIMEOUT_S` (5 s) ends its session
 too (a client that stops reading fills the socket's `SEND_BUFFER_BYTES`, then the send stalls, and a
