@@ -42,7 +42,7 @@ pretrained: $(STAMP)
 # latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), then four
 # fine-tuning stages, each warming the lr up again and decaying it, each started from the stage before
 # (ATARI_MORE: 1,100 steps, 3e-4, decayed over the last 700; ATARI_LONGER: 1,200 steps, 2e-4, the last 900;
-# ATARI_LONGEST: 2,000 steps, 2e-4, the last 1,500; ~1.7 h together on a core of session 11's EPYC, 1.4 s a
+# ATARI_LONGEST: 2,000 steps, 2e-4, the last 1,500; ~1.7 h together on a core of a 2.6 GHz AMD EPYC, 1.4 s a
 # step; ATARI_FURTHER: 2,900 steps, 2e-4, the last 2,200: 78 min on a core of a 2.6 GHz EPYC). A stage
 # starts from the export of the one before (its weights and, in its tokenizer/, the VAE), so the final
 # export records all the training behind it; the last export goes to pretrained/atari, then benchmarks/play.py
