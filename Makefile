@@ -89,3 +89,10 @@ gpu-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs runs
+
+# The page that plays the shipped world model in the browser, no server behind it (issue 35): onnxruntime-web as
+# pinned in web/package-lock.json, then `magi export web` writes site/ (serve it with `magi serve-web site`).
+.PHONY: web
+web: $(STAMP)
+	npm ci --prefix web --no-audit --no-fund
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi export web pretrained/atari --out site

@@ -25,7 +25,8 @@ COMMANDS = {
     "tokenizer": ("magi.tokenizer", "train / export a frame tokenizer (a small AutoencoderKL) on recordings"),
     "bench": ("magi.bench", "run the benchmark scripts in benchmarks/"),
     "play": ("magi.play.server", "play an action-conditioned world model in the browser"),
-    "export": ("magi.export.cli", "export a world model's play setting as ONNX graphs (onnx)"),
+    "export": ("magi.export.cli", "export a world model: ONNX graphs (onnx), a static page that plays it (web)"),
+    "serve-web": ("magi.export.serve", "serve a `magi export web` folder with the headers that enable threads"),
 }
 
 
