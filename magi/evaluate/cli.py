@@ -403,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "per horizon step, player position error with true / shuffled / null actions",
                        description=world_model.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     world_model.add_arguments(w)
+    from magi.evaluate import text_eval
+
+    t = sub.add_parser("text", help="a text model's caption accuracy on captioned digits: digit / motion / both, "
+                       "seen and held-out captions, shuffled and null prompts, a guidance sweep",
+                       description=text_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    text_eval.add_arguments(t)
     return p
 
 
@@ -434,6 +440,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from magi.evaluate import world_model
 
             world_model.run(args)
+        elif args.command == "text":
+            from magi.evaluate import text_eval
+
+            text_eval.run(args)
         elif args.command == "fvd":
             if args.protocol == "custom" and args.num_videos is None:
                 raise ValueError("--num-videos is required with --protocol custom")
