@@ -96,3 +96,13 @@ clean:
 web: $(STAMP)
 	npm ci --prefix web --no-audit --no-fund
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi export web pretrained/atari --out site
+
+# Text to video on captioned moving digits (configs/text_digits.yaml, docs/text.md): the small byte-level T5 encoder
+# it reads captions with (written once; T5's initialisation from seed 0), training (interruptible: run it again and
+# it continues), the export into pretrained/text_digits/ (encoder included), then its caption accuracy.
+.PHONY: text-digits
+text-digits: $(STAMP)
+	test -f pretrained/text_digits/text_encoder/config.json || $(PY) -m magi.text byte-t5 pretrained/text_digits/text_encoder
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/text_digits.yaml --out runs/text_digits --resume auto
+	$(VENV)/bin/magi demo --export-pretrained runs/text_digits --pretrained pretrained/text_digits --export-command "make text-digits"
+	OMP_NUM_THREADS=1 $(VENV)/bin/magi eval text pretrained/text_digits --out results/text_digits

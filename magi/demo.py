@@ -144,14 +144,15 @@ def train_short(config: Path, out: Path, minutes: float, reference: list[list[fl
 
 
 VAE_SUBFOLDER = "tokenizer"  # where an exported model keeps a local VAE it was trained with
+TEXT_ENCODER_SUBFOLDER = "text_encoder"  # and a local text encoder
 
 
 def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]:
     """Copy a finished run's newest checkpoint into `dest` as a small `from_pretrained` directory:
     config.json, ema.safetensors, train_config.yaml and training.json (wall time, steps, final loss,
     the loss curve and the command that reproduces it). A VAE that is a local folder (a tokenizer trained
-    here) is copied into `dest/tokenizer/` and `vae.spec` rewritten to that relative name, so the folder
-    is self-contained."""
+    here) is copied into `dest/tokenizer/` and `vae.spec` rewritten to that relative name, a local text
+    encoder into `dest/text_encoder/` likewise, so the folder is self-contained."""
     import shutil
 
     from magi.checkpoint import STATE_FILE, latest_checkpoint, training_behind
@@ -169,15 +170,21 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "ema.safetensors", "train_config.yaml"):
         shutil.copy2(ckpt / name, dest / name)
-    vae_dir = Path(run.vae.spec)
-    if vae_dir.is_dir():  # a local VAE (a tokenizer trained here) travels with the model
-        tmp = dest / f".tmp-{VAE_SUBFOLDER}"
+    def carry(folder: Path, name: str) -> None:
+        """A local folder the model needs travels with it, into dest/name (replaced whole)."""
+        tmp = dest / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(vae_dir, tmp)
-        shutil.rmtree(dest / VAE_SUBFOLDER, ignore_errors=True)
-        os.rename(tmp, dest / VAE_SUBFOLDER)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(dest / name, ignore_errors=True)
+        os.rename(tmp, dest / name)
+
+    if Path(run.vae.spec).is_dir():  # a local VAE (a tokenizer trained here) travels with the model
+        carry(Path(run.vae.spec), VAE_SUBFOLDER)
         run.vae.spec = VAE_SUBFOLDER  # read relative to the folder (magi.pretrained.load_pretrained)
-        (dest / "train_config.yaml").write_text(run.to_yaml())
+    if run.text_encoder.name and Path(run.text_encoder.name).is_dir():  # so does a local text encoder
+        carry(Path(run.text_encoder.name), TEXT_ENCODER_SUBFOLDER)
+        run.text_encoder.name = TEXT_ENCODER_SUBFOLDER  # read relative to the folder (magi.pipeline)
+    (dest / "train_config.yaml").write_text(run.to_yaml())
     info = {
         "source_checkpoint": str(ckpt),
         "steps": int(state["step"]),

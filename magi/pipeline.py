@@ -58,11 +58,9 @@ class MagiPipeline:
             if not name:
                 raise ValueError(f"{ckpt.path}: a text model without `text_encoder.name` in its train_config.yaml; "
                                  "pass text_encoder= (a transformers encoder's folder or hub id)")
-            inside = Path(ckpt.path) / name
+            inside = Path(ckpt.path) / name  # an exported folder carries its encoder (magi.demo.export_pretrained)
             if text_encoder is None and not Path(name).is_absolute() and inside.is_dir():
                 name = str(inside)
-            elif text_encoder is None and not Path(name).is_dir() and (Path(ckpt.path) / "text_encoder").is_dir():
-                name = str(Path(ckpt.path) / "text_encoder")  # an exported folder carries its encoder
             encoder = TextEncoder.from_pretrained(name, max_length=ckpt.model.config.text_len, device=device)
             if encoder.width != ckpt.model.config.text_dim:
                 raise ValueError(f"text_encoder: {name!r} is {encoder.width} wide but the model takes "

@@ -173,3 +173,19 @@ def test_magi_eval_text_writes_its_report(trained, tmp_path):
     assert set(r["controls"]) == {"shuffled", "null_prompt"}
     for name in ("text_eval.png", "prompts.gif", "scorer/scorer.json"):
         assert (tmp_path / "eval" / name).is_file()
+
+
+def test_an_exported_text_model_carries_its_encoder(trained, tmp_path, encoder_dir):
+    import shutil
+
+    from magi.demo import export_pretrained
+
+    out, _ = trained
+    export_pretrained(out, tmp_path / "export", command="test")
+    shutil.copytree(tmp_path / "export", tmp_path / "moved")  # the folder works wherever it is copied
+    saved = yaml.safe_load((tmp_path / "moved" / "train_config.yaml").read_text())
+    assert saved["text_encoder"]["name"] == "text_encoder"
+    pipe = MagiPipeline.from_pretrained(tmp_path / "moved")
+    assert pipe.text_encoder.name == str(tmp_path / "moved" / "text_encoder")
+    video = pipe(prompt="the digit 1 is moving up then down", mask_steps=1, diffusion_steps=1, sampler="ddim")
+    assert video.shape == (1, 4, 16, 16, 3)
