@@ -98,6 +98,31 @@ class TextEncoder:
                 self._memo[caption] = emb
         return torch.stack([self._memo[c] for c in captions])
 
+    def remember(self, captions: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Memoise precomputed embeddings (K, max_length, E) of `captions` (a latent cache's, computed by
+        this encoder), so `encode` returns them without running the encoder. Past `CACHE_LIMIT` captions
+        the oldest are forgotten."""
+        if isinstance(captions, str):
+            raise ValueError("captions: expected a list of strings, got one string")
+        expected = (len(captions), self.max_length, self.width)
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(f"TextEncoder.remember: embeddings {tuple(embeddings.shape)} for {len(captions)} "
+                             f"captions; this encoder gives {expected} (captions, max_length, width)")
+        for caption, emb in zip(captions, embeddings.detach().float().cpu()):
+            if caption not in self._memo and len(self._memo) >= CACHE_LIMIT:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[str(caption)] = emb
+
+    def same_encoder(self, name: str, max_length: int) -> bool:
+        """Whether embeddings recorded as made by `name` at `max_length` tokens are this encoder's: the
+        same hub id, or the same folder however it is spelt."""
+        if int(max_length) != self.max_length:
+            return False
+        if str(name) == self.name:
+            return True
+        a, b = Path(str(name)), Path(self.name)
+        return a.is_dir() and b.is_dir() and a.resolve() == b.resolve()
+
     def _run(self, captions: list[str]) -> torch.Tensor:
         full = self.tokenizer(captions, padding="longest", truncation=False)["input_ids"]
         long = [c for c, ids in zip(captions, full) if len(ids) > self.max_length]

@@ -168,6 +168,24 @@ def build_text_encoder(run: RunConfig, device: torch.device):
     return encoder, replace(run, model=model)
 
 
+def preload_caption_embeddings(encoder, dataset: Dataset) -> int:
+    """Fill the text encoder's memo with the caption embeddings a latent cache stored
+    (`LatentDataset.caption_embeddings`) when they come from the same encoder and max_length, so training
+    never runs the encoder on its captions; others are ignored with a warning. Returns how many were used."""
+    stored = dataset.caption_embeddings() if encoder is not None and hasattr(dataset, "caption_embeddings") else None
+    if stored is None:
+        return 0
+    name, max_length, embeddings = stored
+    if not encoder.same_encoder(name, max_length):
+        warnings.warn(f"the latent cache's caption embeddings come from text encoder {name!r} (max_length "
+                      f"{max_length}), not this run's {encoder.name!r} (max_length {encoder.max_length}); "
+                      f"ignoring them: captions are encoded by {encoder.name!r} in training", stacklevel=2)
+        return 0
+    encoder.remember(list(embeddings), torch.stack(list(embeddings.values())) if embeddings
+                     else torch.zeros(0, encoder.max_length, encoder.width))
+    return len(embeddings)
+
+
 def record_trained_intervals(run: RunConfig, dataset: Dataset):
     """The model config with the data's interval range recorded (`trained_intervals`) and
     `default_interval` set to the trained interval when it is fixed (kept when it lies in a trained
@@ -323,6 +341,7 @@ class Trainer:
         self.run = run = replace(run, model=record_class_names(run, self.dataset))  # in every checkpoint
         self._sample_dataset = sample_dataset
         self.text_encoder, self.run = build_text_encoder(self.run, self.device)
+        preload_caption_embeddings(self.text_encoder, self.dataset)  # a latent cache's, computed once
         run = self.run
         self.vae = vae
         try:

@@ -4,6 +4,16 @@ Layout of a cache folder:
     index.json                 what was cached: VAE identity and normalization, source dataset, videos
     shard_00000.safetensors    latents of up to `shard_size` videos, tensor "v<k>" for video k
     ...
+    captions.safetensors       with a text encoder: tensor "embeddings" (K, L, E), one row per distinct
+                               caption, in the order of index.json's `text_embeddings.captions`
+
+Captions travel with the cache: when the source has captions (a captioned `VideoFolder`,
+`CaptionedDigits`) each video's record holds its `caption` and `LatentDataset` items carry it, so a
+text model trains from a cache. Given a text encoder, `cache_latents` also computes the embeddings of
+every distinct caption once (docs/design.md §9) and stores them; the trainer preloads them into its
+encoder's memo when they come from the run's encoder and max_length, so training never runs the
+encoder on its captions. Every file is written under a temporary name and renamed, index.json last:
+a folder with an index.json holds a whole cache.
 
 Two modes, chosen by the VAE:
 - "frames" (2D VAE, temporal stride 1): every frame of every video is cached, (N, C, h, w) per video,
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -45,7 +56,53 @@ from magi.latent_stats import LatentStats
 from magi.video_io import to_float_video
 
 FORMAT_VERSION = 1
+CAPTIONS_FILE = "captions.safetensors"
+CAPTION_BATCH = 64  # distinct captions per text-encoder call when caching their embeddings
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _has_captions(source) -> bool:
+    """Whether `source` gives its videos captions (`VideoFolder.captions` True, `CaptionedDigits.captions`
+    a list)."""
+    captions = getattr(source, "captions", None)
+    return isinstance(captions, (list, tuple)) or captions is True
+
+
+def _caption_of(source, index: int) -> str:
+    """Video `index`'s caption (nothing is decoded)."""
+    if isinstance(source.captions, (list, tuple)):
+        return str(source.captions[index])
+    return str(source.caption_of(index))
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors file at `path`, written under a temporary name then renamed (never half-written)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _embed_captions(text_encoder, captions: list[str], out_dir: Path, dtype: str, progress: bool) -> dict:
+    """Encode each distinct caption once into `out_dir/captions.safetensors`; index.json's record of it."""
+    from tqdm.auto import tqdm
+
+    chunks = []
+    for i in tqdm(range(0, len(captions), CAPTION_BATCH), desc="caption embeddings", unit="batch",
+                  disable=not progress):
+        chunks.append(text_encoder.encode(captions[i:i + CAPTION_BATCH]))  # (b, L, E)
+    width = text_encoder.width
+    embeddings = (torch.cat(chunks) if chunks else torch.zeros(0, text_encoder.max_length, width))  # (K, L, E)
+    embeddings = embeddings.to(_DTYPES[dtype]).contiguous()
+    _save_atomic({"embeddings": embeddings}, out_dir / CAPTIONS_FILE,
+                 {"format": "magi-caption-embeddings", "version": str(FORMAT_VERSION)})
+    print(f"caption embeddings: {len(captions)} distinct captions x ({text_encoder.max_length}, {width}) from "
+          f"{text_encoder.name or type(text_encoder.model).__name__}, {dtype}: "
+          f"{embeddings.numel() * embeddings.element_size() / 2**20:.1f} MiB in {out_dir / CAPTIONS_FILE}", flush=True)
+    return {"file": CAPTIONS_FILE, "encoder": text_encoder.name, "max_length": text_encoder.max_length,
+            "width": width, "dtype": dtype, "encoder_dtype": str(text_encoder.dtype).replace("torch.", ""),
+            "captions": captions}
 
 
 def _uniform_source(source) -> bool:
@@ -117,18 +174,24 @@ def _describe_source(source) -> dict:
 
 @torch.no_grad()
 def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: int = 256,
-                  dtype: str = "float32", num_workers: int = 0, device=None, progress: bool = True) -> Path:
+                  dtype: str = "float32", num_workers: int = 0, device=None, progress: bool = True,
+                  text_encoder=None) -> Path:
     """Encode `source` (a dataset with the clip-source interface) with `vae` into a cache at `out_dir`.
 
     2D VAEs cache every frame; 3D VAEs cache `clips_per_video` pre-sampled clips (see the module doc).
     Videos that fail to decode are skipped with a warning and listed in the index. The cache's size is
-    printed before encoding. Returns `out_dir`.
+    printed before encoding. A source with captions records each video's caption; with `text_encoder`
+    (a `magi.text.TextEncoder`) the embeddings of every distinct caption of the cached videos are
+    computed once and stored in `captions.safetensors` (in `dtype`). Returns `out_dir`.
     """
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     if dtype not in _DTYPES:
         raise ValueError(f"cache_latents.dtype: expected one of {list(_DTYPES)}, got {dtype!r}")
+    captioned = _has_captions(source)
+    if text_encoder is not None and not captioned:
+        raise ValueError(f"cache_latents.text_encoder: given, but the source {type(source).__name__} has no "
+                         f"captions to embed")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "index.json").exists():
@@ -153,8 +216,8 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
     def flush():
         nonlocal shard, shard_index
         if shard:
-            save_file(shard, str(out_dir / f"shard_{shard_index:05d}.safetensors"),
-                      metadata={"format": "magi-latent-cache", "version": str(FORMAT_VERSION)})
+            _save_atomic(shard, out_dir / f"shard_{shard_index:05d}.safetensors",
+                         {"format": "magi-latent-cache", "version": str(FORMAT_VERSION)})
             shard, shard_index = {}, shard_index + 1
 
     for item in tqdm(loader, total=len(source), desc=f"caching latents ({mode})", unit="video",
@@ -178,10 +241,16 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
                   "path": source.path_of(index), "frames": int(frames.shape[0]) if mode == "frames" else None}
         if mode == "clips":
             record.update(intervals=item["intervals"], starts=item["starts"])
+        if captioned:
+            record["caption"] = _caption_of(source, index)
         videos.append(record)
         if len(shard) >= shard_size:
             flush()
     flush()
+    text = None
+    if text_encoder is not None:
+        distinct = list(dict.fromkeys(r["caption"] for r in videos))  # first appearance order
+        text = _embed_captions(text_encoder, distinct, out_dir, dtype, progress)
 
     meta = {
         "format": "magi-latent-cache", "version": FORMAT_VERSION, "mode": mode, "dtype": dtype,
@@ -195,10 +264,13 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
         "num_shards": shard_index, "videos": videos, "skipped": skipped,
         "latent_shape": latent_shape,
         "latent_stats": stats.record() if stats.count else None,
+        "captions": captioned, "text_embeddings": text,
     }
     if getattr(source, "classes", None):  # class names travel with the cache (and into checkpoints)
         meta["classes"] = [str(c) for c in source.classes]
-    (out_dir / "index.json").write_text(json.dumps(meta, indent=1))
+    index_tmp = out_dir / ".tmp-index.json"  # last and atomic: an index.json means a whole cache
+    index_tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(index_tmp, out_dir / "index.json")
     if stats.count:
         print(f"latent statistics: {stats.describe()}", flush=True)
         far = stats.far_from_unit()
@@ -224,7 +296,9 @@ def _vae_name(identity: dict) -> str:
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Clips of cached latents; items `latents` (T', C, h, w) float32, `label`, `interval`, `path`.
+    """Clips of cached latents; items `latents` (T', C, h, w) float32, `label`, `interval`, `path`, and
+    `caption` when the source had captions (`captions` True; `caption_embeddings()` gives the stored
+    embeddings where the cache was written with a text encoder).
 
     Sampling follows the video dataset it was cached from (the cached seed, interval, interval_sampling
     and max_interval unless overridden): a "frames" cache draws clips at training time (any
@@ -254,6 +328,7 @@ class LatentDataset(torch.utils.data.Dataset):
             raise ValueError(f"{index}: not a version-{FORMAT_VERSION} magi latent cache")
         self.meta, self.mode = meta, meta["mode"]
         self.classes = list(meta["classes"]) if meta.get("classes") else None  # the source's class names
+        self.captions = bool(meta.get("captions"))  # items carry `caption`
         self.vae_identity = meta["vae"]
         if vae is not None and not same_vae(vae.identity(), self.vae_identity):
             raise ValueError(f"LatentDataset({self.root}): cache was encoded with {_vae_name(self.vae_identity)}, "
@@ -365,6 +440,29 @@ class LatentDataset(torch.utils.data.Dataset):
     def label_of(self, index: int) -> int:
         return int(self.records[index]["label"])
 
+    def caption_of(self, index: int) -> str | None:
+        """The caption of record `index` (None when the cache has no captions); nothing is read."""
+        return self.records[index].get("caption")
+
+    def caption_embeddings(self) -> tuple[str, int, dict[str, torch.Tensor]] | None:
+        """(encoder name, max_length, {caption: (L, E) float32}) stored by `cache_latents` with a text
+        encoder, for every distinct caption of the cache; None when none were stored."""
+        text = self.meta.get("text_embeddings")
+        if not text:
+            return None
+        from safetensors.torch import load_file
+
+        path = self.root / text["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"LatentDataset({self.root}): index.json lists caption embeddings in "
+                                    f"{text['file']}, which is missing")
+        embeddings = load_file(str(path))["embeddings"].float()  # (K, L, E)
+        expected = (len(text["captions"]), text["max_length"], text["width"])
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(f"LatentDataset({self.root}): {text['file']} holds embeddings {tuple(embeddings.shape)}, "
+                             f"index.json describes {expected}")
+        return text["encoder"], int(text["max_length"]), dict(zip(text["captions"], embeddings))
+
     def choose(self, index: int) -> tuple[int, int]:
         """(interval, start) of item `index` ("frames" caches; in record `pick(index)[0]`)."""
         return self.pick(index)[1:]
@@ -418,8 +516,10 @@ class LatentDataset(torch.utils.data.Dataset):
             clip = latents[where:where + clip_span(self.num_frames, interval):interval]  # (T, C, h, w)
         else:
             clip = latents[where]  # (T', C, h, w)
-        return {"latents": clip.float(), "label": record["label"], "interval": int(interval),
-                "path": record["path"]}
+        item = {"latents": clip.float(), "label": record["label"], "interval": int(interval), "path": record["path"]}
+        if "caption" in record:
+            item["caption"] = record["caption"]
+        return item
 
     def __repr__(self) -> str:
         return (f"LatentDataset({str(self.root)!r}, mode={self.mode}, videos={len(self)}, "
@@ -454,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-dtype", default="float32", choices=list(_DTYPES), help="VAE compute dtype")
     parser.add_argument("--device", default="cpu", help="device to encode on (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding videos")
+    parser.add_argument("--text-encoder", metavar="NAME_OR_DIR",
+                        help="also store the embeddings of every distinct caption, computed once by this "
+                             "transformers encoder (hub id or folder; default: the config's text_encoder.name)")
+    parser.add_argument("--text-max-length", type=int, metavar="L",
+                        help="caption tokens (default: the config's text_encoder.max_length, else 120); "
+                             "the run must use the same encoder and L for the trainer to use them")
     parser.add_argument("--write-vae-options", metavar="CONFIG",
                         help="write the measured per-channel latents_mean/latents_std (composed with the VAE's "
                              "normalization, so re-encoding gives mean 0, std 1) into CONFIG's vae.options "
@@ -483,9 +589,24 @@ def main(argv: list[str] | None = None) -> int:
         if len(source) == 0:
             raise ValueError(f"--data: no usable videos: "
                              f"{source.describe_usable() if hasattr(source, 'describe_usable') else 'empty'}")
+        text_config = dict(config.get("text_encoder") or {})
+        text_name = args.text_encoder or text_config.get("name")
+        text_max_length = args.text_max_length or text_config.get("max_length") or 120
+        if args.text_max_length is not None and args.text_max_length < 1:
+            raise ValueError(f"--text-max-length: expected a positive integer, got {args.text_max_length}")
+        if args.text_max_length is not None and not text_name:
+            raise ValueError("--text-max-length: given without a text encoder (--text-encoder)")
+        if text_name and not _has_captions(source):
+            raise ValueError(f"--text-encoder: the data ({kind}) has no captions to embed")
         vae = load_vae(vae_spec, what="--vae", subfolder=args.vae_subfolder, dtype=_DTYPES[args.vae_dtype], device=args.device)
+        text_encoder = None
+        if text_name:
+            from magi.text import load_text_encoder
+
+            text_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(text_config.get("dtype", "auto"))
+            text_encoder = load_text_encoder(text_name, int(text_max_length), device=args.device, dtype=text_dtype)
         out = cache_latents(source, vae, args.out, clips_per_video=args.clips_per_video, shard_size=args.shard_size,
-                            dtype=args.dtype, num_workers=args.workers, device=args.device)
+                            dtype=args.dtype, num_workers=args.workers, device=args.device, text_encoder=text_encoder)
         if args.write_vae_options:
             from magi.latent_stats import write_vae_options
 
@@ -497,8 +618,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         return fail("magi cache-latents", e)
     meta = json.loads((out / "index.json").read_text())
+    text = meta.get("text_embeddings")
     print(f"cached {len(meta['videos'])} videos ({meta['mode']}, latents {meta['latent_shape']} for the first) "
-          f"in {meta['num_shards']} shard(s) at {out}; skipped {len(meta['skipped'])}")
+          f"in {meta['num_shards']} shard(s) at {out}; skipped {len(meta['skipped'])}"
+          + (f"; captions: {len(text['captions'])} distinct, embedded by {text['encoder']}" if text
+             else "; with captions" if meta.get("captions") else ""))
     return 0
 
 
