@@ -39,6 +39,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     _setting_arguments(p_web)
     p_web.add_argument("--openings", type=number(int, low=1), default=4,
                        help="held-out real openings the page starts from (default 4)")
+    p_web.add_argument("--weights", choices=["fp16", "fp32"], default="fp16",
+                       help="how the graphs store their weights: fp16 halves the download (default), fp32 is exact")
     p_web.add_argument("--ort-dir", default=None,
                        help="folder holding onnxruntime-web's dist files (default: the project's web/node_modules, "
                        "installed by `npm ci --prefix web`)")
@@ -69,7 +71,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             from magi.export.web import export_web
 
             record = export_web(world, options, Path(args.out), openings=args.openings,
-                                ort_dir=Path(args.ort_dir) if args.ort_dir else None)
+                                ort_dir=Path(args.ort_dir) if args.ort_dir else None, weights=args.weights)
     except (ValueError, FileNotFoundError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

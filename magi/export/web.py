@@ -51,11 +51,49 @@ def ort_version(folder: Path) -> Optional[str]:
     return json.loads(package.read_text()).get("version") if package.is_file() else None
 
 
-def export_web(world, options, out: Path, openings: int = 4, ort_dir: Optional[Path] = None) -> dict:
-    """Write the page folder for `world`'s model at `options`; -> its manifest."""
+def store_half(path: Path) -> None:
+    """Store a graph's float32 weights (initializers of >= 1,024 values) as float16, each followed by a Cast
+    back to float32 under its old name: half the download; onnxruntime folds the casts when it loads the
+    graph, so it computes in float32 with weights rounded to float16."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept, casts = [], []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= 1024:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "__fp16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))
+
+
+def export_web(world, options, out: Path, openings: int = 4, ort_dir: Optional[Path] = None,
+               weights: str = "fp16") -> dict:
+    """Write the page folder for `world`'s model at `options`; -> its manifest. `weights`: "fp16" stores
+    the graphs' weights in half precision (the download halves; frames move by rounding, see docs/export.md),
+    "fp32" keeps them exact (the page then plays PyTorch's frames to float rounding)."""
+    import hashlib
+
+    if weights not in ("fp16", "fp32"):
+        raise ValueError(f"weights: expected 'fp16' or 'fp32', got {weights!r}")
     dist = ort_dist(ort_dir)  # before anything is written: a missing package fails first
     out = Path(out)
     record = export_onnx(world, options, out, openings=openings)
+    if weights == "fp16":
+        for entry in record["graphs"].values():
+            path = out / entry["file"]
+            store_half(path)
+            entry.update(bytes=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    record["weights"] = weights
     for name in PAGE_FILES:
         shutil.copyfile(PAGE / name, out / name)
     (out / "ort").mkdir(exist_ok=True)

@@ -78,11 +78,9 @@ async function main() {
   $("status").textContent = `Loading the model (${Object.values(m.graphs).map((g) => (g.bytes / 1e6).toFixed(1)).join(" + ")} MB)…`;
 
   const sessions = {};
-  const weights = m.weights ? await fetchBytes(m.weights.file) : null;
   for (const [name, g] of Object.entries(m.graphs)) {
     const bytes = await fetchBytes(g.file);
     const options = { executionProviders: [runtime], graphOptimizationLevel: "all" };
-    if (weights) options.externalData = [{ path: m.weights.file, data: weights }];
     try {
       sessions[name] = await ort.InferenceSession.create(bytes, options);
     } catch (e) {
