@@ -49,7 +49,11 @@ class MagiPipeline:
         """Load from an exported folder, a training checkpoint or run directory, or a hub id. The text
         encoder is `text_encoder` if given, else the run config's `text_encoder.name` (a folder inside
         the model's own folder first, so the folder works wherever it is copied)."""
-        ckpt = load_pretrained(path, step=step, ema=ema, vae=vae, device=device)
+        return cls.from_checkpoint(load_pretrained(path, step=step, ema=ema, vae=vae, device=device), text_encoder)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint, text_encoder: Optional[str] = None) -> "MagiPipeline":
+        """A pipeline over an already loaded checkpoint, with its text encoder loaded (text models)."""
         encoder = None
         if ckpt.model.config.text_dim:
             from magi.text import TextEncoder
@@ -61,7 +65,7 @@ class MagiPipeline:
             inside = Path(ckpt.path) / name  # an exported folder carries its encoder (magi.demo.export_pretrained)
             if text_encoder is None and not Path(name).is_absolute() and inside.is_dir():
                 name = str(inside)
-            encoder = TextEncoder.from_pretrained(name, max_length=ckpt.model.config.text_len, device=device)
+            encoder = TextEncoder.from_pretrained(name, max_length=ckpt.model.config.text_len, device=ckpt.device)
             if encoder.width != ckpt.model.config.text_dim:
                 raise ValueError(f"text_encoder: {name!r} is {encoder.width} wide but the model takes "
                                  f"text_dim={ckpt.model.config.text_dim}")

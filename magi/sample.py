@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae", help="VAE spec (default: vae.spec from the checkpoint's train_config.yaml)")
     g = p.add_argument_group("what to generate")
     g.add_argument("--classes", help="class indices or names, comma-separated (class-conditional)")
+    g.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="a caption (text models; repeatable: one video set per prompt; '' is the null caption)")
     g.add_argument("--num-samples", type=int, default=4,
                    help="videos per class / per context clip / in total when unconditional (default 4)")
     g.add_argument("--frames", default=None,
@@ -309,6 +311,25 @@ def main(argv: Optional[list[str]] = None) -> int:
         return fail("magi sample", e)
 
 
+def _generate_from_prompts(ckpt: LoadedCheckpoint, prompts: list[str], labels, total: int, interval: int,
+                           options, args) -> torch.Tensor:
+    """Videos for `prompts` through `MagiPipeline` (the prompt encoded once each), batch by batch from
+    one seeded generator: uint8 (B, T, 3, H, W)."""
+    from magi.pipeline import MagiPipeline
+
+    pipe = MagiPipeline.from_checkpoint(ckpt)
+    generator = torch.Generator(device=ckpt.device).manual_seed(args.seed)
+    out = []
+    for start in range(0, len(prompts), args.batch_size):
+        stop = min(start + args.batch_size, len(prompts))
+        out.append(torch.from_numpy(pipe(
+            prompt=prompts[start:stop], class_labels=None if labels is None else labels[start:stop],
+            num_frames=total, guidance_scale=options.cfg, mask_steps=options.mask_steps,
+            diffusion_steps=options.diffusion_steps, sampler=options.sampler, temperature=options.temperature,
+            interval=interval, generator=generator, progress=not args.no_progress)).permute(0, 1, 4, 2, 3))
+    return torch.cat(out)  # (B, T, 3, H, W)
+
+
 def run(args: argparse.Namespace) -> int:
     """`magi sample` with parsed arguments."""
     device = pick_device(args.device)
@@ -328,6 +349,13 @@ def run(args: argparse.Namespace) -> int:
 
     labels = None
     class_names = None
+    prompts = None
+    if args.prompt is not None:
+        if not ckpt.model.config.text_dim:
+            raise ValueError("--prompt: this model has no text conditioning (it was trained without captions)")
+        if args.context_video or args.context_dataset:
+            raise ValueError("--prompt: text to video starts from nothing; give no --context-video/--context-dataset")
+        prompts = [p for p in args.prompt for _ in range(args.num_samples)]
     if args.classes is not None:
         if ckpt.num_classes == 0:
             raise ValueError("--classes given but this model is unconditional")
@@ -360,6 +388,14 @@ def run(args: argparse.Namespace) -> int:
         sources = [s for s in sources for _ in range(reps)]
         names = [f"predict_{i:03d}" for i in range(len(context))]
         task = "prediction"
+    elif prompts is not None:
+        if labels is not None:  # one class for all prompts, or one per prompt
+            if len(labels) not in (1, len(args.prompt)):
+                raise ValueError(f"--classes: give one class or one per --prompt ({len(args.prompt)}), got {len(labels)}")
+            labels = [c for c in (labels * len(args.prompt) if len(labels) == 1 else labels)
+                      for _ in range(args.num_samples)]
+        names = [f"{_file_name(p) if p.strip() else 'null'}_{i:03d}" for i, p in enumerate(prompts)]
+        task = "text"
     elif labels is not None:
         labels = [c for c in labels for _ in range(args.num_samples)]
         names = [f"{_file_name(class_names[c]) if class_names and c < len(class_names) else f'class{c}'}_{i:03d}"
@@ -368,10 +404,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         names = [f"sample_{i:03d}" for i in range(args.num_samples)]
         task = "unconditional"
-    if options.cfg != 1.0 and ckpt.num_classes == 0:
-        raise ValueError("--cfg needs a class-conditional model")
-    if options.cfg != 1.0 and labels is None:
-        raise ValueError("--cfg needs --classes (guidance is towards a class)")
+    if options.cfg != 1.0 and prompts is None and ckpt.num_classes == 0:
+        raise ValueError("--cfg needs a class-conditional model, or a text model and --prompt")
+    if options.cfg != 1.0 and prompts is None and labels is None:
+        raise ValueError("--cfg needs --classes or --prompt (guidance is towards a class or a caption)")
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -382,9 +418,12 @@ def run(args: argparse.Namespace) -> int:
     estimate = check_workload(ckpt, len(names), total, 0 if context is None else int(context.shape[1]),
                               args.batch_size, options, labels is not None, args.yes)
     t0 = time.perf_counter()
-    videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval,
-                      options=options, batch_size=args.batch_size, seed=args.seed,
-                      progress=not args.no_progress, allow_untrained_interval=args.allow_untrained_interval)
+    if prompts is not None:
+        videos = _generate_from_prompts(ckpt, prompts, labels, total, interval, options, args)
+    else:
+        videos = generate(ckpt, total, count=len(names), labels=labels, context=context, intervals=interval,
+                          options=options, batch_size=args.batch_size, seed=args.seed,
+                          progress=not args.no_progress, allow_untrained_interval=args.allow_untrained_interval)
     seconds = time.perf_counter() - t0
     files = write_outputs(out, videos, names, args.fps, gif=not args.no_gif, ground_truth=truth)
 
@@ -393,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
         "num_videos": len(videos), "frames": total, "latent_frames": ckpt.latent_frames(total),
         "train_frames": ckpt.train_frames, "frame_size": list(ckpt.frame_size), "interval": interval,
         "trained_intervals": list(ckpt.trained_intervals) if ckpt.trained_intervals else None,
-        "labels": labels, "sampling": asdict(options), "seed": args.seed, "batch_size": args.batch_size,
+        "labels": labels, "prompts": prompts, "sampling": asdict(options), "seed": args.seed, "batch_size": args.batch_size,
         "device": str(device), "seconds": seconds, "estimated_seconds": estimate,
         "display_scale": display_scale(videos),
         "seconds_per_frame": seconds / (len(videos) * (ckpt.latent_frames(total) - (

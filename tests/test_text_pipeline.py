@@ -189,3 +189,19 @@ def test_an_exported_text_model_carries_its_encoder(trained, tmp_path, encoder_d
     assert pipe.text_encoder.name == str(tmp_path / "moved" / "text_encoder")
     video = pipe(prompt="the digit 1 is moving up then down", mask_steps=1, diffusion_steps=1, sampler="ddim")
     assert video.shape == (1, 4, 16, 16, 3)
+
+
+def test_magi_sample_takes_prompts(trained, tmp_path):
+    import json
+
+    from magi.sample import main
+
+    out, _ = trained
+    rc = main([str(out), "--out", str(tmp_path / "s"), "--prompt", "the digit 3 is moving up then down",
+               "--prompt", "", "--num-samples", "2", "--cfg", "2", "--mask-steps", "1", "--diffusion-steps", "1",
+               "--sampler", "ddim", "--no-progress", "--yes"])
+    assert rc == 0
+    record = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert record["task"] == "text" and record["num_videos"] == 4
+    assert record["prompts"] == ["the digit 3 is moving up then down"] * 2 + [""] * 2
+    assert main(["pretrained", "--out", str(tmp_path / "t"), "--prompt", "a digit", "--yes"]) != 0
