@@ -5,7 +5,10 @@ with `make pretrained`), continue held-out moving-digit clips from their first f
 predictions next to the ground truth (GIF and MP4) with their PSNR, against the baseline of repeating
 the last context frame.
 
-Part 2, train: train the same small model from scratch for a few minutes on the same data, to show the
+Part 2, text (when `pretrained/text_digits/` is there): the shipped text model answers prompts, held-out
+ones included, as a GIF grid of prompts and videos.
+
+Part 3, train: train the same small model from scratch for a few minutes on the same data, to show the
 loop works on this machine: loss curve (PNG, next to the pretrained run's), a checkpoint and samples
 (expected to be rough after minutes; the pretrained model saw ~100x more clips).
 """
@@ -26,6 +29,10 @@ from magi.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "pretrained"
+PRETRAINED_TEXT = PRETRAINED / "text_digits"
+DEMO_PROMPTS = ["the digit 3 is moving up then down", "the digit 7 is moving up then down",
+                "the digit 0 is moving left then right", "the digit 5 is moving down then up",
+                "the digit 2 is moving up then down", "the digit 8 is moving right then left"]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 
 
@@ -209,6 +216,33 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
     return info
 
 
+# How the demo samples the text model: the setting `magi eval text` scores by default.
+TEXT_SETTING = {"cfg": 3.0, "mask_steps": 8, "diffusion_steps": 25, "temperature": 0.5}
+
+
+def text_to_video(pretrained: Path, out: Path, prompts: list[str] = DEMO_PROMPTS, per_prompt: int = 3,
+                  seed: int = 0) -> dict[str, Any]:
+    """Part 2: the shipped text model's videos for `prompts` (held-out captions marked), as a GIF grid, at
+    the sampling setting its evaluation reports (results/text_digits/text_eval.json)."""
+    from magi.data.builtin import is_held_out
+    from magi.pipeline import MagiPipeline
+    from magi.video_io import write_gif
+    from magi.visualize import caption_grid
+
+    t0 = time.time()
+    pipe = MagiPipeline.from_pretrained(pretrained)
+    videos = pipe(prompt=[p for p in prompts for _ in range(per_prompt)], guidance_scale=TEXT_SETTING["cfg"],
+                  mask_steps=TEXT_SETTING["mask_steps"], diffusion_steps=TEXT_SETTING["diffusion_steps"],
+                  sampler="ddim", temperature=TEXT_SETTING["temperature"],
+                  generator=torch.Generator().manual_seed(seed))  # (B, T, H, W, 3)
+    rows = [videos[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
+    labels = [("[held-out] " if is_held_out(p) else "") + p for p in prompts]
+    out.mkdir(parents=True, exist_ok=True)
+    gif = write_gif(out / "prompts.gif", caption_grid(rows, labels), fps=4)
+    return {"prompts": prompts, "videos_per_prompt": per_prompt, "setting": TEXT_SETTING, "gif": str(gif),
+            "seconds": round(time.time() - t0, 1)}
+
+
 def fresh_out_dir(out: Path, overwrite: bool) -> Path:
     """`out`, or when it holds an earlier demo (and not `overwrite`) the first free `out-2`, `out-3`, ...
     so a second `make demo` keeps the first one's outputs. With `overwrite` the earlier training run
@@ -255,6 +289,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override of the part-2 config, repeatable (e.g. train.lr=5e-4)")
     p.add_argument("--skip-predict", action="store_true")
+    p.add_argument("--skip-text", action="store_true", help="skip part 2 (the text model's prompts)")
+    p.add_argument("--pretrained-text", default=str(PRETRAINED_TEXT), help="the text model of part 2")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--export-pretrained", metavar="RUN_DIR",
                    help="instead of the demo: copy RUN_DIR's newest checkpoint (EMA) into --pretrained")
@@ -298,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         reference = json.loads(info_file.read_text()).get("loss_curve")
 
     if not args.skip_predict:
-        print("\n[1/2] predicting held-out moving digits with the shipped checkpoint "
+        print("\n[1/3] predicting held-out moving digits with the shipped checkpoint "
               f"({pretrained}) ...")
         r = predict(pretrained, out / "pretrained", num_videos=args.videos, score_videos=args.score_videos)
         summary["predict"] = r
@@ -310,8 +346,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  digit kept (a classifier reads the true frame's digit in the prediction), per predicted "
                   f"frame: {r['digit_kept_per_predicted_frame']}; in the {r['videos']} clips shown, share of "
                   f"predicted frames: {r['digit_kept_per_shown_clip']}")
+    if not args.skip_text and (Path(args.pretrained_text) / "config.json").is_file():
+        print(f"\n[2/3] the text model ({args.pretrained_text}) answers prompts, held-out ones included ...")
+        summary["text"] = text_to_video(Path(args.pretrained_text), out / "text")
+        print(f"  {len(summary['text']['prompts'])} prompts x {summary['text']['videos_per_prompt']} videos "
+              f"[{summary['text']['seconds']:.0f} s]")
     if not args.skip_train:
-        print(f"\n[2/2] training the demo model from scratch for {args.train_minutes:g} minutes "
+        print(f"\n[3/3] training the demo model from scratch for {args.train_minutes:g} minutes "
               f"({args.config}) ...")
         summary["train"] = train_short(Path(args.config), out / "train", args.train_minutes, reference, args.set)
 
@@ -326,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
               f"prediction row; red border = predicted frame):\n"
               f"    {f['gif']}\n    {f['mp4']}\n    {f['frames_png']}\n"
               f"    PSNR {summary['predict']['psnr_db_mean']:.2f} dB -> {out / 'pretrained' / 'metrics.json'}")
+    if "text" in summary:
+        print(f"  the text model's prompts and videos: {summary['text']['gif']}")
     if "train" in summary:
         t = summary["train"]
         print(f"  short training run: {t['steps']} steps in {t['wall_time_s']:.0f} s, final loss "

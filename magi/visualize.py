@@ -113,3 +113,26 @@ def plot_loss(metrics_jsonl, png, reference: list[list[float]] | None = None,
     os.replace(tmp, png)
     return png
 
+
+def caption_grid(rows: list[np.ndarray], labels: list[str], pixels: int = 96, gap: int = 2) -> np.ndarray:
+    """Rows of videos under their captions: rows[r] uint8 (k, T, H, W, 3), shown side by side, enlarged
+    to about `pixels` px, `labels[r]` written above -> uint8 (T, H', W', 3) for `write_gif`."""
+    from PIL import Image, ImageDraw
+
+    T, H, W = rows[0].shape[1:4]
+    scale, label = max(1, pixels // H), 14
+    h, w = H * scale, W * scale
+    cols = max(len(r) for r in rows)
+    canvas = np.full((T, (label + h + gap) * len(rows), cols * (w + gap), 3), 255, np.uint8)
+    for r, videos in enumerate(rows):
+        y = r * (label + h + gap)
+        for c, v in enumerate(videos):
+            canvas[:, y + label:y + label + h, c * (w + gap):c * (w + gap) + w] = v.repeat(scale, 1).repeat(scale, 2)
+    for t in range(T):  # the captions, drawn once per frame
+        img = Image.fromarray(canvas[t])
+        draw = ImageDraw.Draw(img)
+        for r, text in enumerate(labels):
+            draw.text((2, r * (label + h + gap) + 1), text, fill=(0, 0, 0))
+        canvas[t] = np.asarray(img)
+    return canvas
+

@@ -189,6 +189,11 @@ def test_an_exported_text_model_carries_its_encoder(trained, tmp_path, encoder_d
     assert pipe.text_encoder.name == str(tmp_path / "moved" / "text_encoder")
     video = pipe(prompt="the digit 1 is moving up then down", mask_steps=1, diffusion_steps=1, sampler="ddim")
     assert video.shape == (1, 4, 16, 16, 3)
+    from magi.demo import text_to_video  # the demo's part 2 on it
+
+    r = text_to_video(tmp_path / "moved", tmp_path / "demo", prompts=["the digit 0 is moving left then right"],
+                      per_prompt=2)
+    assert (tmp_path / "demo" / "prompts.gif").is_file() and r["videos_per_prompt"] == 2
 
 
 def test_magi_sample_takes_prompts(trained, tmp_path):

@@ -197,32 +197,20 @@ def _plot(r: dict, path: Path) -> None:
 
 
 def _grid(videos: np.ndarray, prompts: list[str], per_caption: int, path: Path, rows: int = 10) -> None:
-    """A GIF: one row per caption (the held-out ones and as many seen ones), its first 4 videos side by
-    side, the caption written above; held-out captions marked."""
-    from PIL import Image, ImageDraw
-
+    """A GIF: one row per caption (the held-out ones first, then seen ones), up to 4 of its videos."""
     from magi.data.builtin import is_held_out
+    from magi.visualize import caption_grid
     from magi.video_io import write_gif
 
     first = {}
     for i, p in enumerate(prompts):
         first.setdefault(p, i)
     held = [p for p in first if is_held_out(p)][: rows // 2]
-    seen = [p for p in first if not is_held_out(p)][: rows - len(held)]
-    T, H, W = videos.shape[1:4]
-    scale, cols, label = max(1, 96 // H), min(4, per_caption), 14
-    h, w = H * scale, W * scale
-    canvas = np.full((T, (label + h + 2) * len(held + seen), cols * (w + 2), 3), 255, np.uint8)
-    for r, p in enumerate(held + seen):
-        y = r * (label + h + 2)
-        for c in range(cols):
-            v = videos[first[p] + c].repeat(scale, 1).repeat(scale, 2)  # (T, h, w, 3)
-            canvas[:, y + label:y + label + h, c * (w + 2):c * (w + 2) + w] = v
-        for t in range(T):
-            img = Image.fromarray(canvas[t])
-            ImageDraw.Draw(img).text((2, y + 1), ("[held-out] " if is_held_out(p) else "") + p, fill=(0, 0, 0))
-            canvas[t] = np.asarray(img)
-    write_gif(path, canvas, fps=4)
+    shown = held + [p for p in first if not is_held_out(p)][: rows - len(held)]
+    cols = min(4, per_caption)
+    rows_videos = [videos[first[p]:first[p] + cols] for p in shown]
+    labels = [("[held-out] " if is_held_out(p) else "") + p for p in shown]
+    write_gif(path, caption_grid(rows_videos, labels), fps=4)
 
 
 __all__ = ["add_arguments", "run"]
