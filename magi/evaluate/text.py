@@ -47,17 +47,17 @@ class _ScorerNet(nn.Module):
     "down then up") is kept. Sized to train on one CPU thread in a couple of minutes.
     """
 
-    def __init__(self, num_frames: int, work_size: int = 16, width: int = 32, hidden: int = 64) -> None:
+    def __init__(self, num_frames: int, work_size: int = 32, width: int = 32, hidden: int = 64) -> None:
         super().__init__()
-        if work_size % 2:
-            raise ValueError(f"CaptionScorer.work_size: expected an even number, got {work_size}")
-        self.frame = nn.Sequential(  # receptive field 15 px at the working size: a whole digit
+        if work_size % 4:
+            raise ValueError(f"CaptionScorer.work_size: expected a multiple of 4, got {work_size}")
+        self.frame = nn.Sequential(  # receptive field 30 px at the working size: a whole (half-canvas) digit
             nn.Conv2d(1, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width // 2, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
         )
         self.classes = nn.Linear(width, NUM_CLASSES)
-        grid = (torch.arange(work_size // 2) + 0.5) / (work_size // 2) * 2 - 1  # cell centres in [-1, 1]
+        grid = (torch.arange(work_size // 4) + 0.5) / (work_size // 4) * 2 - 1  # cell centres in [-1, 1]
         self.register_buffer("grid", grid, persistent=False)
         self.motion = nn.Sequential(nn.Linear(num_frames * 2, hidden), nn.ReLU(), nn.Linear(hidden, len(MOTIONS)))
 
@@ -232,12 +232,12 @@ def train_scorer(
     digit_size: int | None = None,
     speed: float | None = None,
     interval: int = 1,
-    steps: int = 600,
+    steps: int = 500,
     batch_size: int = 64,
     lr: float = 3e-3,
     two_digit_share: float = 0.5,
     augment: bool = True,
-    work_size: int = 16,
+    work_size: int = 32,
     width: int = 32,
     hidden: int = 64,
     eval_videos: int = 1000,
