@@ -11,7 +11,7 @@ How the numbers are made (also written into the JSON):
   the frame and action buffers rolled as its world-model env does. Its reward/termination model
   (also run per step in DIAMOND's env) is not timed: this is the denoiser alone, the issue's measure.
 - MAGI: the model folder's play stream exactly as `magi play` runs it
-  (`magi.evaluate.world_model.play_stream`: real emulator opening, `Magi.stream` without end, a
+  (`magi.world.evaluate.play_stream`: real emulator opening, `Magi.stream` without end, a
   sticky-random player at the keys, `long_video="window"`) at its play setting (play.json: mask and
   diffusion steps), each frame's time = the stream's next latent + the VAE decode to uint8.
 - One process, for each thread count (1, then 2): warm-up, then `--rounds` rounds alternating
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from magi.data.builtin import atari_env
-    from magi.evaluate.world_model import play_setting_of, play_stream
+    from magi.world.evaluate import play_setting_of, play_stream
     from magi.pretrained import load_pretrained
 
     env = atari_env(GAME)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from magi.data.builtin import _atari_policy, atari_env
-from magi.evaluate.world_model import player_detector
+from magi.world.evaluate import player_detector
 
 # px of a 64x64 frame per unit of the player's RAM position, from the detector's calibration against the
 # emulator (results/archive/world_model_gray_pixels/world_model.json, detector.on_real_frames.axes x/y scale).

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from magi.data import build_dataset
-    from magi.evaluate.world_model import roll_out, write_rollout_gif
+    from magi.world.evaluate import roll_out, write_rollout_gif
     from magi.pretrained import load_pretrained
 
     ckpt = load_pretrained(args.model)

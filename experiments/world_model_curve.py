@@ -17,7 +17,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from magi.evaluate.world_model import _mean
+from magi.world.evaluate import _mean
 
 
 def curves(result: dict) -> dict:

@@ -22,7 +22,7 @@ COMMANDS = {
     "cache-latents": ("magi.data.latents", "encode a dataset once into a latent cache"),
     "data": ("magi.data.check", "dataset tools: `magi data check ROOT`"),
     "demo": ("magi.demo", "the CPU demo: sample from the shipped checkpoint, train the tiny model"),
-    "tokenizer": ("magi.tokenizer", "train / export a frame tokenizer (a small AutoencoderKL) on recordings"),
+    "tokenizer": ("magi.world.tokenizer", "train / export a frame tokenizer (a small AutoencoderKL) on recordings"),
     "bench": ("magi.bench", "run the benchmark scripts in benchmarks/"),
     "play": ("magi.play.server", "play an action-conditioned world model in the browser"),
     "export": ("magi.export.cli", "export a world model: ONNX graphs (onnx), a static page that plays it (web)"),

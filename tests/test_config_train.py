@@ -21,7 +21,7 @@ def test_the_configs_issue_4_asks_for_exist():
 def test_config_loads_and_validates(path):
     if path.stem.endswith("_tokenizer"):  # a frame tokenizer's run (magi tokenizer train), not a MAGI run
         from magi.config import to_dict
-        from magi.tokenizer import TokenizerRunConfig
+        from magi.world.tokenizer import TokenizerRunConfig
 
         run = TokenizerRunConfig.load(path)
         assert TokenizerRunConfig.from_dict(to_dict(run)) == run

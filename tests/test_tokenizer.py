@@ -1,11 +1,11 @@
-"""The frame tokenizer (magi/tokenizer.py): its loss, its training path on a tiny real recording, exact
+"""The frame tokenizer (magi/world/tokenizer.py): its loss, its training path on a tiny real recording, exact
 resumption, and the export that `load_vae` reads like any diffusers VAE folder."""
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from magi.tokenizer import (FramePairs, TokenizerRunConfig, change_weights, export_tokenizer,
+from magi.world.tokenizer import (FramePairs, TokenizerRunConfig, change_weights, export_tokenizer,
                             train_tokenizer)
 from magi.vae import DiffusersImageVAE, load_vae
 

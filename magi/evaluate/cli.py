@@ -4,7 +4,7 @@
     magi eval fvd CHECKPOINT --protocol k600 --data-root k600/ --data-option list_file=val.csv --detector ...
     magi eval fvd CHECKPOINT --protocol custom --data moving-digits --frames 16 --num-videos 256 --i3d ...
     magi eval predict CHECKPOINT --data moving-digits --context-frames 4 --frames 16 --num-videos 64
-    magi eval world-model RUN [RUN ...] --out DIR --rollouts 64 --horizon 32   (magi.evaluate.world_model)
+    magi eval world-model RUN [RUN ...] --out DIR --rollouts 64 --horizon 32   (magi.world.evaluate)
 
 Protocols (every choice can be overridden and is written next to the score):
 
@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--overwrite", action="store_true", help="write into an --out that holds a predict.json")
-    from magi.evaluate import world_model
+    from magi.world import evaluate as world_model
 
     w = sub.add_parser("world-model", help="an action-conditioned model against the emulator: PSNR/SSIM "
                        "per horizon step, player position error with true / shuffled / null actions",
@@ -437,7 +437,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command in ("fvd", "predict"):
             data_argument(args)
         if args.command == "world-model":
-            from magi.evaluate import world_model
+            from magi.world import evaluate as world_model
 
             world_model.run(args)
         elif args.command == "text":
