@@ -27,7 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from magi.data import LatentDataset, VideoFolder, cache_latents, read_all_frames, read_clip, record_atari  # noqa: E402
+from magi.data import LatentDataset, VideoFolder, cache_latents, read_all_frames, read_clip  # noqa: E402
+from magi.world.atari import record_atari  # noqa: E402
 from magi.vae import load_vae  # noqa: E402
 
 

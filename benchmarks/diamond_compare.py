@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="diamond_compare", help="results/<name>.json")
     args = p.parse_args(argv)
 
-    from magi.data.builtin import atari_env
+    from magi.world.atari import atari_env
     from magi.world.evaluate import play_setting_of, play_stream
     from magi.pretrained import load_pretrained
 

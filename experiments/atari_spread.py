@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from magi.data.builtin import _atari_policy, atari_env
+from magi.world.atari import atari_env
+from magi.world.policies import atari_policy
 from magi.world.evaluate import player_detector
 
 # px of a 64x64 frame per unit of the player's RAM position, from the detector's calibration against the
@@ -43,7 +44,7 @@ def measure(states: int, replays: int, horizon: int, seed: int, progress: bool =
     moved = np.zeros((states, horizon))  # distance of the player from its start position
     for s in tqdm(range(states), desc="states", disable=not progress):
         rng = np.random.default_rng([seed, s])
-        act, _ = _atari_policy("mix", "Boxing", s, meanings, rng, noise=0.25)
+        act, _ = atari_policy("mix", "Boxing", s, meanings, rng, noise=0.25)
         obs, _ = env.reset(seed=int(rng.integers(2**31)) + 2_000_000)
         prev = -1
         for _ in range(int(rng.integers(20, 600))):

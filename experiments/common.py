@@ -62,7 +62,7 @@ TRAIN = {"global_batch_size": 8, "lr": 1e-3, "warmup_steps": 200, "min_lr_ratio"
 
 def prepare_atari() -> Path:
     """Record the Atari episodes once and write the by-episode train / validation lists."""
-    from magi.data import record_atari
+    from magi.world.atari import record_atari
 
     root = DATA / "atari32"
     paths = record_atari(root, game=ATARI_GAMES, episodes=ATARI_EPISODES + ATARI_VAL_EPISODES,

@@ -31,7 +31,7 @@ REGIONS = {"player": (slice(0, 5), slice(14, 24)), "opponent": (slice(0, 5), sli
 def windows(dataset, context: int, horizon: int, lead: int, per_side: int, seed: int = 0):
     """[(episode index, start, kind)], kind in 'player' / 'opponent' / 'control': event windows put the
     score change `lead` frames after the last context frame; controls hold neither score still."""
-    from magi.data.builtin import load_ram
+    from magi.world.atari import load_ram
 
     rng = np.random.default_rng(seed)
     length = context + horizon

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from magi.data import build_dataset
-from magi.data.builtin import load_ram
+from magi.world.atari import load_ram
 from magi.video_io import to_float_video, to_uint8_video
 from magi.evaluate.metrics import ssim
 from magi.world.evaluate import calibrate, player_detector

@@ -106,7 +106,8 @@ def test_build_dataset_moving_digits_and_unknown_options():
 
 
 def test_record_atari_and_read_back(tmp_path):
-    from magi.data import VideoFolder, load_actions, record_atari
+    from magi.data import VideoFolder
+    from magi.world.atari import load_actions, record_atari
     from magi.data.video import read_all_frames
 
     root = tmp_path / "rec"

@@ -146,7 +146,7 @@ def test_keys_map_to_the_games_actions():
 def test_reality_is_the_emulator_under_the_same_actions(world):
     """Frame t's reality frame is the emulator after the opening NOOPs and the actions the headers
     report; the opening the model sees is those real frames (gray, as its VAE sees them)."""
-    from magi.data.builtin import _resize_frame
+    from magi.world.atari import resize_frame
     from magi.play.session import PlaySession, SeedSource, make_env
 
     session = PlaySession(world, FAST, SeedSource(), reality=True)
@@ -158,10 +158,10 @@ def test_reality_is_the_emulator_under_the_same_actions(world):
     k = world.context_frames
     env = make_env(world.game, world.frameskip)
     obs, _ = env.reset(seed=frames[0].seed)
-    real = [_resize_frame(obs, 64)]
+    real = [resize_frame(obs, 64)]
     for f in frames[1:]:
         obs, *_ = env.step(f.action)
-        real.append(_resize_frame(obs, 64))
+        real.append(resize_frame(obs, 64))
     env.close()
     for f, r in zip(frames, real):
         np.testing.assert_array_equal(f.reality, r)

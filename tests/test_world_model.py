@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from magi.data import VideoFolder, build_dataset, load_actions, read_all_frames, record_atari
-from magi.data.builtin import _resize_frame, load_ram
+from magi.data import VideoFolder, build_dataset, read_all_frames
+from magi.world.atari import load_actions, load_ram, record_atari, resize_frame
 
 pytest.importorskip("ale_py")
 
@@ -33,10 +33,10 @@ def test_lossless_recording_decodes_to_the_emulators_frames(tmp_path):
     gymnasium.register_envs(ale_py)
     env = gymnasium.make(meta["env"], frameskip=meta["frameskip"], full_action_space=False)
     obs, _ = env.reset(seed=meta["env_seed"])
-    expected = [_resize_frame(obs, 64)]
+    expected = [resize_frame(obs, 64)]
     for a in load_actions(paths[0])[:-1]:
         obs, *_ = env.step(int(a))
-        expected.append(_resize_frame(obs, 64))
+        expected.append(resize_frame(obs, 64))
     env.close()
     decoded = read_all_frames(paths[0], None).numpy()  # (T, 3, 64, 64)
     assert decoded.shape == (30, 3, 64, 64)

@@ -1,5 +1,6 @@
 """Data: video decoding (`decode`), which clip an item is (`clips`, appendix A.2.1), folder datasets
-(`video`), built-in generated data (`builtin`) and the latent cache (`latents`).
+(`video`), built-in generated data (`builtin`) and the latent cache (`latents`). The `atari` kind
+(recordings of the emulator) is the world model's: `magi.world.atari`.
 
 `build_dataset(kind, **options)` is what a training config's `data:` section calls, e.g.
 `data: {kind: moving-digits, num_frames: 6, size: 32, interval: dynamic}`.
@@ -10,9 +11,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from magi.data.builtin import (HELD_OUT_PAIRS, MOTIONS, CaptionedDigits, MovingDigits, all_captions, atari,
-                               caption_for, caption_pairs, is_held_out, load_actions, parse_caption,
-                               record_atari)
+from magi.data.builtin import (HELD_OUT_PAIRS, MOTIONS, CaptionedDigits, MovingDigits, all_captions,
+                               caption_for, caption_pairs, is_held_out, parse_caption)
 from magi.data.clips import MAX_INTERVAL, ClipSource, choose_clip, clip_span, draw_interval, max_interval_for
 from magi.data.decode import VIDEO_EXTENSIONS, BadVideoWarning, VideoError, VideoInfo, probe, read_all_frames, read_clip
 from magi.data.latents import LatentDataset, cache_latents
@@ -54,6 +54,8 @@ def k600(root, num_frames: int, size=None, list_file=None, interval: int | str =
 
 
 def _builders() -> dict[str, Callable[..., Any]]:
+    from magi.world.atari import atari
+
     return {
         "folder": VideoFolder,
         "ucf101": ucf101,
@@ -70,7 +72,7 @@ def build_dataset(kind: str, **options: Any):
 
     Kinds: "folder" (`VideoFolder`), "ucf101" (`ucf101`), "k600" (`k600`), "moving-digits"
     (`MovingDigits`), "captioned-digits" (`CaptionedDigits`: captions in a fixed grammar), "atari"
-    (`atari`: record once with `record_atari`, read with `VideoFolder`), "latents" (`LatentDataset`
+    (`magi.world.atari.atari`: record once with `record_atari`, read with `VideoFolder`), "latents" (`LatentDataset`
     over a cache written by `magi cache-latents`).
     """
     builders = _builders()
@@ -94,7 +96,7 @@ def _accepted_options(builder: Callable[..., Any]) -> set[str]:
     return names
 
 
-__all__ = ["build_dataset", "ucf101", "k600", "atari", "record_atari", "load_actions", "MovingDigits",
+__all__ = ["build_dataset", "ucf101", "k600", "MovingDigits",
            "CaptionedDigits", "MOTIONS", "HELD_OUT_PAIRS", "caption_for", "parse_caption", "is_held_out",
            "caption_pairs", "all_captions",
            "LatentDataset", "cache_latents", "choose_clip", "ClipSource", "VideoFolder", "read_clip",

@@ -3,7 +3,7 @@ player's held keys mapped to the game's action, and the play loop (`magi.play.lo
 world's engine: `Magi.stream` in PyTorch or the exported graphs in onnxruntime) drawing every frame
 after the opening (DESIGN §8, issue 35).
 
-Conventions are the recordings' (`magi.data.builtin.record_atari`): `gymnasium.make("ALE/<game>-v5",
+Conventions are the recordings' (`magi.world.atari.record_atari`): `gymnasium.make("ALE/<game>-v5",
 frameskip=4, full_action_space=False)`, frames area-resized to the training size, and `actions[t]`
 is the action taken at frame t, leading to frame t + 1. The stream asks for `actions(t)` just before
 it generates frame t + 1, so the key held at that moment is the one the next frame answers.
@@ -215,8 +215,8 @@ def describe_view(ckpt: LoadedCheckpoint) -> dict:
 
 
 def make_env(game: str, frameskip: int):
-    """The emulator exactly as the recordings made it (`magi.data.builtin.atari_env`)."""
-    from magi.data.builtin import atari_env
+    """The emulator exactly as the recordings made it (`magi.world.atari.atari_env`)."""
+    from magi.world.atari import atari_env
 
     try:
         return atari_env(game, frameskip)
@@ -380,6 +380,6 @@ class PlaySession:
         return a
 
     def _resize(self, obs: np.ndarray) -> np.ndarray:
-        from magi.data.builtin import _resize_frame
+        from magi.world.atari import resize_frame
 
-        return _resize_frame(obs, self.world.size)  # (210, 160, 3) -> (3, H, W) uint8
+        return resize_frame(obs, self.world.size)  # (210, 160, 3) -> (3, H, W) uint8

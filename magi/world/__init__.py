@@ -1,7 +1,17 @@
-"""What a world model is beyond `Magi` itself (docs/design.md §6, §8): the frame tokenizer
-(`tokenizer`: a small AutoencoderKL trained on recordings, `magi tokenizer`) and the world model
-measured against the emulator (`evaluate`: `magi eval world-model`). `magi/play/` is the app on top.
+"""What a world model is beyond `Magi` itself (docs/design.md §6, §8):
 
-Submodules are imported on use (`from magi.world.tokenizer import ...`): the tokenizer pulls in
-diffusers, which the recordings and the dataset do not need.
+- `atari`: the emulator (`atari_env`), recordings (`record_atari`, `load_actions`, `load_ram`) and the
+  `atari` dataset that `magi.data.build_dataset("atari", ...)` builds;
+- `policies`: who presses the keys in recordings (sticky, the scripted agents, mixes);
+- `tokenizer`: the frame tokenizer (a small AutoencoderKL trained on recordings; `magi tokenizer`);
+- `evaluate`: the world model measured against the emulator (`magi eval world-model`).
+
+`magi/play/` is the app on top. `tokenizer` and `evaluate` are imported on use
+(`from magi.world.tokenizer import ...`): they pull in diffusers and the model, which recording does not need.
 """
+
+from magi.world.atari import ATARI_CODECS, atari, atari_env, load_actions, load_ram, record_atari, resize_frame
+from magi.world.policies import ATARI_AGENTS, ATARI_POLICIES, atari_policy
+
+__all__ = ["atari_env", "record_atari", "load_actions", "load_ram", "atari", "resize_frame", "ATARI_CODECS",
+           "ATARI_POLICIES", "ATARI_AGENTS", "atari_policy"]

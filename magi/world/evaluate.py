@@ -180,7 +180,7 @@ def held_out_rollouts(dataset, num_rollouts: int, length: int, seed: int = 0) ->
     """`num_rollouts` clips of `length` frames at interval 1 from the episodes of `dataset` (a
     `VideoFolder` over recordings with actions), cycling through the episodes with starts drawn
     from `seed`."""
-    from magi.data.builtin import load_ram
+    from magi.world.atari import load_ram
 
     rng = np.random.default_rng(seed)
     usable = [i for i in range(len(dataset)) if dataset.video_frames(i) >= length]
@@ -514,15 +514,15 @@ def write_rollout_gif(path: Path, truth: torch.Tensor, pred: torch.Tensor, indic
 def emulator_opening(game: str, frames: int, size, seed: int) -> torch.Tensor:
     """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
     opens a session: uint8 (1, frames, 3, H, W) at the training `size`."""
-    from magi.data.builtin import _resize_frame, atari_env
+    from magi.world.atari import atari_env, resize_frame
 
     env = atari_env(game, who="emulator_opening")
     noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
     obs, _ = env.reset(seed=seed)
-    out = [_resize_frame(obs, size)]
+    out = [resize_frame(obs, size)]
     while len(out) < frames:
         obs, *_ = env.step(noop)
-        out.append(_resize_frame(obs, size))
+        out.append(resize_frame(obs, size))
     env.close()
     return torch.from_numpy(np.stack(out))[None]
 
@@ -692,7 +692,7 @@ def stream_context_frames(ckpt) -> int:
 
 def _game_actions(game: str) -> list[str]:
     """The game's minimal action set, index = action (as `magi play` reads it)."""
-    from magi.data.builtin import atari_env
+    from magi.world.atari import atari_env
 
     env = atari_env(game, who="stream_check")
     meanings = list(env.unwrapped.get_action_meanings())
