@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer-steps", type=number(int, low=1), default=1500, help="training steps of a new scorer")
     p.add_argument("--samples", type=number(int, low=1), default=8, help="videos per one-digit caption")
     p.add_argument("--cfg", type=number(float, low=0), default=3.0, help="guidance scale of the main table")
+    p.add_argument("--null-samples", type=number(int, low=0), default=None,
+                   help="videos per caption made from the null prompt (default: --samples; 0 = no null control)")
     p.add_argument("--sweep", default="1,2,3,5", help="guidance scales of the sweep (comma-separated; '' = none)")
     p.add_argument("--sweep-samples", type=number(int, low=1), default=4, help="videos per caption in the sweep")
     p.add_argument("--two-digit", type=number(int, low=0), default=80,
@@ -125,8 +127,11 @@ def run(args: argparse.Namespace) -> dict:
     videos = make(prompts, args.cfg)
     main = summarize(scorer.score(videos, prompts))
     shuffled = summarize(scorer.score(videos, _shuffled(prompts)))
-    null_videos = make([""] * len(prompts), args.cfg)
-    null = summarize(scorer.score(null_videos, prompts))
+    null = {}
+    null_samples = args.samples if args.null_samples is None else args.null_samples
+    if null_samples:  # what the scorer reads in videos made from the empty prompt, against each caption
+        null_prompts = [c for c in one for _ in range(null_samples)]
+        null = summarize(scorer.score(make([""] * len(null_prompts), args.cfg), null_prompts))
     sweep = {}
     for cfg in [float(s) for s in args.sweep.split(",") if s.strip()]:
         sweep_prompts = [c for c in one for _ in range(args.sweep_samples)]
@@ -157,13 +162,16 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _argv(args) -> list[str]:
-    return [str(args.checkpoint), "--out", str(args.out), "--cfg", f"{args.cfg:g}", "--samples", str(args.samples)]
+    """The command's arguments as given (every option, so the record reproduces the run)."""
+    skip = {"checkpoint", "command", "no_progress", "device"}
+    opts = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip and v is not None]
+    return [str(args.checkpoint), *opts]
 
 
 def _print(r: dict) -> None:
     rows = [("seen, one digit", r["one_digit"].get("seen")), ("held-out, one digit", r["one_digit"].get("heldout")),
             ("shuffled prompts", r["controls"]["shuffled"].get("all")),
-            ("null prompt", r["controls"]["null_prompt"].get("all")),
+            ("null prompt", r["controls"]["null_prompt"].get("all") if r["controls"]["null_prompt"] else None),
             ("seen, two digits", r["two_digit"].get("seen")), ("held-out, two digits", r["two_digit"].get("heldout"))]
     print(f"caption accuracy at cfg {r['cfg']:g} ({r['text_mode']}):  digit  motion  both   n")
     for name, s in rows:
