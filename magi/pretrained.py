@@ -275,10 +275,27 @@ def class_names_of(dataset: Any) -> Optional[list[str]]:
     return list(names) if names is not None else None
 
 
-def pick_device(name: str) -> torch.device:
+DEVICE_HELP = "auto (CUDA when present, else the CPU; the default), cpu, cuda, cuda:1, ..."
+
+
+def add_device_argument(parser, help: str = DEVICE_HELP) -> None:
+    """`--device`, one convention for every command that runs a model (sample, play, eval world-model,
+    tokenizer): default "auto", resolved by `pick_device`."""
+    parser.add_argument("--device", default="auto", help=help)
+
+
+def pick_device(name: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when present, else the CPU; anything else as torch spells it. ValueError names
+    `--device` for a string torch does not know or a CUDA device this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r}: {e} (expected {DEVICE_HELP})") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    return device
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,7 +427,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
                    help="condition on a frame interval outside those the model was trained on")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=number(int, low=1), default=8)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_device_argument(g)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -423,4 +440,5 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
 
 __all__ = ["LoadedCheckpoint", "SamplingOptions", "load_pretrained", "resolve_checkpoint", "read_run_config",
            "intervals_of_run_config", "iter_generate", "generate", "build_data", "class_names_of", "pick_device",
+           "add_device_argument", "DEVICE_HELP",
            "add_sampling_arguments", "sampling_options"]

@@ -174,12 +174,34 @@ def test_generate_with_tensor_or_callable_actions_is_the_same():
 
 
 def test_endless_stream_follows_a_callable():
+    """The actions a callable returns reach the frames: two players who agree up to frame `turn` and then
+    press different keys give the same frames up to frame `turn` and different ones from `turn + 1` on
+    (the same noise), past the training length too; each action is asked once, in order."""
     model = _model()
     latents, _, _ = _inputs(B=1)
-    stream = model.stream(None, context=latents[:, :1], actions=lambda t: t % A, mask_steps=1,
-                          diffusion_steps=2, sampler="ddim", long_video="window")
-    frames = [next(stream) for _ in range(2 * T)]
-    assert all(f.shape == (1, 4, 4, 4) for f in frames)
+    turn = T + 1  # beyond the training length: the window's rebuilt cache carries the actions as well
+
+    def frames_of(key_after_turn):
+        asked = []
+
+        def player(t):
+            asked.append(t)
+            return t % A if t < turn else key_after_turn
+
+        stream = model.stream(None, context=latents[:, :1], actions=player, mask_steps=1, diffusion_steps=2,
+                              sampler="ddim", long_video="window", generator=torch.Generator().manual_seed(0))
+        frames = [next(stream) for _ in range(2 * T)]  # frames 1 .. 2T
+        return frames, asked
+
+    a, asked = frames_of(0)
+    b, _ = frames_of(3)
+    assert all(f.shape == (1, 4, 4, 4) for f in a)
+    assert asked == list(range(2 * T))  # action t asked just before frame t + 1
+    for i, (fa, fb) in enumerate(zip(a, b)):  # a[i] is frame i + 1
+        if i + 1 <= turn:
+            assert torch.equal(fa, fb), f"frame {i + 1} came before the keys differed"
+        else:
+            assert not torch.allclose(fa, fb), f"frame {i + 1} must follow the key pressed at frame {i}"
     with pytest.raises(ValueError, match="long_video='window'"):
         next(model.stream(None, context=latents[:, :1]))
 

@@ -21,7 +21,7 @@ from magi.play.session import load_world
 from magi.pretrained import SamplingOptions
 from test_play import BOXING, tiny_world_model
 
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: E402  a hard dependency: fail, never skip
 
 LATENT_TOL = 1e-4  # on the latents: absolute, scaled by their largest magnitude past 1 (`assert_latents_close`)
 PIXEL_TOL = 1  # uint8 levels: 1/255

@@ -180,8 +180,10 @@ def test_data_interval_dynamic_trains_what_it_writes(mixed_folder, tmp_path):
     from magi.train import GlobalBatchSampler, build_dataset, main
 
     first = tmp_path / "first"
+    pinned = ["--preset", "tiny", "--vae", "pixels:2", "--size", "16", "--frames", "8",  # the CPU defaults,
+              "--set", "model.attention=sdpa", "--set", "train.precision=fp32"]  # so a GPU machine builds the same
     assert main(["--data", str(mixed_folder), "--interval", "dynamic", "--steps", "1", "--out", str(first),
-                 "--set", "train.progress=false"]) == 0
+                 "--set", "train.progress=false", *pinned]) == 0
     run = RunConfig.load(first / "train_config.yaml")
     assert run.data.options["interval_sampling"] == "video_first"
     again = tmp_path / "again"

@@ -32,7 +32,7 @@ from magi.play.session import (FIRST_SEED, Emulators, PlaySession, SeedSource, a
                                load_world)
 from magi.sample import SamplingOptions
 
-websockets_sync = pytest.importorskip("websockets.sync.client")
+import websockets.sync.client as websockets_sync  # noqa: E402  a hard dependency: fail, never skip
 
 FAST = SamplingOptions(mask_steps=1, diffusion_steps=2, sampler="ddim", long_video="window")
 BOXING = ['NOOP', 'FIRE', 'UP', 'RIGHT', 'LEFT', 'DOWN', 'UPRIGHT', 'UPLEFT', 'DOWNRIGHT', 'DOWNLEFT',

@@ -41,7 +41,7 @@ from magi.play.server import BackgroundServer, create_app, play_setting
 from magi.play.session import load_world
 from test_play import FAST, ShortEpisodes, tiny_world_model
 
-websockets_sync = pytest.importorskip("websockets.sync.client")
+import websockets.sync.client as websockets_sync  # noqa: E402  a hard dependency: fail, never skip
 
 KEY_EVENTS = {  # DOM code -> (key, Windows virtual key code), as a real keyboard sends them
     "ArrowUp": ("ArrowUp", 38), "ArrowDown": ("ArrowDown", 40), "ArrowLeft": ("ArrowLeft", 37),

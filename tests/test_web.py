@@ -33,7 +33,7 @@ from test_export import assert_latents_close
 from test_play import tiny_world_model
 from test_play_browser import Browser, find_chromium
 
-websockets_sync = pytest.importorskip("websockets.sync.client")
+import websockets.sync.client as websockets_sync  # noqa: E402  a hard dependency: fail, never skip
 
 SCRIPT = [3, 4, 0, 11, 2]  # RIGHT, LEFT, NOOP, RIGHTFIRE, UP: the deterministic mode's actions, cycled
 WATCH = """(() => {  // before any page script: count WebSockets

@@ -562,7 +562,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="what draws the frames: onnxruntime (the play setting exported by `magi export onnx` at "
                         "start, a few seconds) or PyTorch (default: the model's play.json, else "
                         f"{DEFAULT_ENGINE}, the faster on a 2-core CPU; torch where the setting needs it)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present for --engine torch, else the "
+                        "CPU; the default), cpu, cuda, cuda:1, ... (--engine onnx runs on the CPU)")
     args = parser.parse_args(argv)
 
     try:
@@ -571,8 +572,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              args.compile, args.cfg)
         setting.validate()
         args.engine = play_engine(Path(args.model), setting, args.engine)
-        if args.engine == "onnx" and args.device != "cpu":
-            raise ValueError(f"--engine onnx runs on the CPU; got --device {args.device} (use --engine torch)")
+        args.device = play_device(args.engine, args.device)
     except ValueError as e:
         print(f"magi play: {e}", file=sys.stderr)
         return 2
@@ -592,6 +592,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     with sock:
         return _serve(args, model, setting, sock)
+
+
+def play_device(engine: str, device: str) -> str:
+    """The device `magi play` serves on: `--device` by the one convention (`magi.pretrained.pick_device`:
+    "auto" is CUDA when present), except that the onnx engine runs on the CPU, so "auto" means the CPU
+    there and anything else is refused."""
+    from magi.pretrained import pick_device
+
+    if engine == "onnx":
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"--engine onnx runs on the CPU; got --device {device} (use --engine torch)")
+        return "cpu"
+    return str(pick_device(device))
 
 
 def _serve(args, model: Path, setting: SamplingOptions, sock: socket.socket) -> int:

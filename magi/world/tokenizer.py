@@ -252,11 +252,14 @@ class _Stop:
 
 
 def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | None = None,
-                    frames: FramePairs | None = None, progress: bool = True) -> dict[str, Any]:
+                    frames: FramePairs | None = None, progress: bool = True,
+                    device: str | torch.device = "cpu") -> dict[str, Any]:
     """Train (or continue) the tokenizer into `out_dir`; returns {"step", "checkpoint", "loss", "psnr"}.
 
     `resume`: None (the directory must hold no checkpoint), "auto" (the newest checkpoint, if any) or a
-    checkpoint directory. `frames` may be passed to reuse loaded episodes."""
+    checkpoint directory. `frames` may be passed to reuse loaded episodes (they stay on the CPU; each
+    batch moves to `device`). The batches and the posterior noise are the same on every device (the
+    noise is drawn on the CPU); the arithmetic, and so the weights, match only on the same device."""
     from tqdm.auto import tqdm
 
     from magi import checkpoint as ckpt
@@ -279,12 +282,13 @@ def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | 
     if frames is None:
         frames = FramePairs(build_dataset(run.data.kind, **run.data.options), progress=progress)
 
+    device = torch.device(device)
     torch.manual_seed(tc.seed)  # the initial weights (a resumed run overwrites them)
-    model = run.model.build(frames.size)
+    model = run.model.build(frames.size).to(device)
     ema = make_ema(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(tc, s))
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     step = 0
     out.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale_temporaries(out)
@@ -308,9 +312,9 @@ def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | 
     bar = tqdm(total=tc.max_steps, initial=step, desc="tokenizer", unit="step", disable=not progress)
     with _Stop() as stop:
         while step < tc.max_steps:
-            previous, current = frames.batch(tc.seed, step, tc.batch_size)
+            previous, current = (x.to(device) for x in frames.batch(tc.seed, step, tc.batch_size))
             generator = torch.Generator().manual_seed(int(np.random.SeedSequence([tc.seed, step, 11])
-                                                          .generate_state(1)[0]))
+                                                          .generate_state(1)[0]))  # on the CPU, for every device
             losses = tokenizer_loss(model, previous, current, tc.change_weight, tc.kl_weight, generator)
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"tokenizer: non-finite loss at step {step}; last checkpoint kept")
@@ -399,6 +403,7 @@ def export_tokenizer(run_dir: str | Path, out: str | Path, step: int | None = No
 def main(argv: list[str] | None = None) -> int:
     from magi.data import build_dataset
     from magi.errors import USER_ERRORS, ArgumentParser, fail
+    from magi.pretrained import add_device_argument, pick_device
 
     p = ArgumentParser(prog="magi tokenizer", description="train and export a frame tokenizer (a small "
                        "diffusers AutoencoderKL) on recordings")
@@ -409,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
     t.add_argument("--resume", help="'auto' (newest checkpoint in --out) or a checkpoint directory")
     t.add_argument("--export", help="after training, export the EMA weights as a diffusers folder here")
+    add_device_argument(t)
     e = sub.add_parser("export", help="export a run's EMA weights as a diffusers VAE folder (load_vae)")
     e.add_argument("run")
     e.add_argument("--out", required=True)
@@ -418,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "train":
             run = TokenizerRunConfig.load(args.config, args.set)
+            device = pick_device(args.device)
             frames = FramePairs(build_dataset(run.data.kind, **run.data.options))
-            result = train_tokenizer(run, args.out, resume=args.resume, frames=frames)
+            result = train_tokenizer(run, args.out, resume=args.resume, frames=frames, device=device)
             print(f"tokenizer: step {result['step']}, checkpoint {result['checkpoint']}"
                   + (f", loss {result['loss']:.4f}, PSNR {result['psnr']:.2f} dB" if "loss" in result else ""))
             if args.export and result["step"] < run.train.max_steps:
