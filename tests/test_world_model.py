@@ -2,6 +2,7 @@
 scripted players, the player detector against the emulator RAM, and `magi eval world-model`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from magi.data import VideoFolder, build_dataset, read_all_frames
 from magi.world.atari import load_actions, load_ram, record_atari, resize_frame
 
-pytest.importorskip("ale_py")
+import ale_py  # noqa: E402,F401  a hard dependency (pyproject): a broken install fails here, never skips
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +261,21 @@ def test_eval_world_model_end_to_end(tmp_path):
     assert len(stream["blocks"]) == 1 and stream["blocks"][0]["ms_median"] > 0
     assert stream["blocks"][0]["cpu_ms_median"] > 0 and len(stream["load_average_1min"]) == 2
     assert (out2 / "stream_tiny.png").is_file()
+
+    # --policy recorded,person: the same model on the held-out recordings and on fresh PersonPlayer
+    # episodes recorded on a seed the training never used, side by side
+    out3 = tmp_path / "eval3"
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out3), "--rollouts", "2", "--horizon", "3",
+                 "--mask-steps", "1", "--diffusion-steps", "2", "--policy", "recorded,person", "--no-progress"]) == 0
+    side = json.loads((out3 / "policies.json").read_text())
+    assert set(side["tiny m1-d2"]) == {"recorded", "person"}
+    assert side["tiny m1-d2"]["person"]["player_error_first8_px"] is not None
+    person = json.loads((out3 / "person" / "world_model.json").read_text())
+    recordings = person["policy"]["recordings"]
+    assert person["policy"]["name"] == "person" and recordings["policy"] == "person" and recordings["record_seed"] != 0
+    meta = json.loads(sorted(Path(recordings["root"]).glob("Boxing/*.json"))[0].read_text())
+    assert meta["policy"] == "person" and meta["seed"] == recordings["record_seed"]
+    assert main(["eval", "world-model", f"tiny={run}", "--out", str(out3), "--policy", "robot", "--no-progress"]) == 2
     assert main(["eval", "world-model", f"tiny={run}", "--out", str(out2), "--rollouts", "0"]) == 2
 
 
@@ -307,3 +323,138 @@ def test_the_training_behind_a_fine_tuned_export_counts_its_earlier_stages(tmp_p
         {"steps": 1100, "wall_time_s": 20.0, "init_from": {"path": "pretrained/atari", "training": first}}))
     assert training_behind(tmp_path) == {"steps": 8100, "wall_time_s": 120.0}
     assert training_behind(tmp_path / "nothing") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# One --device convention for the world model's parts; the shipped model as `magi play` serves it
+
+
+def test_world_model_commands_share_one_device_convention(monkeypatch, capsys):
+    """`magi eval world-model`, `magi play` and `magi tokenizer train` take `--device` as `magi sample`
+    does: default "auto" (CUDA when present), resolved by `pick_device`; the onnx engine plays on the CPU."""
+    from magi.cli import main as magi_main
+    from magi.evaluate.cli import build_parser
+    from magi.play.server import play_device
+    from magi.pretrained import pick_device
+
+    assert build_parser().parse_args(["world-model", "x", "--out", "o"]).device == "auto"
+    for argv in (["tokenizer", "train", "--help"], ["play", "--help"], ["eval", "world-model", "--help"]):
+        with pytest.raises(SystemExit):
+            magi_main(argv)
+        assert "auto (CUDA when present" in " ".join(capsys.readouterr().out.split()), argv
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")
+    assert play_device("torch", "auto") == "cuda" and play_device("onnx", "auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu") and play_device("torch", "auto") == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="--device 'gpu0'"):
+        pick_device("gpu0")
+    with pytest.raises(ValueError, match="--engine onnx runs on the CPU"):
+        play_device("onnx", "cuda")
+
+
+def test_tokenizer_trains_on_the_device_it_is_given(tmp_path):
+    """The tokenizer's model, batches and checkpoints follow `device` (here pinned to the CPU)."""
+    from safetensors.torch import load_file
+
+    from magi.world.tokenizer import FramePairs, TokenizerRunConfig, train_tokenizer
+
+    run = TokenizerRunConfig.from_dict({
+        "model": {"block_out_channels": [8, 16], "latent_channels": 4, "norm_num_groups": 8},
+        "data": {"kind": "atari", "options": {"root": str(tmp_path / "rec"), "num_frames": 2, "size": 32,
+                                              "game": "Boxing", "episodes": 1, "max_frames": 8,
+                                              "policy": "sticky", "progress": False}},
+        "train": {"max_steps": 2, "batch_size": 2, "warmup_steps": 1, "decay_steps": 0, "checkpoint_every": 2,
+                  "log_every": 1, "num_threads": 1, "stats_frames": 8},
+    })
+    frames = FramePairs(build_dataset(run.data.kind, **run.data.options), progress=False)
+    result = train_tokenizer(run, tmp_path / "run", frames=frames, progress=False, device=torch.device("cpu"))
+    weights = load_file(str(tmp_path / "run/checkpoints/2/model.safetensors"))
+    assert result["step"] == 2 and all(w.device.type == "cpu" for w in weights.values())
+
+
+def test_the_shipped_world_model_loads_and_streams_both_boxers():
+    """`pretrained/atari` — what `magi play` serves by default — loads as `magi play` loads it (on the
+    CPU, pinned) and streams frames at its play setting in which both boxers are found."""
+    from pathlib import Path
+
+    from magi.play.server import DEFAULT_MODEL
+    from magi.play.session import load_world
+    from magi.world.evaluate import play_setting_of, stream_check
+
+    model = Path(__file__).resolve().parents[1] / DEFAULT_MODEL
+    world = load_world(model, device="cpu")
+    assert (world.game, world.size, world.ckpt.model.config.num_actions) == ("Boxing", (64, 64), 18)
+    setting = play_setting_of(model)
+    torch.set_num_threads(1)
+    report, snapshots = stream_check(world.ckpt, "Boxing", frames=12, mask_steps=setting["mask_steps"],
+                                     diffusion_steps=setting["diffusion_steps"], sampler=setting["sampler"],
+                                     block=12, progress=False, window=setting["window"], cfg=setting["cfg"])
+    assert snapshots.dtype == torch.uint8 and snapshots.shape[1:] == (3, 64, 64)
+    assert report["device"] == "cpu" and report["both_detected_fraction"] == 1.0, report
+
+
+# --------------------------------------------------------------------------------------------------
+# A person at the keyboard: recordings and the evaluation's policy
+
+
+def test_person_player_holds_keys_1_to_60_frames_in_all_actions_and_reaches_ropes_and_corners():
+    from magi.world.atari import atari_env
+    from magi.world.policies import BOXING_RING, MAX_HOLD, PersonPlayer
+
+    env = atari_env("Boxing")
+    meanings, ale = env.unwrapped.get_action_meanings(), env.unwrapped.ale
+    state = np.random.get_state()[1].copy()
+
+    def play(seed, frames=3000):
+        obs, _ = env.reset(seed=seed)
+        player, taken, xy = PersonPlayer(meanings, np.random.default_rng(seed)), [], []
+        for _ in range(frames):
+            action = player(obs, ale.getRAM(), taken[-1] if taken else -1)
+            obs, *_ = env.step(action)
+            taken.append(action)
+            xy.append((int(ale.getRAM()[32]), int(ale.getRAM()[34])))
+        return np.array(taken), np.array(xy), player
+
+    taken, xy, player = play(0)
+    env.close()
+    assert (np.random.get_state()[1] == state).all()  # no global RNG
+    runs = np.diff(np.r_[0, np.flatnonzero(np.diff(taken)) + 1, len(taken)])
+    assert runs.min() >= 1 and runs.max() <= MAX_HOLD and runs.max() >= 50  # holds of 1-60 frames
+    assert np.median(runs) >= 10 and (runs <= 3).any()  # mostly long, some taps
+    assert set(taken.tolist()) == set(range(18))  # all 18 actions
+    assert {"rope", "clinch", "key"} <= set(player.intents)
+    x0, x1, y0, y1 = BOXING_RING
+    x, y = xy[:, 0], xy[:, 1]
+    at_x, at_y = (x <= x0 + 4) | (x >= x1 - 4), (y <= y0 + 4) | (y >= y1 - 4)
+    assert (at_x | at_y).mean() > 0.2 and (at_x & at_y).any()  # along the ropes, into corners
+
+
+def test_person_policy_records_and_is_seeded(tmp_path):
+    a = record_atari(tmp_path / "a", game="Boxing", episodes=2, max_frames=80, size=32, policy="person-mix",
+                     progress=False)
+    b = record_atari(tmp_path / "b", game="Boxing", episodes=2, max_frames=80, size=32, policy="person-mix",
+                     progress=False)
+    assert all((load_actions(p) == load_actions(q)).all() for p, q in zip(a, b))
+    assert [json.loads(p.with_suffix(".json").read_text())["policy"] for p in a] == ["person", "agent"]
+    with pytest.raises(ValueError, match="'person' plays Boxing"):
+        record_atari(tmp_path / "c", game="Pong", episodes=1, max_frames=5, policy="person", progress=False)
+
+
+def test_the_person_evaluation_plays_on_seeds_never_recorded_for_training():
+    from magi.world.evaluate import EVAL_RECORD_SEED, evaluation_data_options
+
+    train = {"root": "data_cache/atari/boxing64", "game": "Boxing", "episodes": 40, "val_episodes": 8,
+             "policy": "mix", "split": "train"}
+    assert evaluation_data_options(train, "recorded") == {**train, "split": "val"}
+    person = evaluation_data_options(train, "person", seed=2)
+    assert person["policy"] == "person" and person["record_seed"] == EVAL_RECORD_SEED + 2 != 0
+    assert person["episodes"] == 0 and person["val_episodes"] == 8 and person["split"] == "val"
+    assert person["root"] != train["root"]
+    with pytest.raises(ValueError, match="training recordings' own"):
+        evaluation_data_options({**train, "record_seed": EVAL_RECORD_SEED}, "person")
+    with pytest.raises(ValueError, match="--policy"):
+        evaluation_data_options(train, "robot")

@@ -288,6 +288,33 @@ class WorldModelEvalConfig:
     batch_size: int = 64
     window: int = 0  # frames the sliding window holds, the new one included; 0 = the training length
     play_setting: bool = False  # also evaluate each model at its play setting (`at_play_setting`)
+    policy: str = "recorded"  # whose keys: EVAL_POLICIES; several, comma-separated, on the command line
+
+
+#: The evaluation's policies: "recorded" is the training recordings' held-out (val) episodes, played by
+#: their recording policy (today's `mix`: sticky and scripted-agent episodes); "person" records fresh
+#: episodes played by `magi.world.policies.PersonPlayer` (keys held 1-60 frames, ropes, corners,
+#: clinches) on emulator seeds never recorded for training (record seed EVAL_RECORD_SEED + the
+#: evaluation's seed; the training configs record with seed 0).
+EVAL_POLICIES = ("recorded", "person")
+EVAL_RECORD_SEED = 1_000_003
+
+
+def evaluation_data_options(options: dict, policy: str, seed: int = 0) -> dict:
+    """The `atari` dataset options of the held-out episodes an evaluation policy plays on, from the
+    training run's data options. ValueError for an unknown policy, or a person seed the run trained on."""
+    options = dict(options)
+    if policy == "recorded":
+        return {**options, "split": "val"}
+    if policy != "person":
+        raise ValueError(f"--policy: expected one or more of {', '.join(EVAL_POLICIES)}, got {policy!r}")
+    record_seed = EVAL_RECORD_SEED + seed
+    if record_seed == options.get("record_seed", 0):
+        raise ValueError(f"--policy person: record seed {record_seed} is the training recordings' own")
+    root = Path(options.get("root", "data_cache/atari"))
+    return {**options, "root": str(root.with_name(f"{root.name}_eval_person_seed{record_seed}")),
+            "policy": "person", "record_seed": record_seed, "episodes": 0,
+            "val_episodes": options.get("val_episodes") or 8, "split": "val"}
 
 
 def play_setting_of(path: str | Path) -> dict:
@@ -378,7 +405,8 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
     options = dict(data.get("options") or {})
     if data_root is not None:
         options["root"] = data_root
-    options.update(split="val", num_frames=length, interval=1)
+    options = evaluation_data_options(options, c.policy, c.seed)
+    options.update(num_frames=length, interval=1)
     dataset = build_dataset("atari", **options)
     game = options.get("game", "Pong")
     game = game if isinstance(game, str) else game[0]
@@ -400,6 +428,8 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
                 "shuffled_actions": rollouts.actions.roll(1, dims=0),  # every rollout: the next one's actions
                 "null_action": torch.full_like(rollouts.actions, -1)}
     result = {"game": game, "config": asdict(c), "metrics": METRICS, "rollout_sources": rollouts.sources,
+              "policy": {"name": c.policy, "recordings": {k: options.get(k) for k in
+                                                          ("root", "policy", "record_seed", "val_episodes")}},
               "detector": {"game": game, "ram_bytes": list(detectors["player"].ram_bytes),
                            "on_real_frames": calib["player"]},
               "opponent_detector": None if "opponent" not in detectors else {
@@ -575,6 +605,10 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
         frames.close()
 
 
+TIMING_NOTE = ("the wall ms end when the decoded uint8 frame is on the host, so on CUDA they include the GPU's work; "
+               "the CPU ms are the process's host time only (on CUDA they leave the GPU's time out)")
+
+
 def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
                  sampler: str = "ddim", temperature: float = 1.0, seed: int = 0, block: int = 1000,
                  snapshot_every: Optional[int] = None, progress: bool = True,
@@ -653,7 +687,7 @@ def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, dif
         "actions_changed": int(np.count_nonzero(np.diff(player.taken[k - 1:]))),
         "blocks": blocks, "timed": "Magi.stream's next frame + decode to uint8, per frame (detection not timed): "
                                    "wall ms, and the process's CPU ms (all threads; other work on the machine "
-                                   "inflates the wall time, not this)",
+                                   "inflates the wall time, not this); " + TIMING_NOTE,
         "snapshot_frames": [t for t in range(frames) if t % snapshot_every == 0 or t == frames - 1],
     }
     return report, torch.stack(snapshots)
@@ -678,9 +712,9 @@ def stream_cost(ckpt, game: str, setting: dict, frames: int = 40, warmup: int = 
                 cpu.append((time.process_time() - start) * 1000)
     finally:
         stream.close()
-    return {"frames": frames, "warmup": warmup, "torch_threads": torch.get_num_threads(),
+    return {"frames": frames, "warmup": warmup, "torch_threads": torch.get_num_threads(), "device": str(ckpt.device),
             "ms_per_frame_median": float(np.median(wall)), "cpu_ms_per_frame_median": float(np.median(cpu)),
-            "timed": "play_stream (Magi.stream's next frame + decode), batch 1, eager"}
+            "timed": "play_stream (Magi.stream's next frame + decode), batch 1, eager; " + TIMING_NOTE}
 
 
 def stream_context_frames(ckpt) -> int:
@@ -727,6 +761,8 @@ def write_stream_check(out: Path, name: str, report: dict, snapshots: torch.Tens
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from magi.pretrained import add_device_argument
+
     p.add_argument("checkpoints", nargs="+", help="checkpoint or run directories (NAME=PATH to name one)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--data-root", help="the recordings' root (default: the checkpoint's data.options.root)")
@@ -734,7 +770,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for field, value in asdict(d).items():
         if isinstance(value, bool):
             continue
-        text = "held-out rollouts (0: no rollout evaluation, e.g. with --stream-frames only)" if field == "rollouts" else None
+        text = {"rollouts": "held-out rollouts (0: no rollout evaluation, e.g. with --stream-frames only)",
+                "policy": "whose keys (comma-separated for several, side by side in policies.json): recorded (the "
+                          "training recordings' held-out episodes) or person (fresh PersonPlayer episodes on seeds "
+                          "never recorded for training)"}.get(field)
         p.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=text)
     p.add_argument("--play-setting", action="store_true",
                    help="also evaluate each model at its play setting (the mask and diffusion steps of its "
@@ -744,7 +783,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "does, and measure how often both boxers are found and the ms per frame per 1,000 "
                    "frames (stream_NAME.json, stream_NAME.png); 10000 for the issue-19 check")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -757,16 +796,34 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--rollouts and --stream-frames: expected >= 0, got {args.rollouts}, {args.stream_frames}")
     if args.rollouts == 0 and args.stream_frames == 0:
         raise ValueError("--rollouts 0 and no --stream-frames: nothing to evaluate")
+    from magi.pretrained import pick_device
+
+    args.device = str(pick_device(args.device))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = {}
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    for policy in policies:
+        if policy not in EVAL_POLICIES:
+            raise ValueError(f"--policy: expected one or more of {', '.join(EVAL_POLICIES)} (comma-separated), "
+                             f"got {policy!r}")
     if args.rollouts:
         fields = asdict(WorldModelEvalConfig())
-        config = WorldModelEvalConfig(**{f: getattr(args, f) for f in fields})
-        result = evaluate_world_model(named, args.out, config, args.data_root, args.device,
-                                      progress=not args.no_progress)
-        print(format_table(result))
-        print(f"-> {Path(args.out) / 'world_model.json'}")
+        by_policy = {}
+        for policy in policies:  # several: one folder each, and policies.json side by side
+            config = WorldModelEvalConfig(**{**{f: getattr(args, f) for f in fields}, "policy": policy})
+            out = Path(args.out) if len(policies) == 1 else Path(args.out) / policy
+            by_policy[policy] = evaluate_world_model(named, out, config, args.data_root, args.device,
+                                                     progress=not args.no_progress)
+            print(f"policy {policy}:")
+            print(format_table(by_policy[policy]))
+            print(f"-> {out / 'world_model.json'}")
+        result = by_policy[policies[0]] if len(policies) == 1 else {"policies": by_policy}
+        if len(policies) > 1:
+            side = policies_side_by_side(by_policy)
+            (Path(args.out) / "policies.json").write_text(json.dumps(side, indent=1))
+            print(format_policies(side))
+            print(f"-> {Path(args.out) / 'policies.json'}")
     if args.stream_frames:
         from magi.pretrained import load_pretrained
 
@@ -820,6 +877,43 @@ def format_table(result: dict) -> str:
     lines.append(f"copy-last  {'':16s} {np.mean(base['psnr']):6.2f} {np.mean(base['ssim']):6.3f}        "
                  f"{np.mean(base['psnr_vae_space']):6.2f}     {fmt(_mean(base['error_px'], 0, 8))}"
                  + ("" if opp is None else f"{'':32s}{fmt(_mean(opp['error_px'], 0, 8))}"))
+    return "\n".join(lines)
+
+
+def policies_side_by_side(by_policy: dict) -> dict:
+    """{model: {policy: summary + copy-last errors}} for the same models under several policies."""
+    side: dict = {}
+    for policy, result in by_policy.items():
+        base = result["baselines"]["copy_last_frame"]
+        copy = {"copy_last_player_first8_px": _mean(base["error_px"], 0, 8),
+                "copy_last_opponent_first8_px": _mean(base["opponent"]["error_px"], 0, 8) if "opponent" in base else None,
+                "copy_last_psnr_mean": float(np.mean(base["psnr"]))}
+        for name, runs in result["models"].items():
+            for r in (runs, runs.get("at_play_setting")):
+                if r is None:
+                    continue
+                s = r["summary"]
+                e8, c8 = s["player_error_first8_px"], copy["copy_last_player_first8_px"]
+                side.setdefault(f"{name} {setting_label(r['setting'])}", {})[policy] = {
+                    **s, **copy, "copy_over_true_first8": (c8 / e8) if e8 and c8 else None,
+                    "recordings": result["policy"]["recordings"], "rollouts": result["config"]["rollouts"],
+                    "horizon": result["config"]["horizon"]}
+    return side
+
+
+def format_policies(side: dict) -> str:
+    fmt = lambda v: "  n/a" if v is None else f"{v:5.2f}"  # noqa: E731
+    lines = ["player / opponent error over steps 1-8 (px), by the policy that pressed the keys",
+             "model / setting        policy    player true  shuffled  null   copy   shuf/true  copy/true  "
+             "opponent  copy   PSNR  copy  >copy"]
+    for label, per in side.items():
+        for policy, s in per.items():
+            lines.append(f"{label:22s} {policy:9s} {fmt(s['player_error_first8_px'])}       "
+                         f"{fmt(s['player_error_first8_shuffled_px'])}  {fmt(s['player_error_first8_null_px'])}  "
+                         f"{fmt(s['copy_last_player_first8_px'])}  {fmt(s['shuffled_over_true_first8'])}      "
+                         f"{fmt(s['copy_over_true_first8'])}      {fmt(s.get('opponent_error_first8_px'))}     "
+                         f"{fmt(s['copy_last_opponent_first8_px'])} {s['psnr_mean']:6.2f} {s['copy_last_psnr_mean']:5.2f}"
+                         f"  {s['psnr_above_copy_steps']}/{s['horizon']}")
     return "\n".join(lines)
 
 
