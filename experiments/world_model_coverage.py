@@ -146,6 +146,10 @@ def main(argv=None) -> int:
                              policy=policy, seed=0)
         meanings = json.loads(paths[0].with_suffix(".json").read_text())["action_meanings"]
         result["configs"][name] = {"root": root, "policy": policy, **coverage(paths, meanings)}
+        if policy == "person-mix":  # and its person episodes alone (the agent's alternate with them)
+            person = [q for q in paths if json.loads(q.with_suffix(".json").read_text())["policy"] == "person"]
+            result["configs"]["new, its person episodes only"] = {"root": root, "policy": "person",
+                                                                  **coverage(person, meanings)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coverage.json").write_text(json.dumps(result, indent=1))
