@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from magi.errors import number
 
     p.add_argument("checkpoint", help="a text model trained on captioned-digits (folder, run or checkpoint)")
+    p.add_argument("--step", type=int, help="with a run directory: which checkpoints/<step>/ (default: the latest)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--scorer", help="a caption scorer folder (default: train one on real clips into OUT/scorer, "
                                     "or reuse the one there)")
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     from magi.pipeline import MagiPipeline
 
     started = time.perf_counter()
-    pipe = MagiPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe = MagiPipeline.from_pretrained(args.checkpoint, step=args.step, device=args.device)
     run_config = pipe.checkpoint.run_config or {}
     section = run_config.get("data") or {}
     if section.get("kind") != "captioned-digits":
