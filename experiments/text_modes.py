@@ -88,12 +88,12 @@ def main() -> int:
               "setting": "one-digit captions, guidance 3, 8 mask x 25 DDIM steps, temperature 0.5",
               "samples_per_caption": args.samples, "modes": rows}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{'mode':8s} {'step':>5s} {'s/step':>7s} {'CPU s':>6s}   seen digit/motion/both   held-out digit/motion/both")
+    print(f"{'mode':8s} {'step':>5s} {'s/step':>7s} {'CPU s':>6s}   seen: digit (likeliest) / motion / both"
+          "     held-out: the same")
     for mode, r in rows.items():
-        s, h = r["seen"], r["heldout"]
-        print(f"{mode:8s} {r['step']:5d} {r['step_seconds']:7.2f} {r['cpu_seconds']:6d}   "
-              f"{s['digit']:.0%} / {s['motion']:.0%} / {s['both']:.0%}          "
-              f"{h['digit']:.0%} / {h['motion']:.0%} / {h['both']:.0%}")
+        cells = [f"{g['digit']:.0%} ({g.get('digit_likeliest', float('nan')):.0%}) / {g['motion']:.0%} / {g['both']:.0%}"
+                 for g in (r["seen"], r["heldout"])]
+        print(f"{mode:8s} {r['step']:5d} {r['step_seconds']:7.2f} {r['cpu_seconds']:6d}   {cells[0]:28s} {cells[1]}")
     return 0
 
 

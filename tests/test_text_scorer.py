@@ -65,7 +65,7 @@ def test_scorer_refuses_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError):
         CaptionScorer.load(tmp_path)
     other = scorer.score(torch.zeros(1, 8, 3, 64, 64) - 1, ["the digit 1 is moving up then down"])  # resized
-    assert set(other) == {"digit", "motion", "both", "held_out", "num_digits"}
+    assert set(other) == {"digit", "digit_likeliest", "motion", "both", "held_out", "num_digits"}
 
 
 def test_summarize_groups():
