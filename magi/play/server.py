@@ -427,6 +427,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)  # accepted sockets inherit it
         sock.bind(address)
+        sock.listen(2048)  # connections wait in the backlog from here: the page works as soon as its address is printed
     except OSError:
         sock.close()
         raise
