@@ -106,3 +106,13 @@ text-digits: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/text_digits.yaml --out runs/text_digits --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/text_digits --pretrained pretrained/text_digits --export-command "make text-digits"
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi eval text pretrained/text_digits --out results/text_digits
+
+# Issue 35's quiet-machine measurements in one command (~45 min on 2 cores; run it with nothing else on the machine):
+# the play loop's engines x 1/2 threads, the page (make web's site/) isolated 2 threads / 1 thread / not isolated for
+# 5 minutes each, `magi play` from a fresh start (no compile cache) with a CPU-bound job beside it for 60 s and
+# 10,000 frames, and DIAMOND side by side (DIAMOND_DIR=/path/to/diamond; skipped with the reason without it).
+# Writes results/play_engines.json, web_play.json, play_browser/fresh_start_*.json, diamond_compare.json and
+# measure_play.json (docs/export.md). MEASURE_NOTE says what else ran.
+.PHONY: measure-play
+measure-play: $(STAMP)
+	$(PY) experiments/measure_play.py --note "$(MEASURE_NOTE)"
