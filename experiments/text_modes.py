@@ -32,14 +32,14 @@ sys.path.insert(0, str(REPO))
 MODES = ("prefix", "cross", "pooled")
 
 
-def step_costs(rounds: int = 6, batch: int = 16) -> dict[str, float]:
+def step_costs(overrides: list[str], rounds: int = 6, batch: int = 16) -> dict[str, float]:
     """Median seconds of one training step (forward + backward + AdamW) per mode at the text_digits shape,
     the modes alternating within each round, one thread."""
     from magi import Magi
     from magi.config import RunConfig
 
     torch.set_num_threads(1)
-    run = RunConfig.load(REPO / "configs" / "text_digits.yaml")
+    run = RunConfig.load(REPO / "configs" / "text_digits.yaml", overrides)
     c = run.model
     models = {}
     for mode in MODES:
@@ -68,11 +68,13 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=3)
     p.add_argument("--scorer", default="results/text_digits/scorer")
     p.add_argument("--out", default="results/text_modes.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="overrides of configs/text_digits.yaml the runs were trained with (for the timed shape)")
     args = p.parse_args()
     steps = {k: int(v) for k, v in (s.split("=") for s in args.steps.split(","))}
     from magi.evaluate import cli
 
-    costs = step_costs()
+    costs = step_costs(args.set)
     rows = {}
     for mode, step in steps.items():
         out = Path("outputs") / "text_modes" / f"{mode}_{step}"
@@ -83,7 +85,7 @@ def main() -> int:
         rows[mode] = {"step": step, "step_seconds": round(costs[mode], 3),
                       "cpu_seconds": round(step * costs[mode]), "seen": r["one_digit"]["seen"],
                       "heldout": r["one_digit"]["heldout"], "shuffled": r["controls"]["shuffled"]["all"]}
-    record = {"command": "python experiments/text_modes.py --steps " + args.steps,
+    record = {"command": " ".join(["python experiments/text_modes.py", *sys.argv[1:]]),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "setting": "one-digit captions, guidance 3, 8 mask x 25 DDIM steps, temperature 0.5",
               "samples_per_caption": args.samples, "modes": rows}
