@@ -678,10 +678,13 @@ def _run(args, world: World, setting: SamplingOptions, sock: socket.socket, hand
           f"magi play: open http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     import uvicorn
 
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port))
     try:
-        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         log.removeHandler(handler)
+    if server.should_exit:  # stopped by Ctrl+C: uvicorn re-raises the signal it caught, unless it came
+        raise KeyboardInterrupt  # while uvicorn was already shutting down; either way, exit as interrupted
     return 0
 
 
