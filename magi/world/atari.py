@@ -62,7 +62,9 @@ def record_atari(
     Beside each video: `episode_<k>.actions.npy` (int64, one per frame: the action taken at that frame,
     leading to the next; -1 after the last frame), `episode_<k>.ram.npy` (uint8 (T, 128): the
     emulator's RAM at each frame, the ground truth for detectors) and `episode_<k>.json` (game, seed,
-    policy, frameskip, fps, action meanings, per-frame rewards, total reward). The folder-per-game
+    policy, frameskip, fps, action meanings, per-frame rewards (`rewards[t]`: the emulator's reward on
+    arriving at frame t), total reward, `game_over` and `terminated`: the episode ended at its last frame,
+    by the game's rules rather than the emulator's time limit; `load_rewards`). The folder-per-game
     layout is the one `VideoFolder` reads (label = game index in sorted order).
 
     Args:
@@ -109,7 +111,7 @@ def record_atari(
         obs, _ = env.reset(seed=env_seed)
         frames, actions, rewards, rams = [resize_frame(obs, size)], [], [0.0], [ale.getRAM().copy()]
         previous = -1
-        done = False
+        done = terminated = False
         while not done and len(frames) < max_frames:
             previous = act(obs, rams[-1], previous)
             obs, reward, terminated, truncated, _ = env.step(previous)
@@ -132,7 +134,7 @@ def record_atari(
             "policy": policy_name, "agent_noise": agent_noise if policy_name == "agent" else None,
             "codec": codec, "frameskip": frameskip, "fps": fps, "num_frames": len(frames), "size": size,
             "action_meanings": meanings, "rewards": rewards, "total_reward": sum(rewards),
-            "game_over": bool(done),
+            "game_over": bool(done), "terminated": bool(terminated),
         }, indent=1))
     return written
 
@@ -143,6 +145,21 @@ def load_ram(video_path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"no RAM file beside {video_path} (expected {path})")
     return np.load(path, allow_pickle=False)
+
+
+def load_rewards(video_path) -> tuple[np.ndarray, np.ndarray]:
+    """The emulator's per-frame reward and terminal flag of a recorded episode, from its JSON: float32 (T,)
+    (`rewards[t]` received on arriving at frame t; 0 at frame 0) and bool (T,) (True at the last frame
+    only, when the game ended there). Recordings from before `terminated` was stored read `game_over`
+    (the same for Atari, whose episodes are never cut by the emulator's time limit at these lengths)."""
+    path = Path(video_path).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no JSON beside {video_path} (expected {path})")
+    meta = json.loads(path.read_text())
+    rewards = np.asarray(meta["rewards"], np.float32)
+    terminals = np.zeros(len(rewards), bool)
+    terminals[-1] = bool(meta.get("terminated", meta.get("game_over", False)))
+    return rewards, terminals
 
 
 def load_actions(video_path) -> np.ndarray:

@@ -37,7 +37,15 @@ OPENING_SEED = 3_000_000  # emulator seeds of the env's openings start here (rec
 # magi play: 1,000,000 on; the evaluation's person episodes: record seed 1,000,003)
 OPENING_SEEDS = 1_000_000  # how many held-out openings reset draws from
 DEFAULT_MODEL = "pretrained/atari"
-MAX_STEPS = 2_000  # truncation: a Boxing round lasts ~1,786 frames in the emulator
+ROUND_FRAMES = {"Boxing": 1_787}  # frames of a whole round from reset at frameskip 4 (the emulator's clock)
+MAX_STEPS = 2_000  # truncation for other games
+
+
+def default_max_steps(core: "WorldModelCore") -> int:
+    """Steps until truncation: to the frame where the emulator's round ends (Boxing: frame 1,786 counted from
+    reset, the opening included; the world model's clock does not reliably run out), else `MAX_STEPS`."""
+    frames = ROUND_FRAMES.get(core.world.game) if core.world.frameskip == 4 else None
+    return frames - core.k if frames else MAX_STEPS
 
 
 def model_path(model: str | Path) -> Path:
@@ -227,20 +235,21 @@ class WorldModelEnv(gymnasium.Env):
         setting: sampler options over the model's play setting, e.g. {"diffusion_steps": 10}.
         reward_model: None (the model folder's `reward/` when present), False (none: reward 0, never
             terminated), or a folder / `RewardEndModel`.
-        max_steps: frames after which an episode is truncated.
+        max_steps: steps after which an episode is truncated (default: where the emulator's round ends,
+            Boxing 1,787 frames from reset, opening included; `default_max_steps`).
         core: a `WorldModelCore` to share (then model/device/setting/reward_model are its).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, render_mode: Optional[str] = None, device: str = "cpu",
-                 setting: Optional[dict] = None, reward_model=None, max_steps: int = MAX_STEPS,
+                 setting: Optional[dict] = None, reward_model=None, max_steps: Optional[int] = None,
                  core: Optional[WorldModelCore] = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
         self.core = core or WorldModelCore(model, device, setting, reward_model)
         self.render_mode = render_mode
-        self.max_steps = max_steps
+        self.max_steps = max_steps or default_max_steps(self.core)
         self.metadata = {**self.metadata, "render_fps": self.core.world.fps}
         self.action_space = spaces.Discrete(len(self.core.meanings))
         self.observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
@@ -294,14 +303,15 @@ class WorldModelVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, model: str | Path = DEFAULT_MODEL, render_mode: Optional[str] = None,
-                 device: str = "cpu", setting: Optional[dict] = None, reward_model=None, max_steps: int = MAX_STEPS,
-                 core: Optional[WorldModelCore] = None) -> None:
+                 device: str = "cpu", setting: Optional[dict] = None, reward_model=None,
+                 max_steps: Optional[int] = None, core: Optional[WorldModelCore] = None) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
         if render_mode is not None and render_mode != "rgb_array":
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
         self.core = core or WorldModelCore(model, device, setting, reward_model)
-        self.num_envs, self.render_mode, self.max_steps = num_envs, render_mode, max_steps
+        self.num_envs, self.render_mode = num_envs, render_mode
+        self.max_steps = max_steps or default_max_steps(self.core)
         self.single_action_space = spaces.Discrete(len(self.core.meanings))
         self.single_observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, len(self.core.meanings)))
