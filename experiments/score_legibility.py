@@ -1,0 +1,153 @@
+"""Are Boxing's score digits legible through the frame tokenizer, and does the world model change them
+when a punch lands? (issue 33 point 1, measured with a digit reader, `magi.world.score.ScoreReader`.)
+
+The reader (per side: tens and units digit from the score region's pixels, the emulator RAM as labels) is
+fitted on real frames of training recordings (the world model's `boxing64` and the reward model's whole
+rounds, record seed 5), then reads held-out frames (whole rounds on record seed 2,000,001, never trained
+on): real, and through the tokenizer's round trip (encode, decode). A second reader fitted on round trips
+of training frames asks whether the digits' information survives the tokenizer at all. On the frames
+where a score changes (a landed punch), the score reads right before and after (the change is legible)
+in real frames, round trips, and the world model's rollouts at its play setting: 4 real frames ending
+`--lead` frames before the punch, then frames under the recorded actions up to the punch's frame.
+
+    OMP_NUM_THREADS=1 python experiments/score_legibility.py --out results/world_model/score_reader
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path("data_cache/atari")
+
+
+def load(path: Path, every: int = 1):
+    from magi.data.decode import read_all_frames
+    from magi.world.atari import load_actions, load_ram
+
+    frames = read_all_frames(path).numpy()
+    ram, actions = load_ram(path), load_actions(path)
+    T = min(len(frames), len(ram))
+    return frames[:T:every], ram[:T:every], actions[:T:every]
+
+
+def round_trip(vae, frames: np.ndarray, batch: int = 128) -> np.ndarray:
+    from magi.video_io import to_float_video, to_uint8_video
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(frames), batch):
+            x = torch.from_numpy(frames[s:s + batch])[None]
+            out.append(to_uint8_video(vae.decode(vae.encode(to_float_video(x))))[0].numpy())
+    return np.concatenate(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("results/world_model/score_reader"))
+    p.add_argument("--model", default="pretrained/atari")
+    p.add_argument("--frames", type=int, default=1536, help="held-out frames read (besides the punches)")
+    p.add_argument("--events", type=int, default=128, help="held-out punches")
+    p.add_argument("--lead", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from magi.pretrained import load_pretrained
+    from magi.world.score import REGIONS, ScoreReader, accuracy, ram_scores
+    from magi.world.evaluate import roll_out
+
+    ckpt = load_pretrained(args.model)
+    vae = ckpt.vae
+    rng = np.random.default_rng(0)
+    train_paths = sorted((ROOT / "boxing64" / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \
+        sorted((ROOT / "boxing64_full_seed5" / "Boxing").glob("*.mkv"))[2:10]
+    fit = [load(v, every=3) for v in train_paths]
+    fit_frames, fit_ram = np.concatenate([f for f, _, _ in fit]), np.concatenate([r for _, r, _ in fit])
+    reader = ScoreReader().fit(fit_frames, fit_ram)
+    pick = rng.choice(len(fit_frames), size=min(2048, len(fit_frames)), replace=False)
+    reader_rt = ScoreReader().fit(round_trip(vae, fit_frames[pick]), fit_ram[pick])
+    print(f"readers fitted on {len(fit_frames)} real / {len(pick)} round-trip frames", flush=True)
+
+    held = [load(v) for v in sorted((ROOT / "boxing64_full_seed2000001" / "Boxing").glob("*.mkv"))]
+    frames, ram, events = [], [], []  # events: (episode, t) where a score changes at t
+    for i, (f, r, _) in enumerate(held):
+        take = rng.choice(len(f), size=args.frames // len(held), replace=False)
+        frames.append(f[take])
+        ram.append(r[take])
+        s = ram_scores(r)
+        for side in REGIONS:
+            for t in np.flatnonzero(np.diff(s[side]) != 0) + 1:
+                if t - args.lead - 3 >= 0:
+                    events.append((i, int(t), side))
+    frames, ram = np.concatenate(frames), np.concatenate(ram)
+    events = [events[j] for j in sorted(rng.choice(len(events), size=min(args.events, len(events)), replace=False))]
+    rt = round_trip(vae, frames)
+    report = {"command": "python experiments/score_legibility.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "what": __doc__.split("\n\n")[1].replace("\n", " "), "regions": {k: [r.start, r.stop, c.start, c.stop]
+                                                                               for k, (r, c) in REGIONS.items()},
+              "fit_frames": len(fit_frames), "held_out_frames": len(frames), "punches": len(events),
+              "read_right": {"real frames": accuracy(reader, frames, ram),
+                             "tokenizer round trip": accuracy(reader, rt, ram),
+                             "tokenizer round trip, reader fitted on round trips": accuracy(reader_rt, rt, ram)}}
+    # the punches: before (t - 1) and after (t), real / round trip / the world model's rollout
+    before = np.stack([held[i][0][t - 1] for i, t, _ in events])
+    after = np.stack([held[i][0][t] for i, t, _ in events])
+    ram_before = np.stack([held[i][1][t - 1] for i, t, _ in events])
+    ram_after = np.stack([held[i][1][t] for i, t, _ in events])
+    k = ckpt.model.config.num_frames - 1
+    starts = [t - args.lead - k + 1 for _, t, _ in events]  # context ends `lead` frames before the punch
+    context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for (i, _, _), s in zip(events, starts)])
+    length = k + args.lead  # the last frame is the punch's frame t
+    acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64)) for (i, _, _), s in zip(events, starts)])
+    with torch.no_grad():
+        rolled = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5, sampler="ddim",
+                          temperature=1.0, seed=0, batch_size=64, progress=False, window=3).numpy()
+    sides = np.array([side for _, _, side in events])
+
+    def change(read_before: dict, read_after: dict) -> dict:
+        out = {}
+        for side in REGIONS:
+            m = sides == side
+            tb, ta = ram_scores(ram_before)[side][m], ram_scores(ram_after)[side][m]
+            rb, ra = read_before[side][m], read_after[side][m]
+            out[side] = {"punches": int(m.sum()), "read_right_after": round(float((ra == ta).mean()), 3),
+                         "changed_and_right": round(float(((rb == tb) & (ra == ta)).mean()), 3),
+                         "read_changed": round(float((ra != rb).mean()), 3)}
+        return out
+
+    report["punches_read"] = {
+        "real frames": change(reader.read(before), reader.read(after)),
+        "tokenizer round trip": change(reader.read(round_trip(vae, before)), reader.read(round_trip(vae, after))),
+        "tokenizer round trip, reader fitted on round trips": change(reader_rt.read(round_trip(vae, before)),
+                                                                     reader_rt.read(round_trip(vae, after))),
+        "world model rollout (play setting), reader fitted on round trips": change(
+            reader_rt.read(rolled[:, -2]), reader_rt.read(rolled[:, -1])),
+        "world model rollout: the score read at the punch equals the last context frame's": {
+            side: round(float((reader_rt.read(rolled[:, -1])[side] == reader_rt.read(rolled[:, k - 1])[side])[sides == side].mean()), 3)
+            for side in REGIONS}}
+    lines = ["| frames | player read right | opponent read right |", "|---|---|---|"]
+    for name, acc in report["read_right"].items():
+        lines.append(f"| {name} | {acc['player']:.1%} | {acc['opponent']:.1%} |")
+    lines += ["", "| on landed punches (frame t-1 -> t) | player: after right | player: before and after right | "
+              "opponent: after right | opponent: before and after right |", "|---|---|---|---|---|"]
+    for name, ch in report["punches_read"].items():
+        if "player" in ch and isinstance(ch["player"], dict):
+            lines.append(f"| {name} | {ch['player']['read_right_after']:.1%} | {ch['player']['changed_and_right']:.1%} | "
+                         f"{ch['opponent']['read_right_after']:.1%} | {ch['opponent']['changed_and_right']:.1%} |")
+    text = "\n".join(lines)
+    print(text)
+    print(json.dumps(report["punches_read"], indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "score_reader.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "score_reader.md").write_text(text + "\n")
+    print(f"-> {args.out / 'score_reader.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
