@@ -90,7 +90,7 @@ gpu-check: $(STAMP)
 clean:
 	rm -rf $(VENV) outputs runs
 
-# The page that plays the shipped world model in the browser, no server behind it (issue 35): onnxruntime-web as
+# The page that plays the shipped world model in the browser, no server behind it (docs/export.md): onnxruntime-web as
 # pinned in web/package-lock.json, then `magi export web` writes site/ (serve it with `magi serve-web site`).
 .PHONY: web
 web: $(STAMP)
@@ -107,7 +107,7 @@ text-digits: $(STAMP)
 	$(VENV)/bin/magi demo --export-pretrained runs/text_digits --pretrained pretrained/text_digits --export-command "make text-digits"
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi eval text pretrained/text_digits --out results/text_digits
 
-# Issue 35's quiet-machine measurements in one command (~45 min on 2 cores; run it with nothing else on the machine):
+# The browser and engine measurements (docs/export.md) in one command (~45 min on 2 cores; run it with nothing else on the machine):
 # the play loop's engines x 1/2 threads, the page (make web's site/) isolated 2 threads / 1 thread / not isolated for
 # 5 minutes each, `magi play` from a fresh start (no compile cache) with a CPU-bound job beside it for 60 s and
 # 10,000 frames, and DIAMOND side by side (DIAMOND_DIR=/path/to/diamond; skipped with the reason without it).

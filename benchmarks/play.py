@@ -1,5 +1,5 @@
 """Real-time play on this CPU: per-frame latency of the world model's endless stream, per sampler setting,
-next to the rollout quality at the same setting (issue 15).
+next to the rollout quality at the same setting (docs/world-model.md).
 
 For each setting the model streams `--frames` frames (default 1,000) from real opening frames of a
 fresh emulator episode, with a sticky-random player pressing keys, through the loop `magi play` runs
@@ -13,7 +13,7 @@ at >= 15 frames/s whose player error is within 0.5 px of the best measured; it i
 
     python benchmarks/play.py --model pretrained/atari [--frames 1000] [--quality-rollouts 32]
 
-`--engines` instead times the engines side by side at the model's play setting (issue 35): PyTorch eager,
+`--engines` instead times the engines side by side at the model's play setting (docs/export.md): PyTorch eager,
 PyTorch compiled and onnxruntime, at each of `--threads`, in alternating rounds in one process (so a
 loaded machine weighs on all alike), and writes results/play_engines.json: per engine and thread count
 the median and p95 ms of the loop's step, the median key-to-frame latency and the process's CPU ms per
@@ -40,7 +40,7 @@ from common import RESULTS, print_table, write_results  # noqa: E402
 class Setting(NamedTuple):
     """One sampler setting to time. window: frames the sliding window holds, None = the training length; a
     window of 3 gives the model 2 frames of context, and its stream took 28% less time per frame than with 5
-    on one thread of session 9's CPU. compile: torch.compile the DDIM head and the VAE decoder
+    on one thread of a 2-core x86-64 CPU. compile: torch.compile the DDIM head and the VAE decoder
     (`LoadedCheckpoint.compile`; compiled before the timing starts). cfg: action guidance (`Magi.stream`),
     which doubles the batch the model runs."""
 

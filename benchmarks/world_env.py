@@ -1,4 +1,4 @@
-"""Frames per second of the world model stepped as a Gymnasium environment (issue 33): the vector form
+"""Frames per second of the world model stepped as a Gymnasium environment (docs/world-model.md): the vector form
 `magi.world.WorldModelVectorEnv` at B environments, one forward pass per step for all B, at the model's
 play setting (its play.json), reward/end model included when the model folder has one. Frames/s counts
 every environment's frame: B x steps / seconds. Writes results/world_env.json.

@@ -1,4 +1,4 @@
-"""Issue 35's quiet-machine measurements in one command (`make measure-play`): run it on a machine with nothing
+"""The browser and engine measurements of docs/export.md in one command (`make measure-play`): run it on a machine with nothing
 else running, and it writes every figure the issue's closing note needs into results/:
 
 1. engines: the play loop's step per engine (onnxruntime, PyTorch eager, PyTorch compiled) x 1 and 2 threads,

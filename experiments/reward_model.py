@@ -1,5 +1,5 @@
 """Train the reward and episode-end model (`magi.world.reward`) on recorded Boxing episodes and score it
-against the emulator on held-out ones (issue 33 point 1).
+against the emulator on held-out ones (docs/world-model.md).
 
 Training: the world model's training recordings (`data_cache/atari/boxing64`, 40 x 1,000 frames, `mix`,
 record seed 0; they hold rewards but no episode end) and 16 whole rounds recorded here (`mix`, record

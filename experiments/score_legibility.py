@@ -1,5 +1,5 @@
 """Are Boxing's score digits legible through the frame tokenizer, and does the world model change them
-when a punch lands? (issue 33 point 1, measured with a digit reader, `magi.world.score.ScoreReader`.)
+when a punch lands? (docs/world-model.md)
 
 The reader (per side: tens and units digit from the score region's pixels, the emulator RAM as labels) is
 fitted on real frames of training recordings (the world model's `boxing64` and the reward model's whole

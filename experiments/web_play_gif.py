@@ -1,4 +1,4 @@
-"""A GIF recorded from the page `magi export web` writes (issue 35): headless Chromium plays the exported site,
+"""A GIF recorded from the page `magi export web` writes (docs/export.md): headless Chromium plays the exported site,
 served by `magi serve-web`'s server, for --seconds with a scripted player holding real keys (DevTools key
 events, as a person's keyboard sends them); every frame the page draws on its canvas is captured in the page
 (a wrapper around putImageData: the canvas as PNG, the wall time, the action the page applied) and the GIF

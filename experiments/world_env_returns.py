@@ -1,5 +1,5 @@
 """A random and a scripted policy played in the world model (`magi/Boxing-v0`, rewards from its reward/end
-model) and in the emulator side by side, from the same openings; returns compared (issue 33).
+model) and in the emulator side by side, from the same openings; returns compared (docs/world-model.md).
 
 Each episode opens on a held-out emulator seed (the env's `info["emulator_seed"]`); the emulator plays the
 same episode from the same opening (reset, then NOOPs). The random policy presses the same seeded key

@@ -1,4 +1,4 @@
-"""What the Boxing recordings cover (issue 32): hold lengths, actions, positions on the ring, clinches
+"""What the Boxing recordings cover (docs/world-model.md): hold lengths, actions, positions on the ring, clinches
 and punches while moving, for the recording config the shipped model was trained on (`policy: mix`:
 sticky-random and scripted-agent episodes, configs/atari_world_model_tokens.yaml) against the new one
 (`policy: person-mix`: `PersonPlayer` and scripted-agent episodes), side by side.

@@ -1,4 +1,4 @@
-"""Text encoders: captions -> token embeddings (B, L, E) for a text model (DESIGN §9).
+"""Text encoders: captions -> token embeddings (B, L, E) for a text model (docs/design.md §9).
 
 A frozen `transformers` encoder and its tokenizer, loaded by hub id or local folder:
 `T5EncoderModel` for T5 / mT5 / umT5 checkpoints (only the encoder's weights are read, as MAGI-1,

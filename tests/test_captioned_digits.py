@@ -1,5 +1,5 @@
 """Captioned moving digits: the caption grammar, the held-out compositions, and that each digit really
-moves as its caption says (the text-to-video data of DESIGN §9)."""
+moves as its caption says (the text-to-video data of docs/design.md §9)."""
 
 import numpy as np
 import pytest

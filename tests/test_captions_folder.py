@@ -1,4 +1,4 @@
-"""Your own videos with captions (issue 31): a `metadata.jsonl` / `metadata.csv` beside the videos (the
+"""Your own videos with captions (docs/text.md): a `metadata.jsonl` / `metadata.csv` beside the videos (the
 Hugging Face folder convention, columns `file_name` and `text`) gives every `VideoFolder` item its
 `caption`; bad rows are named (file, line, what) and skipped; `magi train --data` records the captions in
 the run config; `magi data check` lists the bad rows in its JSON."""

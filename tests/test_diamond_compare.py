@@ -1,4 +1,4 @@
-"""benchmarks/diamond_compare.py without a DIAMOND checkout (issue 35): its options are checked before anything
+"""benchmarks/diamond_compare.py without a DIAMOND checkout (docs/export.md): its options are checked before anything
 heavy loads, `--engine onnx|torch` (comma-separated for both) picks the play loop's engine, by default the one
 `magi play` picks, and each engine it builds plays frames through the play stream. The comparison itself needs a
 checkout (`make bench` skips it with the reason: tests/test_docs.py)."""

@@ -1,4 +1,4 @@
-"""`magi export onnx` (issue 35): the play setting's graphs in onnxruntime against PyTorch on the same
+"""`magi export onnx` (docs/export.md): the play setting's graphs in onnxruntime against PyTorch on the same
 inputs and noise (latents within 1e-4, decoded frames within 1/255), the ONNX engine's stream against
 `Magi.stream` from the same seed, the manifest, the refusals, and the command line. A tiny model with
 random weights (an untrained head's zero output layer would make every frame a function of the noise

@@ -1,4 +1,4 @@
-"""`magi play --engine onnx` end to end (issue 35): the command itself, in its own process, on a tiny model: at
+"""`magi play --engine onnx` end to end (docs/export.md): the command itself, in its own process, on a tiny model: at
 start it exports the play setting to ONNX into a temporary folder, says it runs onnxruntime, serves the page,
 plays frames over the WebSocket with the held key applied, and removes the folder when it stops. (The other
 play tests build the app in-process with `create_app`.)"""

@@ -1,4 +1,4 @@
-"""The reward and episode-end model (issue 33): its targets from recordings, its training path (tiny, on
+"""The reward and episode-end model (docs/world-model.md): its targets from recordings, its training path (tiny, on
 synthetic episodes whose rewards and end are drawn on the frames), saving and loading, and the
 environment's reward and `terminated` from it."""
 

@@ -1,4 +1,4 @@
-"""The score reader (issue 33): BCD scores from the RAM, and a reader fitted on frames whose digits it must
+"""The score reader (docs/world-model.md): BCD scores from the RAM, and a reader fitted on frames whose digits it must
 tell apart (drawn here in a 3x5 font where Boxing draws its scores)."""
 
 from __future__ import annotations

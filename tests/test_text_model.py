@@ -1,4 +1,4 @@
-"""Text conditioning (DESIGN §9), pinned by perturbation like the masks of DESIGN §3.
+"""Text conditioning (docs/design.md §9), pinned by perturbation like the masks of docs/design.md §3.
 
 Every way text enters ("prefix" in the temporal stream, "cross" attention, "pooled" vector) must:
 change every frame when the caption changes; let nothing of the video reach the caption; give the
@@ -70,7 +70,7 @@ def test_nothing_of_the_video_reaches_the_caption():
 @pytest.mark.parametrize("tf", ["ctf", "mtf"])
 def test_kv_cache_with_text_equals_the_training_forward(mode, tf):
     if tf == "mtf":  # MTF's training forward sees masked earlier frames, generation clean ones
-        pytest.skip("the KV cache reproduces the CTF forward only (DESIGN §3)")
+        pytest.skip("the KV cache reproduces the CTF forward only (docs/design.md §3)")
     model = _model(mode, tf, depth=2)
     latents, mask, text = _inputs()
     full = model.conditions(latents, mask, text=text)

@@ -1,4 +1,4 @@
-"""The page `magi export web` writes, in headless Chromium (issue 35): loaded from a plain static server
+"""The page `magi export web` writes, in headless Chromium (docs/export.md): loaded from a plain static server
 with no magi process behind it, it runs the model in the page (onnxruntime-web, WASM); it opens no
 WebSocket and fetches nothing outside its folder; its deterministic mode (`?seed=N&script=...`) draws the
 frames PyTorch draws from the same noise (latents within 1e-4 of their scale, frames within 1/255); it says

@@ -1,4 +1,4 @@
-"""The world model as a Gymnasium environment (issue 33): `magi.world.WorldModelEnv`, its vector form and the
+"""The world model as a Gymnasium environment (docs/world-model.md): `magi.world.WorldModelEnv`, its vector form and the
 registration, on a tiny random model and on the shipped `pretrained/atari`."""
 
 from __future__ import annotations

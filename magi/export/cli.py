@@ -1,4 +1,4 @@
-"""`magi export`: a world model for other runtimes (issue 35).
+"""`magi export`: a world model for other runtimes (docs/export.md).
 
     magi export onnx MODEL --out DIR   the play setting's graphs + manifest.json (magi.export.onnx)
     magi export web MODEL --out DIR    a static page that plays the model in the browser (magi.export.web)

@@ -1,5 +1,5 @@
 """The play setting's frame as three fixed-shape functions, each a module `torch.onnx.export` traces
-(DESIGN §10, issue 35), built from `Magi`'s own methods so they compute what `Magi.stream` computes:
+(docs/design.md §10, docs/export.md), built from `Magi`'s own methods so they compute what `Magi.stream` computes:
 
 - `ContextPart`: the W-1 frames of the sliding window, each with the action that led into it, run as
   clean frames (`Magi._commit`) -> their keys/values in every temporal layer. It depends only on earlier

@@ -1,5 +1,5 @@
 """`magi export onnx MODEL --out DIR`: a world model's play setting as ONNX graphs and a manifest
-(DESIGN §10, issue 35).
+(docs/design.md §10, docs/export.md).
 
 DIR/context.onnx   ContextPart: the window's W-1 frames -> their keys/values (runs before the key)
 DIR/frame.onnx     FramePart: keys/values + action + noise -> the new frame's latents (DDIM unrolled)

@@ -1,5 +1,5 @@
 """`magi serve-web DIR`: serve a `magi export web` folder as a static host would, plus the two headers that
-make the page cross-origin isolated, so onnxruntime-web may run threads (issue 35):
+make the page cross-origin isolated, so onnxruntime-web may run threads (docs/export.md):
 
     Cross-Origin-Opener-Policy: same-origin
     Cross-Origin-Embedder-Policy: require-corp

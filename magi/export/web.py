@@ -1,5 +1,5 @@
 """`magi export web MODEL --out DIR`: a folder any static host serves, where the world model runs in the
-page itself (onnxruntime-web; issue 35). `make web` writes site/ for the shipped model.
+page itself (onnxruntime-web; docs/export.md). `make web` writes site/ for the shipped model.
 
 DIR/index.html, play.js, play.css   the page (magi/export/page/)
 DIR/manifest.json, *.onnx           `magi export onnx`'s graphs and manifest

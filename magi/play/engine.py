@@ -1,4 +1,4 @@
-"""The engines the play loop (`magi.play.loop.play`) runs a world model on (issue 35):
+"""The engines the play loop (`magi.play.loop.play`) runs a world model on (docs/export.md):
 
 - `TorchEngine`: `Magi.stream` (long_video="window") and the VAE's decode, in PyTorch.
 - `OnnxEngine`: the play setting exported by `magi export onnx` (`magi.export.onnx`), in onnxruntime: per

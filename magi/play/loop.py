@@ -1,4 +1,4 @@
-"""The one play loop (issue 35): what `magi play`'s sessions, the evaluation's play stream
+"""The one play loop (docs/export.md): what `magi play`'s sessions, the evaluation's play stream
 (`magi.world.evaluate.play_stream`) and `benchmarks/play.py` all run, so the benchmark times the
 code a player gets.
 

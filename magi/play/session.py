@@ -1,7 +1,7 @@
 """One player's game: a real Atari emulator for the opening frames (and the "reality" pane), the
 player's held keys mapped to the game's action, and the play loop (`magi.play.loop.play`, on the
 world's engine: `Magi.stream` in PyTorch or the exported graphs in onnxruntime) drawing every frame
-after the opening (DESIGN §8, issue 35).
+after the opening (docs/design.md §8, docs/export.md).
 
 Conventions are the recordings' (`magi.world.atari.record_atari`): `gymnasium.make("ALE/<game>-v5",
 frameskip=4, full_action_space=False)`, frames area-resized to the training size, and `actions[t]`

@@ -1,4 +1,4 @@
-"""The world model as an environment an RL library can step (issue 33; DIAMOND's `WorldModelEnv`, our code).
+"""The world model as an environment an RL library can step (docs/world-model.md; DIAMOND's `WorldModelEnv`, our code).
 
 - `WorldModelEnv`: a `gymnasium.Env` (registered as `magi/Boxing-v0` when `magi.world` is imported):
   the game's actions (`Discrete(18)` for Boxing), 64x64x3 uint8 observations, each `step` one frame of

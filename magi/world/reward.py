@@ -1,4 +1,4 @@
-"""The reward and episode-end model (issue 33; DIAMOND's RewEndModel idea, our own code): what the world model
+"""The reward and episode-end model (docs/world-model.md; DIAMOND's RewEndModel idea, our own code): what the world model
 does not draw as a number, the emulator's per-frame reward and terminal flag, predicted from the frames.
 
 `RewardEndModel` reads the last `frames` frames (uint8, the newest last) and the actions taken between them,

@@ -1,4 +1,4 @@
-"""Reading Boxing's score digits off 64x64 frames (issue 33): is the score legible, in real frames, through
+"""Reading Boxing's score digits off 64x64 frames (docs/world-model.md): is the score legible, in real frames, through
 the frame tokenizer, in the world model's frames?
 
 Boxing draws each side's score in the top rows (the player's left of the clock, the opponent's right of

@@ -1,4 +1,4 @@
-// The world model in the page (issue 35): the graphs of `magi export web` in onnxruntime-web, no server.
+// The world model in the page (docs/export.md): the graphs of `magi export web` in onnxruntime-web, no server.
 // Per frame, as magi.play.engine.OnnxEngine does in Python: context.onnx on the window's frames (before
 // the key is read), the key, frame.onnx with fresh noise, decoder.onnx, draw. Everything is fetched from
 // this folder. Query parameters: seed=N (deterministic noise: the PRNG below, mirrored in Python by
