@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from magi.logging_utils import cpu_model
+
 # MAGI_RESULTS_DIR redirects the result files (e.g. to a GPU machine's output folder).
 RESULTS = Path(os.environ.get("MAGI_RESULTS_DIR") or Path(__file__).resolve().parent.parent / "results")
 
@@ -30,16 +32,6 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    """The CPU's name and clock as Linux reports them ("AMD EPYC, 1996 MHz"): machines differ between runs."""
-    try:
-        pairs = (line.split(":", 1) for line in open("/proc/cpuinfo").read().splitlines() if ":" in line)
-        info = {key.strip(): value for key, value in pairs}
-        return f"{info['model name'].strip()}, {float(info['cpu MHz']):.0f} MHz"
-    except (OSError, KeyError, ValueError):
-        return platform.processor() or "unknown"
 
 
 def machine() -> dict:

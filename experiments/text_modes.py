@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -73,6 +72,7 @@ def main() -> int:
     args = p.parse_args()
     steps = {k: int(v) for k, v in (s.split("=") for s in args.steps.split(","))}
     from magi.evaluate import cli
+    from magi.logging_utils import cpu_model
 
     costs = step_costs(args.set)
     rows = {}
@@ -86,7 +86,7 @@ def main() -> int:
                       "cpu_seconds": round(step * costs[mode]), "seen": r["one_digit"]["seen"],
                       "heldout": r["one_digit"]["heldout"], "shuffled": r["controls"]["shuffled"]["all"]}
     record = {"command": " ".join(["python experiments/text_modes.py", *sys.argv[1:]]),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+              "machine": cpu_model(), "torch": torch.__version__,
               "setting": "one-digit captions, guidance 3, 8 mask x 25 DDIM steps, temperature 0.5",
               "samples_per_caption": args.samples, "modes": rows}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")

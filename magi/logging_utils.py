@@ -78,3 +78,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["MetricsLogger", "read_jsonl"]
+
+
+def cpu_model() -> str:
+    """The CPU's name and clock as Linux reports them ("AMD EPYC, 1996 MHz"): machines differ between runs."""
+    import platform
+
+    try:
+        pairs = (line.split(":", 1) for line in open("/proc/cpuinfo").read().splitlines() if ":" in line)
+        info = {key.strip(): value for key, value in pairs}
+        return f"{info['model name'].strip()}, {float(info['cpu MHz']):.0f} MHz"
+    except (OSError, KeyError, ValueError):
+        return platform.processor() or "unknown"
+

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+
+from magi.logging_utils import cpu_model
 
 from magi.data.builtin import MOTIONS, all_captions, caption_pairs, caption_for
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         "samples_per_caption": args.samples, "one_digit": main, "controls": {"shuffled": shuffled, "null_prompt": null},
         "sweep": sweep, "two_digit": two, "scorer_on_real_clips": scorer.report.get("real_clips"),
         "command": "magi eval text " + " ".join(_argv(args)),
-        "machine": platform.processor() or platform.machine(), "seconds": round(time.perf_counter() - started, 1),
+        "machine": cpu_model(), "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "text_eval.json").write_text(json.dumps(result, indent=1) + "\n")
     _plot(result, out / "text_eval.png")
