@@ -129,14 +129,8 @@ def fresh(args, results: Path, engine: str) -> dict:
         while True:
             now = time.time() - started
             if now >= next_key and first is not None:  # a sticky-random player: new keys every 0.3-1.5 s
-                combo = KEYS[rng.integers(len(KEYS))]
-                for code in held:
-                    if code not in combo:
-                        browser.key(code, down=False)
-                for code in combo:
-                    if code not in held:
-                        browser.key(code, down=True)
-                held, next_key = combo, now + rng.uniform(0.3, 1.5)
+                held = browser.hold(held, KEYS[rng.integers(len(KEYS))])
+                next_key = now + rng.uniform(0.3, 1.5)
             if now >= next_poll:
                 received += browser.eval("(window.magiTrace || []).splice(0)") or []
                 model = [r for r in received if r[0] == 0]

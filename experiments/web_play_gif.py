@@ -85,13 +85,7 @@ def record(site: Path, seconds: float, isolate: bool, threads: int | None) -> di
         i = 0
         while time.time() - start < seconds:
             combo, hold = SCRIPT[i % len(SCRIPT)]
-            for code in held:
-                if code not in combo:
-                    browser.key(code, down=False)
-            for code in combo:
-                if code not in held:
-                    browser.key(code, down=True)
-            held = combo
+            held = browser.hold(held, combo)
             keys_at.append((time.time(), combo))
             time.sleep(min(hold, max(0.0, seconds - (time.time() - start))))
             i += 1

@@ -117,6 +117,16 @@ class Browser:
         self.call("Input.dispatchKeyEvent", type="keyDown" if down else "keyUp", code=code, key=key,
                   windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk)
 
+    def hold(self, held, combo) -> tuple:
+        """Go from holding the keys `held` to holding `combo`: release what leaves, press what comes."""
+        for code in held:
+            if code not in combo:
+                self.key(code, down=False)
+        for code in combo:
+            if code not in held:
+                self.key(code, down=True)
+        return combo
+
     def screenshot(self, clip: dict | None = None) -> bytes:
         params = {"format": "png"}
         if clip:
@@ -317,14 +327,8 @@ def test_browser_holds_real_time(played, tmp_path, monkeypatch):
         while True:
             now = time.perf_counter() - t_start
             if now >= next_key:  # a sticky-random player: a new key combination every 0.3-1.5 s
-                combo = keys[rng.integers(len(keys))]
-                for code in held:
-                    if code not in combo:
-                        browser.key(code, down=False)
-                for code in combo:
-                    if code not in held:
-                        browser.key(code, down=True)
-                held, next_key = combo, now + rng.uniform(0.3, 1.5)
+                held = browser.hold(held, keys[rng.integers(len(keys))])
+                next_key = now + rng.uniform(0.3, 1.5)
             if now >= next_poll:
                 received += browser.eval("window.magiTrace.splice(0)")
                 polls, counted = polls + 1, browser.eval("window.magiPlay.frames")
