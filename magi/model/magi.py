@@ -217,9 +217,12 @@ class Magi(nn.Module):
                 raw = torch.where(dropped[:, None, None], null, raw)
         return self.backbone.embed_text(raw)  # (B, L, D)
 
-    def _with_text(self, cond: torch.Tensor, states: Optional[torch.Tensor]):
-        """(cond, caption states for the backbone): "pooled" adds the mean caption state to cond (B, D)
-        and leaves the backbone no text; "prefix" and "cross" hand the states (B, L, D) on."""
+    def _conditioning(self, labels, intervals, text, batch: int, device, drop: bool = False):
+        """(cond (B, D), caption states for the backbone or None): the class + interval vector and the
+        caption, both dropped to their null in training (`drop`). "pooled" adds the mean caption state to
+        cond and leaves the backbone no text; "prefix" and "cross" hand the states (B, L, D) on."""
+        cond = self._cond(labels, intervals, batch, device, drop_labels=drop)
+        states = self._text_states(text, batch, device, drop=drop)
         if states is not None and self.config.text_mode == "pooled":
             return cond + states.mean(dim=1), None
         return cond, states
@@ -285,8 +288,7 @@ class Magi(nn.Module):
         B, T = tokens.shape[:2]
         if mask.shape != tokens.shape[:3]:
             raise ValueError(f"mask: expected shape {tuple(tokens.shape[:3])} (B, T, N), got {tuple(mask.shape)}")
-        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device),
-                                       self._text_states(text, B, latents.device))
+        cond, states = self._conditioning(labels, intervals, text, B, latents.device)
         prev = self._prev_actions(actions, B, T, latents.device)
         return self._masked_stream_conditions(tokens, mask.bool(), cond, prev, text=states)
 
@@ -301,8 +303,7 @@ class Magi(nn.Module):
         tokens = self.patchify(latents)  # (B, T, N, P)
         token_mask = random_token_mask(B, T, c.tokens_per_frame, c.mask_ratio_min, c.mask_ratio_std,
                                        latents.device)  # (B, T, N)
-        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device, drop_labels=self.training),
-                                       self._text_states(text, B, latents.device, drop=self.training))
+        cond, states = self._conditioning(labels, intervals, text, B, latents.device, drop=self.training)
         prev = self._prev_actions(actions, B, T, latents.device, drop=self.training)  # (B, T) or None
         levels = None  # noised context: a noise bucket per sample, training only
         if self.training and self.backbone.noise_embed is not None:
@@ -340,8 +341,7 @@ class Magi(nn.Module):
         self._check_latents(latents)
         tokens = self.patchify(latents)
         B, T = tokens.shape[:2]
-        cond, states = self._with_text(self._cond(labels, intervals, B, latents.device),
-                                       self._text_states(text, B, latents.device))
+        cond, states = self._conditioning(labels, intervals, text, B, latents.device)
         prev = self._prev_actions(actions, B, T, latents.device)
         cache = self.backbone.new_cache(T, states)
         out = []
@@ -435,11 +435,9 @@ class Magi(nn.Module):
         W = window or c.num_frames  # frames the sliding window holds, the new one included
         prev_action = self._action_reader(actions, batch, num_frames, device)
 
-        cond, states = self._with_text(self._cond(labels, intervals, batch, device),  # (B, D), (B, L, D)
-                                       self._text_states(text, batch, device))
+        cond, states = self._conditioning(labels, intervals, text, batch, device)  # (B, D), (B, L, D)
         if cfg != 1.0:
-            null, null_states = self._with_text(self._cond(None, intervals, batch, device),
-                                                self._text_states(None, batch, device))
+            null, null_states = self._conditioning(None, intervals, None, batch, device)
             cond = torch.cat([cond, null])  # (2B, D): conditional half, unconditional half
             states = None if states is None else torch.cat([states, null_states])  # (2B, L, D)
         sliding = long_video == "window"
