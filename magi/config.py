@@ -434,6 +434,9 @@ RUNTIME_FIELDS = ("attention", "compile_flex")
 INTERVAL_RECORD_FIELDS = ("trained_intervals", "trained_interval_shares", "default_interval")
 # Everything the trainer records about its data: fine-tuning on other data may change it.
 RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
+# What a model is conditioned on: `Magi.load_reconditioned` starts a model from one that differs only here.
+CONDITIONING_FIELDS = ("num_classes", "class_dropout", "class_names", "num_actions", "action_dropout",
+                       "text_dim", "text_len", "text_mode", "text_dropout")
 # How the training loss weighs tokens: a fine-tune may weigh them otherwise than its checkpoint did.
 LOSS_FIELDS = ("change_weight", "change_threshold")
 
@@ -589,6 +592,9 @@ class TrainConfig:
     # init_from a shallower model of the same config otherwise (`Magi.load_grown`): its blocks go to evenly
     # spaced depths of this model's `model.depth`, the new blocks start as the identity
     init_grow: bool = False
+    # init_from a model that differs only in its conditioning (`Magi.load_reconditioned`): e.g. a text model
+    # started from a class-conditional one; the video path loads, the new conditioning starts fresh
+    init_reconditioned: bool = False
     # bookkeeping
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -649,6 +655,10 @@ class TrainConfig:
             raise ValueError(f"train.sample_every: expected >= 0 (0 = at the end), got {self.sample_every}")
         if self.init_grow and not self.init_from:
             raise ValueError("train.init_grow: grows the model given by train.init_from, which is not set")
+        if self.init_reconditioned and not self.init_from:
+            raise ValueError("train.init_reconditioned: starts from the model given by train.init_from, which is not set")
+        if self.init_reconditioned and self.init_grow:
+            raise ValueError("train.init_reconditioned and train.init_grow: choose one way to start from train.init_from")
         self.sample.validate()
 
 

@@ -372,6 +372,8 @@ class Trainer:
                                  "checkpoint directory with config.json and ema/model.safetensors)")
             if tc.init_grow:  # a deeper model started from a shallower one (only the depth may differ)
                 model.load_grown(init)
+            elif tc.init_reconditioned:  # other conditioning (e.g. text from a class model), same video path
+                model.load_reconditioned(init)
             else:
                 model.load_pretrained(init)  # refuses another model config, naming the fields
         model.to(self.device).train()

@@ -166,3 +166,35 @@ def test_save_and_load_a_text_model(tmp_path):
     again = Magi.from_pretrained(tmp_path)
     latents, mask, text = _inputs()
     assert torch.equal(model.conditions(latents, mask, text=text), again.conditions(latents, mask, text=text))
+
+
+@pytest.mark.parametrize("mode", ["cross", "pooled"])
+def test_a_text_model_started_from_a_class_model_is_its_unconditional_model(tmp_path, mode):
+    """`load_reconditioned`: the class model's video path loads, its null class becomes the text model's
+    class row, and the added caption paths start at zero, so whatever the caption, the text model computes
+    what the class model computes for the null class. A prefix model loads the same weights; its caption
+    tokens are new attention context, so it is only checked to load and to hear the caption."""
+    torch.manual_seed(0)
+    source = Magi(MagiConfig.preset("test", num_frames=T, num_classes=10, attention="sdpa")).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    source.save_pretrained(tmp_path)
+    latents, mask, text = _inputs()
+    unconditional = source.conditions(latents, mask, labels=[10, 10])
+    for m in (mode, "prefix"):
+        model = _model(m).load_reconditioned(tmp_path)
+        assert torch.equal(model.backbone.class_embed.weight[-1], source.backbone.class_embed.weight[-1])
+        assert torch.equal(model.backbone.blocks[0].spatial.attn.qkv.weight,
+                           source.backbone.blocks[0].spatial.attn.qkv.weight)
+        got = model.conditions(latents, mask, text=text)
+        if m == mode:
+            torch.testing.assert_close(got, unconditional)
+        else:
+            assert not torch.allclose(got, unconditional)
+
+
+def test_reconditioning_refuses_another_video_model(tmp_path):
+    Magi(MagiConfig.preset("test", num_frames=T, num_classes=10, width=16)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="only the conditioning.*width"):
+        _model("prefix").load_reconditioned(tmp_path)

@@ -71,6 +71,31 @@ def test_training_a_text_model_records_the_encoder(trained, encoder_dir):
     assert saved["text_encoder"]["name"] == str(encoder_dir)
 
 
+def test_a_text_run_starts_from_a_class_model(encoder_dir, tmp_path):
+    """`train.init_reconditioned`: a class-conditional run's checkpoint starts a text run (the video path
+    loads, the caption path is new), which trains; without init_from the option is refused."""
+    run = _run_config(encoder_dir)
+    run.model.num_classes, run.model.text_mode = 10, "prefix"
+    run.data.kind = "moving-digits"
+    run.data.options = {"num_videos": 32, "num_frames": 4, "size": 16, "num_digits": 1}
+    run.text_encoder.name = None
+    run.model.text_dim = run.model.text_len = 0
+    train(run, tmp_path / "class")
+    source = tmp_path / "class" / "checkpoints" / "2"
+    text_run = _run_config(encoder_dir)
+    text_run.train.init_from, text_run.train.init_reconditioned = str(source), True
+    result = train(text_run, tmp_path / "text")
+    assert result.step == 2
+    with pytest.raises(ValueError, match="only the conditioning"):
+        other = _run_config(encoder_dir)
+        other.model.depth += 1
+        other.train.init_from, other.train.init_reconditioned = str(source), True
+        train(other, tmp_path / "deeper")
+    text_run.train.init_from = None
+    with pytest.raises(ValueError, match="train.init_reconditioned"):
+        text_run.validate()
+
+
 def test_a_text_model_refuses_data_without_captions(encoder_dir, tmp_path):
     run = _run_config(encoder_dir)
     run.data.kind = "moving-digits"

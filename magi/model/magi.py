@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from magi.config import MagiConfig
+from magi.config import CONDITIONING_FIELDS, MagiConfig
 from magi.model.attention import TemporalMask
 from magi.model.diffusion_head import DiffusionHead
 from magi.model.transformer import MagiTransformer
@@ -632,6 +632,40 @@ class Magi(nn.Module):
             else:
                 grown[key] = value  # a new block's other weights keep this model's fresh init
         return self._load_state(grown, file)
+
+    def load_reconditioned(self, path: Union[str, Path], ema: bool = True) -> "Magi":
+        """Start this model from a checkpoint that differs only in its conditioning (`CONDITIONING_FIELDS`:
+        classes, actions, text), e.g. a text model from a class-conditional one of the same video.
+
+        Every weight both models have with the same shape loads; the class table keeps the classes both
+        have and the null class (its last row), so a model without classes starts from the checkpoint's
+        unconditional embedding; conditioning only this model has (text projection, null caption,
+        cross-attention, an action table) keeps its fresh initialisation, except that where it is added
+        into the residual stream it starts at zero (each cross-attention's output projection; the pooled
+        caption's LayerNorm, text_mode "pooled"), so the model starts as the checkpoint's unconditional
+        one, as `load_grown`'s new blocks start as the identity; what only the checkpoint has is dropped.
+        The video path (patch embedding, blocks, head) is the checkpoint's."""
+        path = Path(path)
+        saved = load_config(path)
+        other = {k: v for k, v in self.config.diff(saved).items() if k not in CONDITIONING_FIELDS}
+        if other:
+            raise ValueError(f"{path}: only the conditioning ({', '.join(CONDITIONING_FIELDS)}) may differ when "
+                             f"starting a reconditioned model; the checkpoint differs in {_fields(other)}")
+        file = self._weights_file(path, ema)
+        state, own = load_file(str(file)), self.state_dict()
+        merged = {k: state[k] if k in state and state[k].shape == v.shape else v for k, v in own.items()}
+        key = "backbone.class_embed.weight"
+        if key in state and state[key].shape != own[key].shape:  # (num_classes + 1, D): null class last
+            shared = min(state[key].shape[0], own[key].shape[0]) - 1
+            table = own[key].clone()
+            table[:shared] = state[key][:shared]
+            table[-1] = state[key][-1]
+            merged[key] = table
+        fresh = [k for k in own if k not in state]
+        zero = [k for k in fresh if ".cross.proj." in k
+                or (self.config.text_mode == "pooled" and k.startswith("backbone.text_proj.1."))]
+        merged.update({k: torch.zeros_like(own[k]) for k in zero})
+        return self._load_state(merged, file)
 
     @staticmethod
     def _weights_file(path: Path, ema: bool) -> Path:
