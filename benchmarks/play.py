@@ -119,7 +119,8 @@ def compare_engines(ckpt, world, setting: Setting, threads: list[int], rounds: i
     import os
     import statistics
 
-    from magi.world.evaluate import StickyPlayer, emulator_opening
+    from magi.world.evaluate import emulator_opening
+    from magi.world.policies import StickyPlayer
     from magi.play.loop import play
     from magi.play.session import FIRST_SEED
 

@@ -169,7 +169,7 @@ def test_colour_metrics_charge_a_gray_prediction_and_the_vae_space_ones_do_not(b
 
 
 def test_sticky_player_holds_keys_and_opens_with_noop():
-    from magi.world.evaluate import StickyPlayer
+    from magi.world.policies import StickyPlayer
 
     player = StickyPlayer(18, context_frames=4, seed=0)
     taken = [player(t) for t in range(400)]

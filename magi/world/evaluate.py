@@ -36,6 +36,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from magi.world.policies import StickyPlayer
+
 
 # --------------------------------------------------------------------------------------------------
 # Sprite detectors: where are the sprite the player controls and its opponent?
@@ -555,25 +557,6 @@ def emulator_opening(game: str, frames: int, size, seed: int) -> torch.Tensor:
         out.append(resize_frame(obs, size))
     env.close()
     return torch.from_numpy(np.stack(out))[None]
-
-
-class StickyPlayer:
-    """A seeded player for `Magi.stream(actions=...)`: NOOP (`noop`, the game's NOOP index) for the
-    opening's frames t < k - 1, then a key held that changes, with probability `change` per frame, to
-    one drawn uniformly from the game's `num_actions` (a player who keeps a key for a few frames, as
-    people do)."""
-
-    def __init__(self, num_actions: int, context_frames: int, seed: int, change: float = 0.25,
-                 noop: int = 0) -> None:
-        self.num_actions, self.k, self.change, self.noop = num_actions, context_frames, change, noop
-        self.rng, self.held, self.taken = np.random.default_rng(seed), noop, []
-
-    def __call__(self, t: int) -> int:
-        if t >= self.k - 1 and self.rng.random() < self.change:
-            self.held = int(self.rng.integers(self.num_actions))
-        a = self.held if t >= self.k - 1 else self.noop
-        self.taken.append(a)
-        return a
 
 
 def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",

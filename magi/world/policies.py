@@ -5,7 +5,8 @@ scripted player (`ATARI_AGENTS`, reading the emulator's RAM) with sticky noise; 
 sticky and agent episodes. "person" (`PersonPlayer`, Boxing) plays as a person at the keyboard does:
 keys held 1-60 frames in all 18 actions, long walks along the ropes and into the corners, clinches,
 punches while moving; "person-mix" alternates person and agent episodes (the agent makes the game
-progress). A callable (observation, numpy Generator) -> action plays as given.
+progress). A callable (observation, numpy Generator) -> action plays as given. `StickyPlayer` is the
+seeded player at the keys of a stream (`Magi.stream(actions=...)`, the play benchmarks).
 Every draw comes from the numpy Generator passed in; none from the global RNG.
 """
 
@@ -67,6 +68,25 @@ MAX_HOLD = 60  # the longest a key is held, in frames (4 s at 15 frames/s)
 BOXING_RING = (30, 109, 3, 87)  # the player's RAM x (byte 32) and y (byte 34) range: (x_min, x_max, y_min, y_max)
 _DIRECTIONS = {(0, -1): "UP", (1, 0): "RIGHT", (-1, 0): "LEFT", (0, 1): "DOWN", (1, -1): "UPRIGHT",
                (-1, -1): "UPLEFT", (1, 1): "DOWNRIGHT", (-1, 1): "DOWNLEFT"}  # (dx, dy) in RAM units
+
+
+class StickyPlayer:
+    """A seeded player for `Magi.stream(actions=...)`: NOOP (`noop`, the game's NOOP index) for the
+    opening's frames t < k - 1, then a key held that changes, with probability `change` per frame, to
+    one drawn uniformly from the game's `num_actions` (a player who keeps a key for a few frames, as
+    people do)."""
+
+    def __init__(self, num_actions: int, context_frames: int, seed: int, change: float = 0.25,
+                 noop: int = 0) -> None:
+        self.num_actions, self.k, self.change, self.noop = num_actions, context_frames, change, noop
+        self.rng, self.held, self.taken = np.random.default_rng(seed), noop, []
+
+    def __call__(self, t: int) -> int:
+        if t >= self.k - 1 and self.rng.random() < self.change:
+            self.held = int(self.rng.integers(self.num_actions))
+        a = self.held if t >= self.k - 1 else self.noop
+        self.taken.append(a)
+        return a
 
 
 class PersonPlayer:
