@@ -1,18 +1,21 @@
 """How should text enter MAGI? prefix tokens (NOVA) vs cross-attention (MAGI-1, Open-Sora) vs a pooled
 vector (the baseline), on captioned digits at equal CPU budget (docs/text.md).
 
-The three runs are `configs/text_digits.yaml` with `model.text_mode` set, trained side by side on one
-thread each (the same data, seed and schedule: lr 1e-3 after 200 warm-up steps, constant):
+The three runs are `configs/text_digits.yaml` (fine-tuned from the class-conditional demo model,
+`train.init_reconditioned`) with `model.text_mode` set, trained side by side on one thread each, the
+step counts in proportion to each mode's step cost so every run gets the same CPU (a prefix step costs
+~1.2x a pooled one, a cross step ~1.1x):
 
-    for m in prefix cross pooled; do OMP_NUM_THREADS=1 magi train --config configs/text_digits.yaml \
-        --out runs/text_$m --set model.text_mode=$m --set train.max_steps=800 --set train.decay_steps=0 & done
+    for m in prefix=900 cross=1030 pooled=1130; do OMP_NUM_THREADS=1 magi train --config configs/text_digits.yaml \\
+        --out runs/tm_${m%=*} --set model.text_mode=${m%=*} --set train.max_steps=${m#*=} & done
 
-This script then (1) times one training step of each mode at that shape, alternating, on one thread (so
-the CPU budget of a step count is known), and (2) scores each run's EMA checkpoint at the steps given
-(`--steps prefix=400,cross=400,pooled=600`: a cheaper mode gets at least the CPU of the dearest) with
-`magi eval text` (one-digit captions, seen and held-out, at guidance 3). Writes results/text_modes.json.
+This script scores each run's last EMA checkpoint with `magi eval text` (every one-digit caption, seen
+and held-out apart, `--samples` videos each at guidance 3, shuffled and null prompts as controls, at
+the shipped sampling setting) into OUT/MODE/, reusing an evaluation already there with the same
+setting, and writes OUT/summary.json (each run's steps and training wall time beside its accuracies)
+and a table.
 
-    python experiments/text_modes.py --steps prefix=400,cross=400,pooled=600
+    python experiments/text_modes.py --runs runs/tm_{mode} --out results/text_modes
 """
 
 from __future__ import annotations
@@ -20,82 +23,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MODES = ("prefix", "cross", "pooled")
+SETTING = {"cfg": 3.0, "mask_steps": 4, "diffusion_steps": 25, "sampler": "ddim", "temperature": 0.1}
 
 
-def step_costs(overrides: list[str], rounds: int = 6, batch: int = 16) -> dict[str, float]:
-    """Median seconds of one training step (forward + backward + AdamW) per mode at the text_digits shape,
-    the modes alternating within each round, one thread."""
-    from magi import Magi
-    from magi.config import RunConfig
+def evaluate(run: str, out: Path, samples: int, scorer: str) -> dict:
+    """magi eval text of `run` into `out` at SETTING, or the evaluation already there when it matches."""
+    from magi.evaluate import cli
 
-    torch.set_num_threads(1)
-    run = RunConfig.load(REPO / "configs" / "text_digits.yaml", overrides)
-    c = run.model
-    models = {}
-    for mode in MODES:
-        torch.manual_seed(0)
-        cfg = c.replace(text_mode=mode, text_dim=64, text_len=run.text_encoder.max_length)
-        m = Magi(cfg).train()
-        models[mode] = (m, torch.optim.AdamW(m.parameters(), lr=1e-4))
-    x = torch.randn(batch, c.num_frames, c.latent_channels, *c.grid)
-    text = torch.randn(batch, run.text_encoder.max_length, 64)
-    times: dict[str, list[float]] = {m: [] for m in MODES}
-    for r in range(rounds + 1):
-        for mode, (m, opt) in models.items():
-            t = time.perf_counter()
-            m(x, text=text)["loss"].backward()
-            opt.step()
-            opt.zero_grad()
-            if r:  # round 0 warms up
-                times[mode].append(time.perf_counter() - t)
-    return {m: sorted(v)[len(v) // 2] for m, v in times.items()}
+    path = out / "text_eval.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        same = all(r["sampling"].get(k) == v for k, v in SETTING.items() if k != "cfg") and r["cfg"] == SETTING["cfg"]
+        if same and r["samples_per_caption"] == samples:
+            return r
+    cli.main(["text", run, "--out", str(out), "--scorer", scorer, "--samples", str(samples), "--null-samples", "2",
+              "--sweep", "", "--two-digit", "0", "--cfg", str(SETTING["cfg"]), "--mask-steps", str(SETTING["mask_steps"]),
+              "--diffusion-steps", str(SETTING["diffusion_steps"]), "--sampler", SETTING["sampler"],
+              "--temperature", str(SETTING["temperature"]), "--no-progress"])
+    return json.loads(path.read_text())
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", required=True, help="checkpoint step per mode, e.g. prefix=400,cross=400,pooled=600")
-    p.add_argument("--runs", default="runs/text_{mode}", help="run directory per mode")
-    p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--runs", default="runs/tm_{mode}", help="run directory per mode ({mode} is replaced)")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--samples", type=int, default=8, help="videos per one-digit caption")
     p.add_argument("--scorer", default="results/text_digits/scorer")
-    p.add_argument("--out", default="results/text_modes.json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="overrides of configs/text_digits.yaml the runs were trained with (for the timed shape)")
+    p.add_argument("--out", type=Path, default=Path("results/text_modes"))
     args = p.parse_args()
-    steps = {k: int(v) for k, v in (s.split("=") for s in args.steps.split(","))}
-    from magi.evaluate import cli
     from magi.logging_utils import cpu_model
 
-    costs = step_costs(args.set)
     rows = {}
-    for mode, step in steps.items():
-        out = Path("outputs") / "text_modes" / f"{mode}_{step}"
+    for mode in args.modes.split(","):
         run = args.runs.format(mode=mode)
-        cli.main(["text", run, "--step", str(step), "--out", str(out), "--scorer", args.scorer, "--samples",
-                  str(args.samples), "--null-samples", "0", "--sweep", "", "--two-digit", "0", "--no-progress"])
-        r = json.loads((out / "text_eval.json").read_text())
-        rows[mode] = {"step": step, "step_seconds": round(costs[mode], 3),
-                      "cpu_seconds": round(step * costs[mode]), "seen": r["one_digit"]["seen"],
-                      "heldout": r["one_digit"]["heldout"], "shuffled": r["controls"]["shuffled"]["all"]}
-    record = {"command": " ".join(["python experiments/text_modes.py", *sys.argv[1:]]),
-              "machine": cpu_model(), "torch": torch.__version__,
-              "setting": "one-digit captions, guidance 3, 8 mask x 25 DDIM steps, temperature 0.5",
-              "samples_per_caption": args.samples, "modes": rows}
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{'mode':8s} {'step':>5s} {'s/step':>7s} {'CPU s':>6s}   seen: digit (likeliest) / motion / both"
-          "     held-out: the same")
+        summary = json.loads((Path(run) / "summary.json").read_text())
+        r = evaluate(run, args.out / mode, args.samples, args.scorer)
+        if r["text_mode"] != mode:
+            raise ValueError(f"{run}: a {r['text_mode']!r} model, expected {mode!r}")
+        rows[mode] = {"steps": summary["step"], "train_minutes": round(summary["wall_time_s"] / 60, 1),
+                      "seen": r["one_digit"]["seen"], "heldout": r["one_digit"]["heldout"],
+                      "shuffled": r["controls"]["shuffled"]["all"], "null_prompt": r["controls"]["null_prompt"].get("all"),
+                      "eval": str(args.out / mode / "text_eval.json")}
+    record = {"command": " ".join(["python experiments/text_modes.py", *sys.argv[1:]]), "machine": cpu_model(),
+              "what": "one-digit caption accuracy of each text_mode at equal CPU (runs side by side, one thread each)",
+              "setting": SETTING, "samples_per_caption": args.samples, "modes": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{'mode':8s} {'steps':>5s} {'min':>5s}   seen: digit (likeliest) / motion / both     held-out: the same"
+          "     shuffled: likeliest / motion")
     for mode, r in rows.items():
-        cells = [f"{g['digit']:.0%} ({g.get('digit_likeliest', float('nan')):.0%}) / {g['motion']:.0%} / {g['both']:.0%}"
+        cells = [f"{g['digit']:.1%} ({g['digit_likeliest']:.1%}) / {g['motion']:.1%} / {g['both']:.1%}"
                  for g in (r["seen"], r["heldout"])]
-        print(f"{mode:8s} {r['step']:5d} {r['step_seconds']:7.2f} {r['cpu_seconds']:6d}   {cells[0]:28s} {cells[1]}")
+        s = r["shuffled"]
+        print(f"{mode:8s} {r['steps']:5d} {r['train_minutes']:5.1f}   {cells[0]:32s} {cells[1]:32s} "
+              f"{s['digit_likeliest']:.1%} / {s['motion']:.1%}")
     return 0
 
 

@@ -245,12 +245,13 @@ class MagiConfig:
     # embeddings are used by PixArt and Open-Sora). How text enters the network (`text_mode`):
     # "prefix": the caption's tokens open the temporal (frame-causal) stream, every frame attends to them
     #   and they attend only to themselves; the KV cache holds them once (NOVA);
-    # "cross": a cross-attention layer to the caption after each block's temporal layer (MAGI-1, Open-Sora);
+    # "cross" (the default, measured best on captioned digits at equal CPU, docs/text.md): a cross-attention
+    #   layer to the caption after each block's temporal layer (MAGI-1, Open-Sora);
     # "pooled": the mean caption token added to every video token, like the class (the cheap baseline).
     # In training the whole caption is replaced by a learned null caption with `text_dropout` (guidance).
     text_dim: int = 0
     text_len: int = 0
-    text_mode: Literal["prefix", "cross", "pooled"] = "prefix"
+    text_mode: Literal["prefix", "cross", "pooled"] = "cross"
     text_dropout: float = 0.1
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
@@ -415,9 +416,11 @@ class MagiConfig:
         """Fields whose values differ: {name: (self's, other's)}. The kernel choices
         (`RUNTIME_FIELDS`), the records of the training data (`RECORD_FIELDS`: intervals, class
         names) and the loss's token weights (`LOSS_FIELDS`) do not change the weights' meaning and are
-        left out unless `runtime`."""
+        left out unless `runtime`; so are the text fields when neither config has text."""
         a, b = self.to_dict(), other.to_dict()
         free = RUNTIME_FIELDS + RECORD_FIELDS + LOSS_FIELDS
+        if not a["text_dim"] and not b.get("text_dim"):  # no text: how text would enter means nothing
+            free += ("text_len", "text_mode", "text_dropout")
         return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k) and (runtime or k not in free)}
 
     def describe_trained_intervals(self) -> str:

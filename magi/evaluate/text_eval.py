@@ -45,10 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-samples", type=number(int, low=1), default=4, help="videos per caption in the sweep")
     p.add_argument("--two-digit", type=number(int, low=0), default=80,
                    help="two-digit captions scored (half seen, half held-out), one video each")
-    p.add_argument("--mask-steps", type=number(int, low=1), default=8)
+    # the shipped text model's setting (the demo's, after the class-conditional demo it starts from: few mask
+    # steps and a low temperature keep the digit, configs/demo_pretrained.yaml)
+    p.add_argument("--mask-steps", type=number(int, low=1), default=4)
     p.add_argument("--diffusion-steps", type=number(int, low=1), default=25)
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    p.add_argument("--temperature", type=number(float, above=0), default=0.5)
+    p.add_argument("--temperature", type=number(float, above=0), default=0.1)
     p.add_argument("--seed", type=int, default=1000, help="generation seed (training never uses these draws)")
     p.add_argument("--batch-size", type=number(int, low=1), default=80)
     p.add_argument("--device", default="cpu")
