@@ -205,6 +205,10 @@ async function main() {
   $("status").textContent = `Running on ${describe}. Hold the keys; the model draws every frame after the opening.`;
 
   const period = fpsCap > 0 ? 1000 / fpsCap : 0;
+  // Yield to the event loop (keys, drawing) without a timer: browsers clamp chained setTimeouts to >= 4 ms,
+  // which a frame that is already late would pay on top of its lateness.
+  const channel = new MessageChannel();
+  const yieldNow = () => new Promise((resolve) => { channel.port1.onmessage = () => resolve(); channel.port2.postMessage(0); });
   let last = null, due = performance.now();
   const shown = [];
   for (;;) {
@@ -222,7 +226,7 @@ async function main() {
     $("action").textContent = state.lastActionName;
     due = Math.max(due + period, now - period); // a late frame is made up by the next, by at most one period
     const wait = due - performance.now();
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, wait)));
+    await (wait >= 1 ? new Promise((resolve) => setTimeout(resolve, wait)) : yieldNow());
   }
 }
 
