@@ -217,7 +217,7 @@ def export_pretrained(run_dir: Path, dest: Path, command: str) -> dict[str, Any]
 
 
 # How the demo samples the text model: the setting `magi eval text` scores by default.
-TEXT_SETTING = {"cfg": 3.0, "mask_steps": 4, "diffusion_steps": 25, "temperature": 0.1}
+TEXT_SETTING = {"cfg": 7.0, "mask_steps": 4, "diffusion_steps": 25, "temperature": 0.1}
 
 
 def text_to_video(pretrained: Path, out: Path, prompts: list[str] = DEMO_PROMPTS, per_prompt: int = 3,

@@ -2,7 +2,7 @@
 
     from magi import MagiPipeline
     pipe = MagiPipeline.from_pretrained("pretrained/text_digits")
-    video = pipe(prompt=["the digit 3 is moving up then down"], guidance_scale=3.0,
+    video = pipe(prompt=["the digit 3 is moving up then down"], guidance_scale=7.0,
                  generator=torch.Generator().manual_seed(0))        # uint8 (B, T, H, W, 3)
 
 One folder gives every component: the model (EMA weights), the VAE it was trained with and, for a text

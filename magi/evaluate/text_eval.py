@@ -38,10 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "or reuse the one there)")
     p.add_argument("--scorer-steps", type=number(int, low=1), default=1500, help="training steps of a new scorer")
     p.add_argument("--samples", type=number(int, low=1), default=8, help="videos per one-digit caption")
-    p.add_argument("--cfg", type=number(float, low=0), default=3.0, help="guidance scale of the main table")
+    p.add_argument("--cfg", type=number(float, low=0), default=7.0,
+                   help="guidance scale of the main table (the shipped model's: the best of its sweep)")
     p.add_argument("--null-samples", type=number(int, low=0), default=None,
                    help="videos per caption made from the null prompt (default: --samples; 0 = no null control)")
-    p.add_argument("--sweep", default="1,2,3,5", help="guidance scales of the sweep (comma-separated; '' = none)")
+    p.add_argument("--sweep", default="1,3,5,7,10", help="guidance scales of the sweep (comma-separated; '' = none)")
     p.add_argument("--sweep-samples", type=number(int, low=1), default=4, help="videos per caption in the sweep")
     p.add_argument("--two-digit", type=number(int, low=0), default=80,
                    help="two-digit captions scored (half seen, half held-out), one video each")
