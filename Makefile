@@ -98,8 +98,8 @@ web: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi export web pretrained/atari --out site
 
 # Text to video on captioned moving digits (configs/text_digits.yaml, docs/text.md): the small byte-level T5 encoder
-# it reads captions with (written once; T5's initialisation from seed 0), training (interruptible: run it again and
-# it continues), the export into pretrained/text_digits/ (encoder included), then its caption accuracy.
+# it reads captions with (written once; T5's initialisation from seed 0), training from the class-conditional demo
+# model in pretrained/ (interruptible: run it again and it continues), the export into pretrained/text_digits/ (encoder included), then its caption accuracy.
 .PHONY: text-digits
 text-digits: $(STAMP)
 	test -f pretrained/text_digits/text_encoder/config.json || $(PY) -m magi.text byte-t5 pretrained/text_digits/text_encoder
