@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +78,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-__all__ = ["MetricsLogger", "read_jsonl"]
-
-
 def cpu_model() -> str:
     """The CPU's name and clock as Linux reports them ("AMD EPYC, 1996 MHz"): machines differ between runs."""
-    import platform
-
     try:
         pairs = (line.split(":", 1) for line in open("/proc/cpuinfo").read().splitlines() if ":" in line)
         info = {key.strip(): value for key, value in pairs}
         return f"{info['model name'].strip()}, {float(info['cpu MHz']):.0f} MHz"
     except (OSError, KeyError, ValueError):
         return platform.processor() or "unknown"
+
+
+__all__ = ["MetricsLogger", "read_jsonl", "cpu_model"]
 

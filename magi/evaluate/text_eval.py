@@ -23,9 +23,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from magi.logging_utils import cpu_model
-
 from magi.data.builtin import MOTIONS, all_captions, caption_pairs, caption_for
+from magi.logging_utils import cpu_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 REWARD_DIR = "reward"  # beside a world model's weights: <model>/reward/
 CLOCK_DIGITS = (2, 6, 10)  # Boxing's clock: minutes (0-1), tens and units of seconds
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 def boxing_clock(ram: np.ndarray) -> np.ndarray:
@@ -41,7 +42,6 @@ def boxing_clock(ram: np.ndarray) -> np.ndarray:
     seconds (byte 17, BCD). A round runs 1:59 -> 0:00 and ends at 0:00."""
     seconds = ram[:, 17].astype(int)
     return np.stack([(ram[:, 16].astype(int) >> 4) & 1, seconds >> 4, seconds & 15], axis=1)
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 @dataclass
