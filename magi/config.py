@@ -253,6 +253,11 @@ class MagiConfig:
     text_len: int = 0
     text_mode: Literal["prefix", "cross", "pooled"] = "cross"
     text_dropout: float = 0.1
+    # a learned position table (text_len, D) added to the caption states: a trained T5 carries word order in
+    # its states, a small frozen encoder at its initialisation hardly does ("left then right" and "right then
+    # left" are the same bytes), and cross-attention and pooling are blind to order without it (measured on
+    # captioned digits: docs/text.md). Off = no table, so checkpoints without it load unchanged.
+    text_positions: bool = False
     # masking (MAR): ratio ~ truncnorm on [mask_ratio_min, 1] centred at 1 with this std
     mask_ratio_min: float = 0.7
     mask_ratio_std: float = 0.25
@@ -370,6 +375,8 @@ class MagiConfig:
                              f"text_len={self.text_len}")
         if self.text_mode not in ("prefix", "cross", "pooled"):
             raise ValueError(f"MagiConfig.text_mode: expected 'prefix', 'cross' or 'pooled', got {self.text_mode!r}")
+        if not isinstance(self.text_positions, bool):
+            raise ValueError(f"MagiConfig.text_positions: expected true or false, got {self.text_positions!r}")
         if not 0.0 <= self.text_dropout < 1.0:
             raise ValueError(f"MagiConfig.text_dropout: expected in [0, 1), got {self.text_dropout}")
         if not 0.0 <= self.class_dropout < 1.0:
@@ -420,7 +427,7 @@ class MagiConfig:
         a, b = self.to_dict(), other.to_dict()
         free = RUNTIME_FIELDS + RECORD_FIELDS + LOSS_FIELDS
         if not a["text_dim"] and not b.get("text_dim"):  # no text: how text would enter means nothing
-            free += ("text_len", "text_mode", "text_dropout")
+            free += ("text_len", "text_mode", "text_dropout", "text_positions")
         return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k) and (runtime or k not in free)}
 
     def describe_trained_intervals(self) -> str:
@@ -439,7 +446,7 @@ INTERVAL_RECORD_FIELDS = ("trained_intervals", "trained_interval_shares", "defau
 RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
 # What a model is conditioned on: `Magi.load_reconditioned` starts a model from one that differs only here.
 CONDITIONING_FIELDS = ("num_classes", "class_dropout", "class_names", "num_actions", "action_dropout",
-                       "text_dim", "text_len", "text_mode", "text_dropout")
+                       "text_dim", "text_len", "text_mode", "text_dropout", "text_positions")
 # How the training loss weighs tokens: a fine-tune may weigh them otherwise than its checkpoint did.
 LOSS_FIELDS = ("change_weight", "change_threshold")
 

@@ -198,3 +198,38 @@ def test_reconditioning_refuses_another_video_model(tmp_path):
     Magi(MagiConfig.preset("test", num_frames=T, num_classes=10, width=16)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="only the conditioning.*width"):
         _model("prefix").load_reconditioned(tmp_path)
+
+
+def test_caption_positions_make_word_order_heard():
+    """Cross-attention to caption states is blind to their order ("left then right" and "right then left"
+    are the same bytes to a small frozen encoder); `text_positions` adds where each token sits."""
+    latents, mask, text = _inputs()
+    swapped = text[:, [1, 0, 2, 3, 4]]  # two caption tokens change places
+    blind = _model("cross")
+    torch.testing.assert_close(blind.conditions(latents, mask, text=swapped),
+                               blind.conditions(latents, mask, text=text))
+    placed = _model("cross", text_positions=True)
+    assert _changed(placed.conditions(latents, mask, text=text),
+                    placed.conditions(latents, mask, text=swapped)) == [True] * T
+
+
+def test_kv_cache_with_caption_positions_equals_the_training_forward():
+    model = _model("cross", depth=2, text_positions=True)
+    latents, mask, text = _inputs()
+    full = model.conditions(latents, mask, text=text)
+    inc = model.conditions_incremental(latents, mask, text=text)
+    assert torch.allclose(full, inc, atol=1e-5), (full - inc).abs().max()
+
+
+def test_positions_added_to_a_text_model_start_as_that_model(tmp_path):
+    """`load_reconditioned` from a text model without positions: the new table starts at zero, so the
+    model computes what the checkpoint computes, and the table then learns."""
+    source = _model("cross", seed=3)
+    source.save_pretrained(tmp_path)
+    latents, mask, text = _inputs()
+    model = _model("cross", seed=4, text_positions=True).load_reconditioned(tmp_path)
+    assert torch.equal(model.backbone.text_pos, torch.zeros(L, model.config.width))
+    torch.testing.assert_close(model.conditions(latents, mask, text=text),
+                               source.conditions(latents, mask, text=text))
+    with pytest.raises(ValueError, match="text_positions"):
+        MagiConfig.preset("test", text_dim=E, text_len=L, text_positions="yes")

@@ -642,8 +642,9 @@ class Magi(nn.Module):
         unconditional embedding; conditioning only this model has (text projection, null caption,
         cross-attention, an action table) keeps its fresh initialisation, except that where it is added
         into the residual stream it starts at zero (each cross-attention's output projection; the pooled
-        caption's LayerNorm, text_mode "pooled"), so the model starts as the checkpoint's unconditional
-        one, as `load_grown`'s new blocks start as the identity; what only the checkpoint has is dropped.
+        caption's LayerNorm, text_mode "pooled"; a new caption position table), so the model starts as the
+        checkpoint's unconditional one (or, from a text model, as that text model), as `load_grown`'s new
+        blocks start as the identity; what only the checkpoint has is dropped.
         The video path (patch embedding, blocks, head) is the checkpoint's."""
         path = Path(path)
         saved = load_config(path)
@@ -662,7 +663,7 @@ class Magi(nn.Module):
             table[-1] = state[key][-1]
             merged[key] = table
         fresh = [k for k in own if k not in state]
-        zero = [k for k in fresh if ".cross.proj." in k
+        zero = [k for k in fresh if ".cross.proj." in k or k == "backbone.text_pos"
                 or (self.config.text_mode == "pooled" and k.startswith("backbone.text_proj.1."))]
         merged.update({k: torch.zeros_like(own[k]) for k in zero})
         return self._load_state(merged, file)

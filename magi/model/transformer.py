@@ -127,6 +127,8 @@ class MagiTransformer(nn.Module):
         # caption (in the encoder's space, so it passes the same projection); absent without text
         self.text_proj = nn.Sequential(nn.Linear(c.text_dim, D), nn.LayerNorm(D, eps=1e-6)) if c.text_dim else None
         self.null_text = nn.Parameter(torch.zeros(c.text_len, c.text_dim)) if c.text_dim else None
+        # where each caption token sits (text_positions): word order for encoders that do not carry it
+        self.text_pos = nn.Parameter(torch.zeros(c.text_len, D)) if c.text_dim and c.text_positions else None
         cross = c.text_dim > 0 and c.text_mode == "cross"
         self.blocks = nn.ModuleList(Block(D, c.num_heads, c.mlp_dim, cross) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(D, eps=1e-6)
@@ -141,8 +143,9 @@ class MagiTransformer(nn.Module):
         for table in (self.action_embed, self.noise_embed):
             if table is not None:
                 nn.init.normal_(table.weight, std=0.02)
-        if self.null_text is not None:
-            nn.init.normal_(self.null_text, std=0.02)
+        for p in (self.null_text, self.text_pos):
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
 
     @property
     def null_class(self) -> int:
@@ -175,8 +178,10 @@ class MagiTransformer(nn.Module):
         return self.config.text_dim > 0 and self.config.text_mode == "prefix"
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
-        """Caption token embeddings (B, L, E) -> caption states (B, L, D): Linear + LayerNorm."""
-        return self.text_proj(text)
+        """Caption token embeddings (B, L, E) -> caption states (B, L, D): Linear + LayerNorm, plus each
+        token's position (text_positions)."""
+        states = self.text_proj(text)  # (B, L, D)
+        return states if self.text_pos is None else states + self.text_pos
 
     def temporal_table(self, num_positions: int) -> torch.Tensor:
         """The temporal position table, linearly interpolated to `num_positions` rows when longer
