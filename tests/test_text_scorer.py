@@ -34,6 +34,15 @@ def test_scorer_reads_real_clips_far_above_shuffled_captions(trained):
     assert report["heldout/one"]["motion"] > 0.9  # held-out pairs are read too (the scorer saw them)
 
 
+def test_a_clip_turned_half_round_moves_along_its_axis_the_other_way(trained):
+    """`motion_axis`: turned by 180 degrees, every clip moves along the same axis, each way reversed, so
+    its caption's motion is read wrong and its axis right (the failure of a model deaf to word order)."""
+    videos, captions = real_clips("seen", 96, seed=12, num_digits=1)
+    turned = trained.score(videos.flip(-1, -2), captions)
+    assert turned["motion_axis"].mean() > 0.8 and turned["motion"].mean() < 0.2, \
+        (turned["motion_axis"].mean(), turned["motion"].mean())
+
+
 def test_input_formats_agree_and_save_load_round_trip(trained, tmp_path):
     videos, captions = real_clips("heldout", 6, seed=3, num_digits=1)  # float (B, T, 3, S, S) in [-1, 1]
     uint8 = ((videos + 1) * 127.5).round().byte().permute(0, 1, 3, 4, 2).numpy()  # (B, T, S, S, 3)
@@ -65,7 +74,7 @@ def test_scorer_refuses_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError):
         CaptionScorer.load(tmp_path)
     other = scorer.score(torch.zeros(1, 8, 3, 64, 64) - 1, ["the digit 1 is moving up then down"])  # resized
-    assert set(other) == {"digit", "digit_likeliest", "motion", "both", "held_out", "num_digits"}
+    assert set(other) == {"digit", "digit_likeliest", "motion", "motion_axis", "both", "held_out", "num_digits"}
 
 
 def test_summarize_groups():

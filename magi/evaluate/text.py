@@ -152,8 +152,13 @@ class CaptionScorer:
         # a model that draws faint or partial digits early in training still registers
         top = np.argsort(-presence, axis=1)  # (B, 10) digits by likelihood
         likeliest = np.array([set(top[i, :len(p)].tolist()) == {d for d, _ in p} for i, p in enumerate(pairs)], bool)
-        moves = np.array([all(motion[i, d].argmax() == m for d, m in p) for i, p in enumerate(pairs)], bool)
-        return {"digit": digit, "digit_likeliest": likeliest, "motion": moves, "both": digit & moves,
+        read = motion.argmax(-1)  # (B, 10) the motion read for each class
+        moves = np.array([all(read[i, d] == m for d, m in p) for i, p in enumerate(pairs)], bool)
+        # the axis alone (MOTIONS come in pairs per axis: up/down first, then left/right): a model that
+        # hears which words but not their order draws the right axis in the wrong direction
+        axis = np.array([all(read[i, d] // 2 == m // 2 for d, m in p) for i, p in enumerate(pairs)], bool)
+        return {"digit": digit, "digit_likeliest": likeliest, "motion": moves, "motion_axis": axis,
+                "both": digit & moves,
                 "held_out": np.array([is_held_out(p) for p in pairs], bool),
                 "num_digits": np.array([len(p) for p in pairs], np.int64)}
 
@@ -189,7 +194,7 @@ class CaptionScorer:
 def summarize(results: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Accuracies from `CaptionScorer.score`'s results, overall and split by caption kind: groups "all",
     "seen", "heldout", "one", "two", "seen/one", "seen/two", "heldout/one", "heldout/two" (empty groups
-    left out), each {"n", "digit", "digit_likeliest", "motion", "both"} (shares in [0, 1])."""
+    left out), each {"n", "digit", "digit_likeliest", "motion", "motion_axis", "both"} (shares in [0, 1])."""
     held, count = np.asarray(results["held_out"], bool), np.asarray(results["num_digits"])
     masks = {"all": np.ones_like(held)}
     for name, m in (("seen", ~held), ("heldout", held)):
@@ -199,7 +204,7 @@ def summarize(results: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     for caption_kind in ("seen", "heldout"):
         for digits in ("one", "two"):
             masks[f"{caption_kind}/{digits}"] = masks[caption_kind] & masks[digits]
-    keys = [k for k in ("digit", "digit_likeliest", "motion", "both") if k in results]
+    keys = [k for k in ("digit", "digit_likeliest", "motion", "motion_axis", "both") if k in results]
     return {name: {"n": int(m.sum()), **{k: float(np.asarray(results[k])[m].mean()) for k in keys}}
             for name, m in masks.items() if m.any()}
 

@@ -177,11 +177,11 @@ def _print(r: dict) -> None:
             ("shuffled prompts", r["controls"]["shuffled"].get("all")),
             ("null prompt", r["controls"]["null_prompt"].get("all") if r["controls"]["null_prompt"] else None),
             ("seen, two digits", r["two_digit"].get("seen")), ("held-out, two digits", r["two_digit"].get("heldout"))]
-    print(f"caption accuracy at cfg {r['cfg']:g} ({r['text_mode']}):  digit  (likeliest)  motion  both   n")
+    print(f"caption accuracy at cfg {r['cfg']:g} ({r['text_mode']}):  digit  (likeliest)  motion  (axis)   both   n")
     for name, s in rows:
         if s:
             print(f"  {name:24s} {s['digit']:6.1%}  ({s.get('digit_likeliest', float('nan')):6.1%})  "
-                  f"{s['motion']:7.1%} {s['both']:6.1%} {s['n']:4d}")
+                  f"{s['motion']:7.1%} ({s.get('motion_axis', float('nan')):6.1%}) {s['both']:6.1%} {s['n']:4d}")
 
 
 def _plot(r: dict, path: Path) -> None:
