@@ -41,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+from magi.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -200,9 +202,7 @@ def record_in_play_json(path: Path, report: dict, source: Path) -> None:
                     "received_fps": report["fps"], "received_frames": report["frames"],
                     "received_by": f"make measure-play (experiments/measure_play.py): {source.relative_to(ROOT)}"
                     if source.is_relative_to(ROOT) else str(source)})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(setting, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(setting, indent=1) + "\n")
 
 
 def diamond(args, results: Path) -> dict:

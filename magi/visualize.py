@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from magi import video_io
+from magi.atomic import atomic_write
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -78,7 +79,6 @@ def plot_loss(metrics_jsonl, png, reference: list[list[float]] | None = None,
     """Training loss against step from a run's metrics.jsonl (a reference curve, e.g. the pretrained
     run's, in grey), log scale, written to `png` (replaced atomically, so a viewer never reads half a
     file). Returns the path."""
-    import os
     from pathlib import Path
 
     import matplotlib
@@ -107,10 +107,8 @@ def plot_loss(metrics_jsonl, png, reference: list[list[float]] | None = None,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
+    atomic_write(png, fig.savefig)
     plt.close(fig)
-    os.replace(tmp, png)
     return png
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 
 import numpy as np
 
+from magi.atomic import atomic_write, atomic_write_text
 from magi.data.clips import (MAX_INTERVAL, UniformIntervals, _ranges, choose_clip, clip_span, interval_histogram,
                              max_interval_for, sampling_rule, stratified_clips)
 from magi.data.decode import BadVideoWarning, VideoError
@@ -76,12 +76,10 @@ def _caption_of(source, index: int) -> str:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors file at `path`, written under a temporary name then renamed (never half-written)."""
+    """safetensors file at `path`, never half-written (`magi.atomic`)."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".tmp-{path.name}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _embed_captions(text_encoder, captions: list[str], out_dir: Path, dtype: str, progress: bool) -> dict:
@@ -268,9 +266,7 @@ def cache_latents(source, vae, out_dir, clips_per_video: int = 4, shard_size: in
     }
     if getattr(source, "classes", None):  # class names travel with the cache (and into checkpoints)
         meta["classes"] = [str(c) for c in source.classes]
-    index_tmp = out_dir / ".tmp-index.json"  # last and atomic: an index.json means a whole cache
-    index_tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(index_tmp, out_dir / "index.json")
+    atomic_write_text(out_dir / "index.json", json.dumps(meta, indent=1))  # last: an index.json means a whole cache
     if stats.count:
         print(f"latent statistics: {stats.describe()}", flush=True)
         far = stats.far_from_unit()

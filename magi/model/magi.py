@@ -18,8 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -27,6 +25,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from magi.atomic import atomic_write, atomic_write_text
 from magi.config import CONDITIONING_FIELDS, MagiConfig
 from magi.model.attention import TemporalMask
 from magi.model.diffusion_head import DiffusionHead
@@ -564,9 +563,8 @@ class Magi(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        _atomic_write(path / weights_name, lambda f: save_file(state, f, metadata={"format": "pt"}))
-        _atomic_write(path / CONFIG_NAME,
-                      lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
+        atomic_write(path / weights_name, lambda f: save_file(state, f, metadata={"format": "pt"}))
+        atomic_write_text(path / CONFIG_NAME, json.dumps(self.config.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -695,18 +693,6 @@ class Magi(nn.Module):
 def _fields(diff: dict) -> str:
     """`MagiConfig.diff`'s fields as an error names them."""
     return ", ".join(f"{k} (model {a!r}, checkpoint {b!r})" for k, (a, b) in diff.items())
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Write via a temporary file in the same directory, then rename over `target`."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_pretrained(path_or_id: Union[str, Path], **hub_kwargs) -> Path:
