@@ -90,9 +90,10 @@ def test_summarize_groups():
 
 @pytest.mark.slow
 def test_default_scorer_is_accurate_on_real_clips():
-    """The default training (500 steps x 64 clips; ~7 min on a busy 2-core machine): measured on real
-    one-digit clips 100% motion and ~91% digit; the goal is >= 97% digit, not reached yet, so this
-    holds the level reached."""
-    report = train_scorer(steps=500, progress=False, eval_videos=300).report["real_clips"]
+    """The scorer of `magi eval text` for the shipped text model (16-px, 6-frame clips, 3,000 steps x 64
+    clips; ~15 min on one thread of a busy 2-core machine): measured on real one-digit clips 100% motion,
+    97.5-97.9% likeliest digit and 90-94% strict digit."""
+    report = train_scorer(size=16, num_frames=6, steps=3000, progress=False, eval_videos=300).report["real_clips"]
     for group in ("seen/one", "heldout/one"):
-        assert report[group]["motion"] >= 0.97 and report[group]["digit"] >= 0.85, report
+        assert report[group]["motion"] >= 0.97 and report[group]["digit_likeliest"] >= 0.95, report
+        assert report[group]["digit"] >= 0.85, report

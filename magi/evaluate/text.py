@@ -47,7 +47,7 @@ class _ScorerNet(nn.Module):
     "down then up") is kept. Sized to train on one CPU thread in a couple of minutes.
     """
 
-    def __init__(self, num_frames: int, work_size: int = 32, width: int = 32, hidden: int = 64) -> None:
+    def __init__(self, num_frames: int, work_size: int = 32, width: int = 64, hidden: int = 64) -> None:
         super().__init__()
         if work_size % 4:
             raise ValueError(f"CaptionScorer.work_size: expected a multiple of 4, got {work_size}")
@@ -248,8 +248,8 @@ def train_scorer(
     lr: float = 3e-3,
     two_digit_share: float = 0.5,
     augment: bool = True,
-    work_size: int = 32,
-    width: int = 32,
+    work_size: int | None = None,
+    width: int = 64,
     hidden: int = 64,
     eval_videos: int = 1000,
     seed: int = 0,
@@ -269,7 +269,10 @@ def train_scorer(
     train = CaptionedDigits(num_videos=steps * batch_size, split="scorer", two_digit_share=two_digit_share,
                             seed=seed, cache=False, **data)
     data.update(digit_size=train.digit_size, speed=train.speed)  # the resolved defaults
-    config = {**data, "work_size": work_size, "width": width, "hidden": hidden}
+    # the clips' own size by default: upsampled 16-px clips cost 4x and read no better (measured: 16-px
+    # clips, width 64, 3,000 steps at work size 16 read real one-digit clips at 97.5-97.9% likeliest digit,
+    # where width 32 at work size 32 after 1,500 steps read 90.7% strict)
+    config = {**data, "work_size": work_size or size, "width": width, "hidden": hidden}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         scorer = CaptionScorer(config)

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--scorer", help="a caption scorer folder (default: train one on real clips into OUT/scorer, "
                                     "or reuse the one there)")
-    p.add_argument("--scorer-steps", type=number(int, low=1), default=1500, help="training steps of a new scorer")
+    p.add_argument("--scorer-steps", type=number(int, low=1), default=3000, help="training steps of a new scorer")
     p.add_argument("--samples", type=number(int, low=1), default=8, help="videos per one-digit caption")
     p.add_argument("--cfg", type=number(float, low=0), default=7.0,
                    help="guidance scale of the main table (the shipped model's: the best of its sweep)")
