@@ -195,7 +195,7 @@ def test_magi_eval_text_writes_its_report(trained, tmp_path):
     r = json.loads((tmp_path / "eval" / "text_eval.json").read_text())
     assert r["one_digit"]["seen"]["n"] == 30 and r["one_digit"]["heldout"]["n"] == 10
     assert set(r["sweep"]) == {"1", "2"} and r["two_digit"]["all"]["n"] == 4
-    assert set(r["controls"]) == {"shuffled", "null_prompt"}
+    assert set(r["controls"]) == {"shuffled", "other_caption", "null_prompt"}
     for name in ("text_eval.png", "prompts.gif", "scorer/scorer.json"):
         assert (tmp_path / "eval" / name).is_file()
 
@@ -235,3 +235,20 @@ def test_magi_sample_takes_prompts(trained, tmp_path):
     assert record["task"] == "text" and record["num_videos"] == 4
     assert record["prompts"] == ["the digit 3 is moving up then down"] * 2 + [""] * 2
     assert main(["pretrained", "--out", str(tmp_path / "t"), "--prompt", "a digit", "--yes"]) != 0
+
+
+def test_the_controls_shuffle_captions_at_random_and_name_another_caption():
+    """`shuffled` pairs each video with a caption drawn without regard to it (a faithful model scores near
+    chance); `other_caption` always names another digit moving another way (a faithful model scores near 0)."""
+    from magi.data.builtin import all_captions, parse_caption
+    from magi.evaluate.text_eval import _other_caption, _shuffled
+
+    captions = [c for c in all_captions(num_digits=1) for _ in range(8)]
+    shuffled = _shuffled(captions, seed=0)
+    assert sorted(shuffled) == sorted(captions) and shuffled == _shuffled(captions, seed=0) != _shuffled(captions, 1)
+    same_digit = np.mean([parse_caption(a)[0][0] == parse_caption(b)[0][0] for a, b in zip(captions, shuffled)])
+    assert 0.04 < same_digit < 0.2  # about 1 in 10, as chance
+    for a, b in zip(captions, _other_caption(captions)):
+        (da, ma), = parse_caption(a)
+        (db, mb), = parse_caption(b)
+        assert da != db and ma != mb

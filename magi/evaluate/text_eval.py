@@ -4,8 +4,10 @@ A model trained on `captioned-digits` (`configs/text_digits.yaml`) is asked for 
 of the grammar, seen and held-out apart (the ten held-out digit/motion pairs were never in training),
 `--samples` videos each from fresh seeds, at `--cfg`; a caption scorer trained on real clips
 (`magi.evaluate.text`) reads each video: digit right, motion right, both right. Beside it:
-- controls: the same videos scored against shuffled captions (another digit and motion: a model that
-  follows its caption scores near chance, ~10% digit), and videos made from the null (empty) prompt;
+- controls: the same videos scored against the captions shuffled at random (a model that follows its
+  caption scores near chance there, ~10% digit and ~25% motion: its accuracy is not the scorer's bias), against
+  another caption (another digit and motion: a model that follows its caption scores near 0, one that ignores
+  it near chance), and videos made from the null (empty) prompt;
 - a sweep of the guidance scale (`--sweep`);
 - two-digit captions, seen and held-out (`--two-digit`).
 Writes OUT/text_eval.json, OUT/text_eval.png (accuracy against guidance) and OUT/prompts.gif (a grid
@@ -76,7 +78,12 @@ class _Generator:
         return np.concatenate(out)  # (B, T, H, W, 3) uint8
 
 
-def _shuffled(captions: list[str]) -> list[str]:
+def _shuffled(captions: list[str], seed: int) -> list[str]:
+    """The captions in a random order (seeded): each video scored against a caption drawn without regard to it."""
+    return [captions[i] for i in np.random.default_rng(seed).permutation(len(captions))]
+
+
+def _other_caption(captions: list[str]) -> list[str]:
     """Each caption's control: another digit (+5 mod 10) moving another way (+2 mod 4), same digit count."""
     from magi.data.builtin import parse_caption
 
@@ -130,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
     prompts = [c for c in one for _ in range(args.samples)]
     videos = make(prompts, args.cfg)
     main = summarize(scorer.score(videos, prompts))
-    shuffled = summarize(scorer.score(videos, _shuffled(prompts)))
+    shuffled = summarize(scorer.score(videos, _shuffled(prompts, args.seed)))
+    other = summarize(scorer.score(videos, _other_caption(prompts)))
     null = {}
     null_samples = args.samples if args.null_samples is None else args.null_samples
     if null_samples:  # what the scorer reads in videos made from the empty prompt, against each caption
@@ -153,7 +161,8 @@ def run(args: argparse.Namespace) -> dict:
         "checkpoint": str(args.checkpoint), "step": pipe.checkpoint.step,
         "text_mode": pipe.config.text_mode, "cfg": args.cfg,
         "sampling": {k: getattr(args, k) for k in ("mask_steps", "diffusion_steps", "sampler", "temperature", "seed")},
-        "samples_per_caption": args.samples, "one_digit": main, "controls": {"shuffled": shuffled, "null_prompt": null},
+        "samples_per_caption": args.samples, "one_digit": main, "controls": {"shuffled": shuffled, "other_caption": other,
+                                                                          "null_prompt": null},
         "sweep": sweep, "two_digit": two, "scorer_on_real_clips": scorer.report.get("real_clips"),
         "command": "magi eval text " + " ".join(_argv(args)),
         "machine": cpu_model(), "seconds": round(time.perf_counter() - started, 1),
@@ -175,6 +184,7 @@ def _argv(args) -> list[str]:
 def _print(r: dict) -> None:
     rows = [("seen, one digit", r["one_digit"].get("seen")), ("held-out, one digit", r["one_digit"].get("heldout")),
             ("shuffled prompts", r["controls"]["shuffled"].get("all")),
+            ("another caption", (r["controls"].get("other_caption") or {}).get("all")),
             ("null prompt", r["controls"]["null_prompt"].get("all") if r["controls"]["null_prompt"] else None),
             ("seen, two digits", r["two_digit"].get("seen")), ("held-out, two digits", r["two_digit"].get("heldout"))]
     print(f"caption accuracy at cfg {r['cfg']:g} ({r['text_mode']}):  digit  (likeliest)  motion  (axis)   both   n")
