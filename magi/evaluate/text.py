@@ -44,7 +44,8 @@ class _ScorerNet(nn.Module):
     evidence-weighted mean position (a spatial soft-argmax) is where that digit is, and the class's
     trajectory, (B, 10, T, 2), goes through an MLP shared by all classes. So which digit moves how is
     bound by construction, two digits included, and a clip's frame order ("up then down" against
-    "down then up") is kept. Sized to train on one CPU thread in a couple of minutes.
+    "down then up") is kept. Sized to train on one CPU thread: `magi eval text`'s 3,000 steps at 16 px take
+    about a quarter of an hour.
     """
 
     def __init__(self, num_frames: int, work_size: int = 32, width: int = 64, hidden: int = 64) -> None:

@@ -184,7 +184,7 @@ def _argv(args) -> list[str]:
 def _print(r: dict) -> None:
     rows = [("seen, one digit", r["one_digit"].get("seen")), ("held-out, one digit", r["one_digit"].get("heldout")),
             ("shuffled prompts", r["controls"]["shuffled"].get("all")),
-            ("another caption", (r["controls"].get("other_caption") or {}).get("all")),
+            ("another caption", r["controls"]["other_caption"].get("all")),
             ("null prompt", r["controls"]["null_prompt"].get("all") if r["controls"]["null_prompt"] else None),
             ("seen, two digits", r["two_digit"].get("seen")), ("held-out, two digits", r["two_digit"].get("heldout"))]
     print(f"caption accuracy at cfg {r['cfg']:g} ({r['text_mode']}):  digit  (likeliest)  motion  (axis)   both   n")
