@@ -26,11 +26,13 @@ ROOT = Path("data_cache/atari")
 TRAIN_FULL_SEED, HELD_OUT_SEED = 5, 2_000_001
 
 
-def full_rounds(seed: int, episodes: int) -> list[Path]:
+def full_rounds(seed: int, episodes: int, layout: str = "screen") -> list[Path]:
+    """Whole rounds (to the clock's end) played by `mix` on record seed `seed`, in frame `layout`."""
     from magi.world import record_atari
 
-    return record_atari(ROOT / f"boxing64_full_seed{seed}", game="Boxing", episodes=episodes, max_frames=2000,
-                        size=64, policy="mix", seed=seed, progress=False)
+    name = f"boxing64_full_seed{seed}" if layout == "screen" else f"boxing64_{layout}_full_seed{seed}"
+    return record_atari(ROOT / name, game="Boxing", episodes=episodes, max_frames=2000, size=64, policy="mix",
+                        seed=seed, layout=layout, progress=False)
 
 
 def listed(root: Path, name: str) -> list[Path]:

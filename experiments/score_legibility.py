@@ -2,15 +2,18 @@
 when a punch lands? (docs/world-model.md)
 
 The reader (per side: tens and units digit from the score region's pixels, the emulator RAM as labels) is
-fitted on real frames of training recordings (the world model's `boxing64` and the reward model's whole
-rounds, record seed 5), then reads held-out frames (whole rounds on record seed 2,000,001, never trained
-on): real, and through the tokenizer's round trip (encode, decode). A second reader fitted on round trips
+fitted on real frames of training recordings (the world model's, `--recordings`, and the reward model's
+whole rounds, record seed 5), then reads held-out frames (whole rounds on record seed 2,000,001, never
+trained on): real, and through the tokenizer's round trip (encode, decode). `--layout` is the frames'
+(`magi.world.atari.FRAME_LAYOUTS`: "hud" keeps the score strip at the screen's resolution). A second reader fitted on round trips
 of training frames asks whether the digits' information survives the tokenizer at all. On the frames
 where a score changes (a landed punch), the score reads right before and after (the change is legible)
 in real frames, round trips, and the world model's rollouts at its play setting: 4 real frames ending
 `--lead` frames before the punch, then frames under the recorded actions up to the punch's frame.
 
     OMP_NUM_THREADS=1 python experiments/score_legibility.py --out results/world_model/score_reader
+    OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud --model none \
+        --vae runs/atari_tokenizer_hud/export --out results/world_model/score_reader_hud   # the tokenizer only
 """
 
 from __future__ import annotations
@@ -47,10 +50,20 @@ def round_trip(vae, frames: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(out)
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 `a` against `b` (peak 255)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return round(float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10))), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("results/world_model/score_reader"))
-    p.add_argument("--model", default="pretrained/atari")
+    p.add_argument("--model", default="pretrained/atari", help="the world model ('none': the tokenizer only)")
+    p.add_argument("--vae", help="the tokenizer (default: the model's)")
+    p.add_argument("--layout", default="screen", choices=("screen", "hud"), help="the frames' layout")
+    p.add_argument("--recordings", type=Path, help="the world model's training recordings (default: "
+                   "data_cache/atari/boxing64, or boxing64_person_hud for --layout hud)")
     p.add_argument("--frames", type=int, default=1536, help="held-out frames read (besides the punches)")
     p.add_argument("--events", type=int, default=128, help="held-out punches")
     p.add_argument("--lead", type=int, default=4)
@@ -58,29 +71,35 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from magi.pretrained import load_pretrained
+    from magi.vae import load_vae
     from magi.world.score import REGIONS, ScoreReader, accuracy, ram_scores
     from magi.world.evaluate import roll_out
+    from reward_model import HELD_OUT_SEED, TRAIN_FULL_SEED, full_rounds
 
-    ckpt = load_pretrained(args.model)
-    vae = ckpt.vae
+    ckpt = None if args.model == "none" else load_pretrained(args.model)
+    if ckpt is None and args.vae is None:
+        p.error("--model none needs --vae")
+    vae = load_vae(args.vae) if args.vae else ckpt.vae
+    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_person_{args.layout}")
+    regions = REGIONS[args.layout]
     rng = np.random.default_rng(0)
-    train_paths = sorted((ROOT / "boxing64" / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \
-        sorted((ROOT / "boxing64_full_seed5" / "Boxing").glob("*.mkv"))[2:10]
+    train_paths = sorted((recordings / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \
+        full_rounds(TRAIN_FULL_SEED, 16, args.layout)[2:10]
     fit = [load(v, every=3) for v in train_paths]
     fit_frames, fit_ram = np.concatenate([f for f, _, _ in fit]), np.concatenate([r for _, r, _ in fit])
-    reader = ScoreReader().fit(fit_frames, fit_ram)
+    reader = ScoreReader(layout=args.layout).fit(fit_frames, fit_ram)
     pick = rng.choice(len(fit_frames), size=min(2048, len(fit_frames)), replace=False)
-    reader_rt = ScoreReader().fit(round_trip(vae, fit_frames[pick]), fit_ram[pick])
+    reader_rt = ScoreReader(layout=args.layout).fit(round_trip(vae, fit_frames[pick]), fit_ram[pick])
     print(f"readers fitted on {len(fit_frames)} real / {len(pick)} round-trip frames", flush=True)
 
-    held = [load(v) for v in sorted((ROOT / "boxing64_full_seed2000001" / "Boxing").glob("*.mkv"))]
+    held = [load(v) for v in full_rounds(HELD_OUT_SEED, 8, args.layout)]
     frames, ram, events = [], [], []  # events: (episode, t) where a score changes at t
     for i, (f, r, _) in enumerate(held):
         take = rng.choice(len(f), size=args.frames // len(held), replace=False)
         frames.append(f[take])
         ram.append(r[take])
         s = ram_scores(r)
-        for side in REGIONS:
+        for side in regions:
             for t in np.flatnonzero(np.diff(s[side]) != 0) + 1:
                 if t - args.lead - 3 >= 0:
                     events.append((i, int(t), side))
@@ -88,30 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     events = [events[j] for j in sorted(rng.choice(len(events), size=min(args.events, len(events)), replace=False))]
     rt = round_trip(vae, frames)
     report = {"command": "python experiments/score_legibility.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "what": __doc__.split("\n\n")[1].replace("\n", " "), "regions": {k: [r.start, r.stop, c.start, c.stop]
-                                                                               for k, (r, c) in REGIONS.items()},
+              "what": __doc__.split("\n\n")[1].replace("\n", " "), "layout": args.layout,
+              "tokenizer": args.vae or ckpt.vae_spec,
+              "regions": {k: [r.start, r.stop, c.start, c.stop] for k, (r, c) in regions.items()},
               "fit_frames": len(fit_frames), "held_out_frames": len(frames), "punches": len(events),
               "read_right": {"real frames": accuracy(reader, frames, ram),
                              "tokenizer round trip": accuracy(reader, rt, ram),
-                             "tokenizer round trip, reader fitted on round trips": accuracy(reader_rt, rt, ram)}}
+                             "tokenizer round trip, reader fitted on round trips": accuracy(reader_rt, rt, ram)},
+              "round_trip_psnr_db": {"score strip (rows 0-6)": psnr(rt[:, :, :7], frames[:, :, :7]),
+                                     "ring (rows 8-63)": psnr(rt[:, :, 8:], frames[:, :, 8:])}}
     # the punches: before (t - 1) and after (t), real / round trip / the world model's rollout
     before = np.stack([held[i][0][t - 1] for i, t, _ in events])
     after = np.stack([held[i][0][t] for i, t, _ in events])
     ram_before = np.stack([held[i][1][t - 1] for i, t, _ in events])
     ram_after = np.stack([held[i][1][t] for i, t, _ in events])
-    k = ckpt.model.config.num_frames - 1
-    starts = [t - args.lead - k + 1 for _, t, _ in events]  # context ends `lead` frames before the punch
-    context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for (i, _, _), s in zip(events, starts)])
-    length = k + args.lead  # the last frame is the punch's frame t
-    acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64)) for (i, _, _), s in zip(events, starts)])
-    with torch.no_grad():
-        rolled = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5, sampler="ddim",
-                          temperature=1.0, seed=0, batch_size=64, progress=False, window=3).numpy()
     sides = np.array([side for _, _, side in events])
 
     def change(read_before: dict, read_after: dict) -> dict:
         out = {}
-        for side in REGIONS:
+        for side in regions:
             m = sides == side
             tb, ta = ram_scores(ram_before)[side][m], ram_scores(ram_after)[side][m]
             rb, ra = read_before[side][m], read_after[side][m]
@@ -124,12 +138,22 @@ def main(argv: list[str] | None = None) -> int:
         "real frames": change(reader.read(before), reader.read(after)),
         "tokenizer round trip": change(reader.read(round_trip(vae, before)), reader.read(round_trip(vae, after))),
         "tokenizer round trip, reader fitted on round trips": change(reader_rt.read(round_trip(vae, before)),
-                                                                     reader_rt.read(round_trip(vae, after))),
-        "world model rollout (play setting), reader fitted on round trips": change(
-            reader_rt.read(rolled[:, -2]), reader_rt.read(rolled[:, -1])),
-        "world model rollout: the score read at the punch equals the last context frame's": {
+                                                                     reader_rt.read(round_trip(vae, after)))}
+    if ckpt is not None:
+        k = ckpt.model.config.num_frames - 1
+        starts = [t - args.lead - k + 1 for _, t, _ in events]  # context ends `lead` frames before the punch
+        context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for (i, _, _), s in zip(events, starts)])
+        length = k + args.lead  # the last frame is the punch's frame t
+        acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64))
+                            for (i, _, _), s in zip(events, starts)])  # (punches, length)
+        with torch.no_grad():
+            rolled = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5, sampler="ddim",
+                              temperature=1.0, seed=0, batch_size=64, progress=False, window=3).numpy()
+        report["punches_read"]["world model rollout (play setting), reader fitted on round trips"] = change(
+            reader_rt.read(rolled[:, -2]), reader_rt.read(rolled[:, -1]))
+        report["punches_read"]["world model rollout: the score read at the punch equals the last context frame's"] = {
             side: round(float((reader_rt.read(rolled[:, -1])[side] == reader_rt.read(rolled[:, k - 1])[side])[sides == side].mean()), 3)
-            for side in REGIONS}}
+            for side in regions}
     lines = ["| frames | player read right | opponent read right |", "|---|---|---|"]
     for name, acc in report["read_right"].items():
         lines.append(f"| {name} | {acc['player']:.1%} | {acc['opponent']:.1%} |")

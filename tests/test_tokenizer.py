@@ -162,3 +162,9 @@ def test_an_exported_world_model_carries_its_tokenizer(recording, tmp_path):
     video = loaded.vae.decode(torch.zeros(1, 1, 4, 16, 16))  # (1, 1, 3, 32, 32)
     assert video.shape == (1, 1, 3, 32, 32)
     assert (video[:, :, 0] - video[:, :, 1]).abs().max() > 0  # colour, not a gray copy
+
+
+def test_hud_rows_weigh_the_score_strip_even_when_it_holds_still():
+    prev = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    w = change_weights(prev, prev, 9.0, hud_rows=7, hud_weight=10.0)  # nothing changed
+    assert (w[:, :, :7] == 11).all() and (w[:, :, 7:] == 1).all()

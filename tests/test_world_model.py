@@ -45,6 +45,32 @@ def test_lossless_recording_decodes_to_the_emulators_frames(tmp_path):
     assert load_ram(paths[0]).shape == (30, 128)
 
 
+def test_the_hud_layout_keeps_the_score_strip_at_screen_resolution_and_the_ring_as_it_was(tmp_path):
+    from magi.world.atari import BOXING_HUD, HUD_ROWS, atari_env
+
+    env = atari_env("Boxing")
+    obs, _ = env.reset(seed=0)
+    for _ in range(20):
+        obs, *_ = env.step(0)
+    env.close()
+    screen, hud = resize_frame(obs, 64), resize_frame(obs, 64, "hud")
+    assert hud.shape == screen.shape == (3, 64, 64)
+    assert np.array_equal(hud[:, HUD_ROWS:], screen[:, HUD_ROWS:])  # the ring and the boxers: unchanged
+    col = 0
+    for (r0, r1), (c0, c1) in BOXING_HUD:  # each block: the screen's pixels, one to one
+        assert np.array_equal(hud[:, :HUD_ROWS, col:col + c1 - c0], obs[r0:r1, c0:c1].transpose(2, 0, 1))
+        col += c1 - c0
+    assert col == 64
+    with pytest.raises(ValueError, match="hud"):
+        record_atari(tmp_path / "pong", game="Pong", episodes=1, max_frames=5, layout="hud", progress=False)
+    with pytest.raises(ValueError, match="layout"):
+        record_atari(tmp_path / "x", game="Boxing", episodes=1, max_frames=5, layout="crop", progress=False)
+    # a folder recorded in one layout is not read back as another
+    record_atari(tmp_path / "b", game="Boxing", episodes=1, max_frames=5, progress=False)
+    with pytest.raises(ValueError, match="recorded with layout 'screen'"):
+        record_atari(tmp_path / "b", game="Boxing", episodes=1, max_frames=5, layout="hud", progress=False)
+
+
 def test_actions_are_aligned_to_the_clip_frames(boxing):
     ds = VideoFolder(boxing, num_frames=5, size=None, interval=1, actions=True, seed=3, progress=False)
     recorded = load_actions(ds.path_of(0))

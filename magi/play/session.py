@@ -98,6 +98,7 @@ class World:
     context_frames: int  # k real opening frames given to the model
     sees: dict  # what the model sees, from its VAE (`describe_view`): shown on the page
     engine: object = None  # what draws the frames (`magi.play.engine`); None: PyTorch (`TorchEngine`)
+    layout: str = "screen"  # how the emulator's screen becomes a frame, as recorded (`magi.world.atari.FRAME_LAYOUTS`)
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -122,6 +123,7 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
     actions, a `train_config.yaml` that names no Atari game, weights that do not load."""
     from magi.model.magi import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_config
     from magi.pretrained import load_pretrained, read_run_config, resolve_checkpoint
+    from magi.world.atari import check_layout
 
     try:
         directory, _ = resolve_checkpoint(path)
@@ -148,6 +150,11 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
     frameskip = int(options.get("frameskip", 4))
     size = options.get("size", 64)
     size = (size, size) if isinstance(size, int) else tuple(size)
+    layout = options.get("layout", "screen")
+    try:
+        check_layout(layout, size, game, "data.options.layout")
+    except ValueError as e:
+        raise ModelLoadError(f"{directory / RUN_CONFIG_FILE}: {e}") from e
 
     weights = directory / (EMA_WEIGHTS_NAME if (directory / EMA_WEIGHTS_NAME).is_file() else WEIGHTS_NAME)
     try:
@@ -169,7 +176,7 @@ def load_world(path: str | Path, device: str | torch.device = "cpu") -> World:
         raise ModelLoadError(f"{directory / CONFIG_NAME}: num_actions = {config.num_actions} but {game} has "
                              f"{len(meanings)} actions")
     context = opening_frames(config)
-    return World(ckpt, game, frameskip, size, meanings, context, describe_view(ckpt))
+    return World(ckpt, game, frameskip, size, meanings, context, describe_view(ckpt), layout=layout)
 
 
 @torch.no_grad()
@@ -382,4 +389,4 @@ class PlaySession:
     def _resize(self, obs: np.ndarray) -> np.ndarray:
         from magi.world.atari import resize_frame
 
-        return resize_frame(obs, self.world.size)  # (210, 160, 3) -> (3, H, W) uint8
+        return resize_frame(obs, self.world.size, self.world.layout)  # (210, 160, 3) -> (3, H, W) uint8

@@ -17,14 +17,46 @@ from magi.video_io import write_lossless
 from magi.world.policies import atari_policy
 
 
-def resize_frame(obs: np.ndarray, size) -> np.ndarray:
-    """(210, 160, 3) ALE screen -> uint8 (3, H, W): the whole screen, area-resized (no crop)."""
+#: How a 210x160 screen becomes a frame (`resize_frame`): "screen" area-resizes the whole screen; "hud" does
+#: the same, then draws Boxing's score strip over the frame's top HUD_ROWS rows at the screen's own
+#: resolution (the area-resize leaves a digit 2 px tall, which no tokenizer keeps legible). The strip
+#: replaces only rows that show the score line and the clock in the resized screen (screen rows 0-22;
+#: the ring's top rope starts at row 25), so the ring, the boxers and their pixel positions are the same
+#: in both layouts.
+FRAME_LAYOUTS = ("screen", "hud")
+HUD_ROWS = 7
+#: The strip's three blocks, left to right, as (screen rows, screen columns): the player's score (white),
+#: the clock, the opponent's score (black); 16 + 32 + 16 = 64 columns, each digit 7 rows by 6 columns.
+BOXING_HUD = (((5, 12), (38, 54)), ((17, 24), (62, 94)), ((5, 12), (102, 118)))
+
+
+def check_layout(layout: str, size, game, who: str = "layout") -> None:
+    """ValueError unless `layout` is one of FRAME_LAYOUTS and, for "hud", the game is Boxing at width 64."""
+    if layout not in FRAME_LAYOUTS:
+        raise ValueError(f"{who}: expected one of {list(FRAME_LAYOUTS)}, got {layout!r}")
+    if layout == "hud":
+        games = [game] if isinstance(game, str) else list(game)
+        width = size if isinstance(size, int) else (None if size is None else tuple(size)[1])
+        if games != ["Boxing"] or width != 64:
+            raise ValueError(f"{who}: 'hud' draws Boxing's score strip into 64-wide frames; got game {game!r}, "
+                             f"size {size!r}")
+
+
+def resize_frame(obs: np.ndarray, size, layout: str = "screen") -> np.ndarray:
+    """(210, 160, 3) ALE screen -> uint8 (3, H, W): the whole screen, area-resized (no crop); with
+    layout "hud", Boxing's score strip at full resolution over the top HUD_ROWS rows (FRAME_LAYOUTS)."""
     frame = torch.from_numpy(obs).permute(2, 0, 1)  # (3, 210, 160)
     if size is None:
         return frame.numpy()
     hw = (size, size) if isinstance(size, int) else tuple(size)
     out = torch.nn.functional.interpolate(frame[None].float(), size=hw, mode="area")[0]  # (3, H, W)
-    return out.round().clamp(0, 255).to(torch.uint8).numpy()
+    out = out.round().clamp(0, 255).to(torch.uint8)
+    if layout == "hud":
+        strip = [frame[:, r0:r1, c0:c1] for (r0, r1), (c0, c1) in BOXING_HUD]  # 3 x (3, 7, w)
+        out[:, :HUD_ROWS] = torch.cat(strip, dim=2)  # (3, 7, 64)
+    elif layout != "screen":
+        raise ValueError(f"resize_frame.layout: expected one of {list(FRAME_LAYOUTS)}, got {layout!r}")
+    return out.numpy()
 
 
 def atari_env(game: str, frameskip: int = 4, who: str = "atari_env"):
@@ -54,6 +86,7 @@ def record_atari(
     frameskip: int = 4,
     codec: str = "ffv1",
     agent_noise: float = 0.25,
+    layout: str = "screen",
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -78,6 +111,8 @@ def record_atari(
         frameskip: emulator frames per step; the video plays at 60 / frameskip fps.
         codec: "ffv1" (lossless: decoded frames equal the emulator's exactly; `.mkv`) or "h264"
             (`.mp4`, lossy: a one-pixel ball smears).
+        layout: how the screen becomes a frame: "screen" or "hud" (Boxing's score strip kept legible;
+            FRAME_LAYOUTS).
         overwrite: re-record episodes whose files exist (otherwise they are kept, so calls are idempotent).
 
     Returns the paths of the episode videos.
@@ -89,6 +124,7 @@ def record_atari(
     games = [game] if isinstance(game, str) else list(game)
     if episodes < 1 or max_frames < 2:
         raise ValueError(f"record_atari: need episodes >= 1 and max_frames >= 2, got {episodes}, {max_frames}")
+    check_layout(layout, size, games, "record_atari.layout")
     if codec not in ATARI_CODECS:
         raise ValueError(f"record_atari.codec: expected one of {list(ATARI_CODECS)}, got {codec!r}")
     out_dir = Path(out_dir)
@@ -100,6 +136,10 @@ def record_atari(
         meta_path = video.with_suffix(".json")
         written.append(video)
         if video.is_file() and meta_path.is_file() and not overwrite:
+            recorded = json.loads(meta_path.read_text()).get("layout", "screen")
+            if recorded != layout:
+                raise ValueError(f"{meta_path}: recorded with layout {recorded!r}, asked for {layout!r}; record into "
+                                 "another folder (or pass overwrite=True)")
             continue
         env_id = f"ALE/{name}-v5"
         env = atari_env(name, frameskip, "record_atari")
@@ -109,7 +149,7 @@ def record_atari(
         act, policy_name = atari_policy(policy, name, k, meanings, rng, agent_noise)
         ale = env.unwrapped.ale
         obs, _ = env.reset(seed=env_seed)
-        frames, actions, rewards, rams = [resize_frame(obs, size)], [], [0.0], [ale.getRAM().copy()]
+        frames, actions, rewards, rams = [resize_frame(obs, size, layout)], [], [0.0], [ale.getRAM().copy()]
         previous = -1
         done = terminated = False
         while not done and len(frames) < max_frames:
@@ -117,7 +157,7 @@ def record_atari(
             obs, reward, terminated, truncated, _ = env.step(previous)
             actions.append(previous)
             rewards.append(float(reward))
-            frames.append(resize_frame(obs, size))
+            frames.append(resize_frame(obs, size, layout))
             rams.append(ale.getRAM().copy())
             done = terminated or truncated
         actions.append(-1)
@@ -133,6 +173,7 @@ def record_atari(
             "game": name, "episode": k, "seed": seed, "env_seed": env_seed, "env": env_id,
             "policy": policy_name, "agent_noise": agent_noise if policy_name == "agent" else None,
             "codec": codec, "frameskip": frameskip, "fps": fps, "num_frames": len(frames), "size": size,
+            "layout": layout,
             "action_meanings": meanings, "rewards": rewards, "total_reward": sum(rewards),
             "game_over": bool(done), "terminated": bool(terminated),
         }, indent=1))
@@ -173,13 +214,14 @@ def load_actions(video_path) -> np.ndarray:
 def atari(root, num_frames: int, size=64, game: str | list[str] = "Pong", episodes: int = 4,
           val_episodes: int = 0, split: str = "train", max_frames: int = 1000, policy: str = "sticky",
           record_seed: int = 0, frameskip: int = 4, codec: str = "ffv1", agent_noise: float = 0.25,
-          actions: bool = True, **options):
+          layout: str = "screen", actions: bool = True, **options):
     """Atari recordings as a dataset: record (once) into `root`, then read back with `VideoFolder`.
 
     Per game, `episodes` training and `val_episodes` validation episodes are recorded (skipped when
     already on disk); the split is by episode (`trainlist.txt` / `vallist.txt` in root) and `split`
     ("train", "val" or "all") picks one. Frames are recorded at `size`, so reading back needs no
-    resize. Items carry `actions` (see `VideoFolder`). `options` go to `VideoFolder`.
+    resize; `layout` is how the screen becomes a frame (FRAME_LAYOUTS). Items carry `actions` (see
+    `VideoFolder`). `options` go to `VideoFolder`.
     """
     from magi.data.video import VideoFolder
 
@@ -190,7 +232,7 @@ def atari(root, num_frames: int, size=64, game: str | list[str] = "Pong", episod
     games = [game] if isinstance(game, str) else list(game)
     paths = record_atari(root, game=games, episodes=episodes + val_episodes, max_frames=max_frames,
                          size=size, policy=policy, seed=record_seed, frameskip=frameskip, codec=codec,
-                         agent_noise=agent_noise, progress=options.get("progress", True))
+                         agent_noise=agent_noise, layout=layout, progress=options.get("progress", True))
     root = Path(root)
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for i, path in enumerate(paths):  # per game: episodes 0..episodes-1 train, the rest validation

@@ -119,10 +119,10 @@ class WorldModelCore:
         from magi.world.atari import resize_frame
 
         obs, _ = self._emulator.reset(seed=emulator_seed)
-        frames = [resize_frame(obs, self.world.size)]
+        frames = [resize_frame(obs, self.world.size, self.world.layout)]
         while len(frames) < self.k:
             obs, *_ = self._emulator.step(self.noop)
-            frames.append(resize_frame(obs, self.world.size))
+            frames.append(resize_frame(obs, self.world.size, self.world.layout))
         return np.stack(frames)
 
     @torch.no_grad()

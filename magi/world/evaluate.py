@@ -64,9 +64,10 @@ def _centroid(weight: np.ndarray, top: int, left: int, H: int, W: int, min_pixel
 
 def _boxing_player(gray: np.ndarray) -> np.ndarray:
     """The white boxer: centroid (x, y) of pixels brighter than the ring (gray > 140) below the score
-    line and right of the black border. gray (..., H, W) at any size -> (..., 2), NaN when absent."""
+    line (rows 0-6 of 64 in either frame layout: the "hud" strip draws the player's white score there)
+    and right of the black border. gray (..., H, W) at any size -> (..., 2), NaN when absent."""
     H, W = gray.shape[-2:]
-    top, left, bottom = round(6 * H / 64), round(4 * W / 64), round(60 * H / 64)
+    top, left, bottom = round(7 * H / 64), round(4 * W / 64), round(60 * H / 64)
     weight = (gray[..., top:bottom, left:] > 140).astype(np.float64)  # (..., h, w)
     return _centroid(weight, top, left, H, W)
 
@@ -405,6 +406,9 @@ def evaluate_world_model(checkpoints: dict[str, str], out_dir: str | Path,
         raise ValueError(f"{checkpoints[next(iter(checkpoints))]}: trained on data.kind="
                          f"{data.get('kind')!r}; the world-model evaluation reads Atari recordings")
     options = dict(data.get("options") or {})
+    layouts = {name: frame_layout(ckpt) for name, ckpt in loaded.items()}
+    if len(set(layouts.values())) > 1:
+        raise ValueError(f"the checkpoints see frames in different layouts ({layouts}); evaluate them apart")
     if data_root is not None:
         options["root"] = data_root
     options = evaluation_data_options(options, c.policy, c.seed)
@@ -543,18 +547,24 @@ def write_rollout_gif(path: Path, truth: torch.Tensor, pred: torch.Tensor, indic
 # A long stream, as `magi play` runs it
 
 
-def emulator_opening(game: str, frames: int, size, seed: int) -> torch.Tensor:
+def frame_layout(ckpt) -> str:
+    """How the emulator's screen became the frames a model was trained on: its run's data.options.layout
+    (`magi.world.atari.FRAME_LAYOUTS`; "screen" when not recorded)."""
+    return (((ckpt.run_config or {}).get("data") or {}).get("options") or {}).get("layout", "screen")
+
+
+def emulator_opening(game: str, frames: int, size, seed: int, layout: str = "screen") -> torch.Tensor:
     """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
-    opens a session: uint8 (1, frames, 3, H, W) at the training `size`."""
+    opens a session: uint8 (1, frames, 3, H, W) at the training `size` and frame `layout`."""
     from magi.world.atari import atari_env, resize_frame
 
     env = atari_env(game, who="emulator_opening")
     noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
     obs, _ = env.reset(seed=seed)
-    out = [resize_frame(obs, size)]
+    out = [resize_frame(obs, size, layout)]
     while len(out) < frames:
         obs, *_ = env.step(noop)
-        out.append(resize_frame(obs, size))
+        out.append(resize_frame(obs, size, layout))
     env.close()
     return torch.from_numpy(np.stack(out))[None]
 
@@ -573,7 +583,7 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
     from magi.pretrained import SamplingOptions
 
     k = stream_context_frames(ckpt)
-    context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED))  # (1, k, C, h, w)
+    context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED, frame_layout(ckpt)))  # (1, k, C, h, w)
     if player is None:
         meanings = _game_actions(game)
         player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
@@ -922,7 +932,7 @@ def format_stream(name: str, report: dict) -> str:
 
 __all__ = ["PlayerDetector", "PLAYER_DETECTORS", "OPPONENT_DETECTORS", "player_detector", "opponent_detector",
            "calibrate", "held_out_rollouts", "roll_out", "score_frames", "evaluate_world_model",
-           "WorldModelEvalConfig", "play_setting_of", "emulator_opening", "StickyPlayer", "play_stream", "stream_check",
+           "WorldModelEvalConfig", "play_setting_of", "frame_layout", "emulator_opening", "StickyPlayer", "play_stream", "stream_check",
            "write_stream_check", "format_table", "format_stream"]
 
 

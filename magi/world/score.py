@@ -19,8 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 SCORE_BYTES = {"player": 18, "opponent": 19}
-# (rows, cols) at 64x64: a little wider than score_on_punch's regions (rows 0-4; cols 14-23 and 39-48)
-REGIONS = {"player": (slice(0, 6), slice(12, 26)), "opponent": (slice(0, 6), slice(37, 51))}
+#: (rows, cols) of each side's score at 64x64, per frame layout (`magi.world.atari.FRAME_LAYOUTS`): in the
+#: resized screen, a little wider than score_on_punch's regions (rows 0-4; cols 14-23 and 39-48); in the
+#: "hud" strip, its first and last 16 columns (each side's two digits at the screen's resolution).
+REGIONS = {"screen": {"player": (slice(0, 6), slice(12, 26)), "opponent": (slice(0, 6), slice(37, 51))},
+           "hud": {"player": (slice(0, 7), slice(0, 16)), "opponent": (slice(0, 7), slice(48, 64))}}
 
 
 def ram_scores(ram: np.ndarray) -> dict[str, np.ndarray]:
@@ -29,18 +32,21 @@ def ram_scores(ram: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class ScoreReader(nn.Module):
-    """Per side, an MLP over the region's pixels with two softmax heads: the tens and the units digit."""
+    """Per side, an MLP over the region's pixels with two softmax heads: the tens and the units digit.
+    `layout` is the frames' (`magi.world.atari.FRAME_LAYOUTS`): where the digits are."""
 
-    def __init__(self, hidden: int = 64) -> None:
+    def __init__(self, hidden: int = 64, layout: str = "screen") -> None:
         super().__init__()
+        if layout not in REGIONS:
+            raise ValueError(f"ScoreReader.layout: expected one of {list(REGIONS)}, got {layout!r}")
+        self.layout, self.regions = layout, REGIONS[layout]
         self.nets = nn.ModuleDict()
-        for side, (rows, cols) in REGIONS.items():
+        for side, (rows, cols) in self.regions.items():
             n = 3 * (rows.stop - rows.start) * (cols.stop - cols.start)
             self.nets[side] = nn.Sequential(nn.Linear(n, hidden), nn.SiLU(), nn.Linear(hidden, 20))
 
-    @staticmethod
-    def features(frames: np.ndarray, side: str) -> torch.Tensor:
-        rows, cols = REGIONS[side]
+    def features(self, frames: np.ndarray, side: str) -> torch.Tensor:
+        rows, cols = self.regions[side]
         x = torch.from_numpy(np.ascontiguousarray(frames[:, :, rows, cols])).float() / 255.0
         return x.flatten(1)
 
@@ -51,7 +57,7 @@ class ScoreReader(nn.Module):
         rng = np.random.default_rng(seed)
         scores = ram_scores(ram)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
-        feats = {side: self.features(frames, side) for side in REGIONS}
+        feats = {side: self.features(frames, side) for side in self.regions}
         for _ in range(steps):
             idx = torch.from_numpy(rng.integers(len(frames), size=min(batch, len(frames))))
             loss = 0
@@ -77,4 +83,4 @@ class ScoreReader(nn.Module):
 def accuracy(reader: ScoreReader, frames: np.ndarray, ram: np.ndarray, events: Optional[np.ndarray] = None) -> dict:
     """The fraction of frames whose score the reader reads right, per side (both digits)."""
     read, truth = reader.read(frames), ram_scores(ram)
-    return {side: round(float((read[side] == truth[side]).mean()), 4) for side in REGIONS}
+    return {side: round(float((read[side] == truth[side]).mean()), 4) for side in reader.regions}

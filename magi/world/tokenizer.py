@@ -10,6 +10,7 @@ The loss weighs the pixels that change between consecutive frames (the boxers, t
 more than the static ring, so what matters for the game survives the bottleneck:
 
     w = 1 + change_weight * dilate3x3(x_t != x_{t-1})      (per pixel, any channel)
+        + hud_weight * [row < hud_rows]                     (a score strip drawn at full resolution)
     L = sum(w * |x_hat_t - x_t|) / sum(w) + kl_weight * KL(q(z | x_t) || N(0, I))
 
 Training is a plain loop (AdamW, warm-up then constant with a final linear decay, EMA of the weights),
@@ -99,6 +100,8 @@ class TokenizerTrainConfig:
     decay_steps: int = 500          # linear decay to min_lr_ratio over the last decay_steps
     min_lr_ratio: float = 0.1
     change_weight: float = 10.0     # extra loss weight of pixels that change between frames
+    hud_rows: int = 0               # the frame's top rows that hold the score strip (layout "hud": 7)
+    hud_weight: float = 0.0         # extra loss weight of those rows, so the digits survive when they hold still
     kl_weight: float = 1.0e-6
     ema_decay: float = 0.999
     checkpoint_every: int = 250
@@ -113,7 +116,8 @@ class TokenizerTrainConfig:
         for name in ("max_steps", "batch_size", "checkpoint_every", "keep_last", "log_every", "stats_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("lr", "change_weight", "kl_weight", "weight_decay", "warmup_steps", "decay_steps"):
+        for name in ("lr", "change_weight", "kl_weight", "weight_decay", "warmup_steps", "decay_steps", "hud_rows",
+                     "hud_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"train.{name}: expected a finite number >= 0, got {value}")
@@ -189,21 +193,26 @@ class FramePairs:
         return self.frames[idx]
 
 
-def change_weights(previous: torch.Tensor, current: torch.Tensor, change_weight: float) -> torch.Tensor:
+def change_weights(previous: torch.Tensor, current: torch.Tensor, change_weight: float, hud_rows: int = 0,
+                   hud_weight: float = 0.0) -> torch.Tensor:
     """float (B, 1, H, W): 1 + change_weight where a pixel (or its 3x3 neighbourhood) differs from the
-    previous frame in any channel."""
+    previous frame in any channel, + hud_weight in the top `hud_rows` rows (a score strip)."""
     changed = (previous != current).any(dim=1, keepdim=True).float()  # (B, 1, H, W)
     changed = F.max_pool2d(changed, kernel_size=3, stride=1, padding=1)  # dilate by one pixel
-    return 1.0 + change_weight * changed
+    w = 1.0 + change_weight * changed
+    w[:, :, :hud_rows] += hud_weight
+    return w
 
 
 def tokenizer_loss(model: nn.Module, previous: torch.Tensor, current: torch.Tensor, change_weight: float,
-                   kl_weight: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The change-weighted L1 reconstruction of `current` (uint8 (B, 3, H, W)) plus a small KL."""
+                   kl_weight: float, generator: torch.Generator | None = None, hud_rows: int = 0,
+                   hud_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """The change-weighted L1 reconstruction of `current` (uint8 (B, 3, H, W)) plus a small KL; the top
+    `hud_rows` rows (a score strip) weigh `hud_weight` more."""
     from magi.video_io import to_float_video
 
     x = to_float_video(current)  # (B, 3, H, W) in [-1, 1]
-    w = change_weights(previous, current, change_weight)  # (B, 1, H, W)
+    w = change_weights(previous, current, change_weight, hud_rows, hud_weight)  # (B, 1, H, W)
     posterior = model.encode(x).latent_dist
     recon = model.decode(posterior.sample(generator=generator)).sample  # (B, 3, H, W)
     l1 = (w * (recon - x).abs()).sum() / (w.sum() * x.shape[1])
@@ -315,7 +324,8 @@ def train_tokenizer(run: TokenizerRunConfig, out_dir: str | Path, resume: str | 
             previous, current = (x.to(device) for x in frames.batch(tc.seed, step, tc.batch_size))
             generator = torch.Generator().manual_seed(int(np.random.SeedSequence([tc.seed, step, 11])
                                                           .generate_state(1)[0]))  # on the CPU, for every device
-            losses = tokenizer_loss(model, previous, current, tc.change_weight, tc.kl_weight, generator)
+            losses = tokenizer_loss(model, previous, current, tc.change_weight, tc.kl_weight, generator,
+                                    tc.hud_rows, tc.hud_weight)
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"tokenizer: non-finite loss at step {step}; last checkpoint kept")
             optimizer.zero_grad(set_to_none=True)
