@@ -124,7 +124,7 @@ def compare_engines(ckpt, world, setting: Setting, threads: list[int], rounds: i
     from magi.play.loop import play
     from magi.play.session import FIRST_SEED
 
-    context = ckpt.encode(emulator_opening(world.game, world.context_frames, world.size, FIRST_SEED))
+    context = ckpt.encode(emulator_opening(world.game, world.context_frames, world.size, FIRST_SEED, world.layout))
     noop = world.meanings.index("NOOP") if "NOOP" in world.meanings else 0
     rows = []
     for n in threads:
