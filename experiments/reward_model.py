@@ -1,15 +1,18 @@
 """Train the reward and episode-end model (`magi.world.reward`) on recorded Boxing episodes and score it
 against the emulator on held-out ones (docs/world-model.md).
 
-Training: the world model's training recordings (`data_cache/atari/boxing64`, 40 x 1,000 frames, `mix`,
-record seed 0; they hold rewards but no episode end) and 16 whole rounds recorded here (`mix`, record
-seed 5, ~1,787 frames each, ending by the clock); 4 + 2 of them are kept aside for the thresholds. The
-end head learns from the 14 episode ends (`--clock`: read off the clock's digits instead).
+Training: the world model's training recordings (`--recordings`: `data_cache/atari/boxing64`, 40 x 1,000
+frames of `mix`, record seed 0, which hold rewards but no episode end; for `--layout hud` `boxing64_hud`,
+40 whole rounds of `all-mix`) and 16 whole rounds recorded here (`mix`, record seed 5, ~1,787 frames
+each, ending by the clock); 4 + 2 of them are kept aside for the thresholds. The end head learns from
+the episode ends (`--clock`: read off the clock's digits instead).
 Held-out (never trained on, never used for a threshold): 8 whole rounds on record seed 2,000,001 and the
 world model's 8 validation recordings. Scored on the real frames, and on the tokenizer's round trip of
 2 held-out rounds (what the model's frames look like at best).
 
     OMP_NUM_THREADS=1 python experiments/reward_model.py --out pretrained/atari/reward --steps 2000
+    OMP_NUM_THREADS=1 python experiments/reward_model.py --layout hud --tokenizer runs/atari_tokenizer_hud/export \
+        --out runs/reward_hud --results results/world_model/reward_hud --steps 2000
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--tokenizer", default="pretrained/atari/tokenizer")
+    p.add_argument("--layout", default="screen", choices=("screen", "hud"), help="the frames' layout (the tokenizer's)")
+    p.add_argument("--recordings", type=Path, help="the world model's recordings (default: data_cache/atari/"
+                   "boxing64, or boxing64_hud for --layout hud)")
     p.add_argument("--round-trip-episodes", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--blur", type=float, default=0.5, help="share of training samples blurred 2x")
@@ -81,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from magi.world.reward import load_episode, score_reward_model, train_reward_model
 
-    mix = listed(ROOT / "boxing64", "trainlist.txt")
-    train_full = full_rounds(TRAIN_FULL_SEED, 16)
-    held_full = full_rounds(HELD_OUT_SEED, 8)
-    held_val = listed(ROOT / "boxing64", "vallist.txt")
+    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_{args.layout}")
+    mix = listed(recordings, "trainlist.txt")
+    train_full = full_rounds(TRAIN_FULL_SEED, 16, args.layout)
+    held_full = full_rounds(HELD_OUT_SEED, 8, args.layout)
+    held_val = listed(recordings, "vallist.txt")
     train_paths, val_paths = mix[4:] + train_full[2:], mix[:4] + train_full[:2]
     print(f"loading {len(train_paths)} + {len(val_paths)} + {len(held_full)} + {len(held_val)} episodes", flush=True)
     train = [load_episode(v) for v in train_paths]

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae", help="the tokenizer (default: the model's)")
     p.add_argument("--layout", default="screen", choices=("screen", "hud"), help="the frames' layout")
     p.add_argument("--recordings", type=Path, help="the world model's training recordings (default: "
-                   "data_cache/atari/boxing64, or boxing64_person_hud for --layout hud)")
+                   "data_cache/atari/boxing64, or boxing64_hud for --layout hud)")
     p.add_argument("--frames", type=int, default=1536, help="held-out frames read (besides the punches)")
     p.add_argument("--events", type=int, default=128, help="held-out punches")
     p.add_argument("--lead", type=int, default=4)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt is None and args.vae is None:
         p.error("--model none needs --vae")
     vae = load_vae(args.vae) if args.vae else ckpt.vae
-    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_person_{args.layout}")
+    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_{args.layout}")
     regions = REGIONS[args.layout]
     rng = np.random.default_rng(0)
     train_paths = sorted((recordings / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \

@@ -468,6 +468,10 @@ def test_person_policy_records_and_is_seeded(tmp_path):
     assert [json.loads(p.with_suffix(".json").read_text())["policy"] for p in a] == ["person", "agent"]
     with pytest.raises(ValueError, match="'person' plays Boxing"):
         record_atari(tmp_path / "c", game="Pong", episodes=1, max_frames=5, policy="person", progress=False)
+    c = record_atari(tmp_path / "d", game="Boxing", episodes=4, max_frames=10, size=32, policy="all-mix",
+                     progress=False)
+    assert [json.loads(p.with_suffix(".json").read_text())["policy"] for p in c] == ["person", "sticky", "agent",
+                                                                                      "person"]
 
 
 def test_the_person_evaluation_plays_on_seeds_never_recorded_for_training():
@@ -480,6 +484,9 @@ def test_the_person_evaluation_plays_on_seeds_never_recorded_for_training():
     assert person["policy"] == "person" and person["record_seed"] == EVAL_RECORD_SEED + 2 != 0
     assert person["episodes"] == 0 and person["val_episodes"] == 8 and person["split"] == "val"
     assert person["root"] != train["root"]
+    # the same episodes for a model trained on whole rounds in the hud layout, drawn in its layout
+    rounds = evaluation_data_options({**train, "max_frames": 2000, "layout": "hud"}, "person", seed=2)
+    assert rounds["max_frames"] == person["max_frames"] == 1000 and rounds["layout"] == "hud"
     with pytest.raises(ValueError, match="training recordings' own"):
         evaluation_data_options({**train, "record_seed": EVAL_RECORD_SEED}, "person")
     with pytest.raises(ValueError, match="--policy"):

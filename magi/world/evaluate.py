@@ -298,9 +298,11 @@ class WorldModelEvalConfig:
 #: their recording policy (today's `mix`: sticky and scripted-agent episodes); "person" records fresh
 #: episodes played by `magi.world.policies.PersonPlayer` (keys held 1-60 frames, ropes, corners,
 #: clinches) on emulator seeds never recorded for training (record seed EVAL_RECORD_SEED + the
-#: evaluation's seed; the training configs record with seed 0).
+#: evaluation's seed; the training configs record with seed 0), the same 8 episodes of EVAL_PERSON_FRAMES
+#: frames for every model, whatever its training recordings' length, in the model's frame layout.
 EVAL_POLICIES = ("recorded", "person")
 EVAL_RECORD_SEED = 1_000_003
+EVAL_PERSON_FRAMES = 1000
 
 
 def evaluation_data_options(options: dict, policy: str, seed: int = 0) -> dict:
@@ -316,7 +318,7 @@ def evaluation_data_options(options: dict, policy: str, seed: int = 0) -> dict:
         raise ValueError(f"--policy person: record seed {record_seed} is the training recordings' own")
     root = Path(options.get("root", "data_cache/atari"))
     return {**options, "root": str(root.with_name(f"{root.name}_eval_person_seed{record_seed}")),
-            "policy": "person", "record_seed": record_seed, "episodes": 0,
+            "policy": "person", "record_seed": record_seed, "episodes": 0, "max_frames": EVAL_PERSON_FRAMES,
             "val_episodes": options.get("val_episodes") or 8, "split": "val"}
 
 

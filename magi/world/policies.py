@@ -5,7 +5,7 @@ scripted player (`ATARI_AGENTS`, reading the emulator's RAM) with sticky noise; 
 sticky and agent episodes. "person" (`PersonPlayer`, Boxing) plays as a person at the keyboard does:
 keys held 1-60 frames in all 18 actions, long walks along the ropes and into the corners, clinches,
 punches while moving; "person-mix" alternates person and agent episodes (the agent makes the game
-progress). A callable (observation, numpy Generator) -> action plays as given. `StickyPlayer` is the
+progress); "all-mix" cycles person, sticky and agent episodes (long holds, short ones, game progress). A callable (observation, numpy Generator) -> action plays as given. `StickyPlayer` is the
 seeded player at the keys of a stream (`Magi.stream(actions=...)`, the play benchmarks).
 Every draw comes from the numpy Generator passed in; none from the global RNG.
 """
@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-ATARI_POLICIES = ("random", "sticky", "agent", "mix", "person", "person-mix")
+ATARI_POLICIES = ("random", "sticky", "agent", "mix", "person", "person-mix", "all-mix")
 
 
 def _sign(x: int) -> int:
@@ -192,13 +192,19 @@ def atari_policy(policy, game: str, episode: int, meanings: list[str], rng: np.r
     "sticky" repeats the last action 3 times in 4, else draws uniformly; "agent" is the game's scripted
     player taking a sticky random action with probability `noise`; "mix" alternates the two by episode
     (even episodes sticky, odd ones agent), so the data covers the action space and the game progresses;
-    "person" is `PersonPlayer` (Boxing) and "person-mix" alternates it with the agent likewise.
+    "person" is `PersonPlayer` (Boxing) and "person-mix" alternates it with the agent likewise;
+    "all-mix" cycles person, sticky and agent (episode % 3), so the data holds keys as a person does, as
+    briefly as sticky does (whose wild punches also run the scores up), and makes the game progress.
     """
     n = len(meanings)
     if policy == "mix":
         policy = "sticky" if episode % 2 == 0 or game not in ATARI_AGENTS else "agent"
     if policy == "person-mix":
         policy = "person" if episode % 2 == 0 or game not in ATARI_AGENTS else "agent"
+    if policy == "all-mix":
+        if game != "Boxing":
+            raise ValueError(f"record_atari.policy: 'all-mix' plays PersonPlayer, which plays Boxing, not {game!r}")
+        policy = ("person", "sticky", "agent")[episode % 3]
 
     def sticky(prev: int) -> int:
         return prev if (prev >= 0 and rng.random() < 0.75) else int(rng.integers(n))
