@@ -1,12 +1,12 @@
 """What the Boxing recordings cover (docs/world-model.md): hold lengths, actions, positions on the ring, clinches
 and punches while moving, for the recording config the shipped model was trained on (`policy: mix`:
-sticky-random and scripted-agent episodes, configs/atari_world_model_tokens.yaml) against the new one
-(`policy: person-mix`: `PersonPlayer` and scripted-agent episodes), side by side.
+sticky-random and scripted-agent episodes, configs/atari_world_model_tokens.yaml) against the new ones
+(`policy: person-mix`: `PersonPlayer` and scripted-agent episodes; the one recipe's `all-mix`: person,
+sticky and agent episodes over whole rounds, configs/atari_world_model_hud.yaml), side by side.
 
     python experiments/world_model_coverage.py --out results/world_model
 
-Records (once; kept in data_cache/) 48 episodes of up to 1,000 frames per config at 64x64, seed 0, as
-the training configs do, and writes OUT/coverage.json and OUT/coverage.md. Everything is read from the
+Records (once; kept in data_cache/) 48 episodes per config at 64x64, seed 0, as the training configs do, and writes OUT/coverage.json and OUT/coverage.md. Everything is read from the
 recorded actions and the emulator RAM (player x/y: bytes 32/34, opponent: 33/35).
 """
 
@@ -25,9 +25,11 @@ sys.path.insert(0, str(ROOT))
 from magi.world.atari import load_actions, load_ram, record_atari  # noqa: E402
 from magi.world.policies import BOXING_RING  # noqa: E402
 
-CONFIGS = {  # name -> (data root, policy): the old one is the shipped model's training recordings
-    "old (mix: sticky + agent)": ("data_cache/atari/boxing64", "mix"),
-    "new (person-mix: person + agent)": ("data_cache/atari/boxing64_person", "person-mix"),
+CONFIGS = {  # name -> (data root, policy, frames per episode, layout): the old one is round 2's training recordings
+    "old (mix: sticky + agent)": ("data_cache/atari/boxing64", "mix", 1000, "screen"),
+    "new (person-mix: person + agent)": ("data_cache/atari/boxing64_person", "person-mix", 1000, "screen"),
+    "one recipe (all-mix: person + sticky + agent, whole rounds)": ("data_cache/atari/boxing64_hud", "all-mix", 2000,
+                                                                    "hud"),
 }
 ROPE_PX = 4  # within this many RAM units of the ring's bound: at a rope
 HOLD_BINS = ((1, 1), (2, 3), (4, 9), (10, 29), (30, 60), (61, 10**9))
@@ -135,15 +137,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/world_model")
     p.add_argument("--episodes", type=int, default=48, help="episodes per config (training 40 + validation 8)")
-    p.add_argument("--max-frames", type=int, default=1000)
     args = p.parse_args(argv)
     result = {"ring": {"bounds_x_y": list(BOXING_RING), "rope_px": ROPE_PX,
                        "close": "|dx| <= 30 and |dy| <= 12 (RAM units) between the boxers"},
-              "record": {"episodes": args.episodes, "max_frames": args.max_frames, "size": 64, "seed": 0},
+              "record": {"episodes": args.episodes, "size": 64, "seed": 0},
               "configs": {}}
-    for name, (root, policy) in CONFIGS.items():
-        paths = record_atari(ROOT / root, game="Boxing", episodes=args.episodes, max_frames=args.max_frames, size=64,
-                             policy=policy, seed=0)
+    for name, (root, policy, max_frames, layout) in CONFIGS.items():
+        paths = record_atari(ROOT / root, game="Boxing", episodes=args.episodes, max_frames=max_frames, size=64,
+                             policy=policy, seed=0, layout=layout)
         meanings = json.loads(paths[0].with_suffix(".json").read_text())["action_meanings"]
         result["configs"][name] = {"root": root, "policy": policy, **coverage(paths, meanings)}
         if policy == "person-mix":  # and its person episodes alone (the agent's alternate with them)
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     (out / "coverage.json").write_text(json.dumps(result, indent=1))
     text = table(result)
     (out / "coverage.md").write_text("# Boxing recordings: what they cover\n\n`python experiments/world_model_coverage.py`"
-                                     " (48 episodes x up to 1,000 frames each, seed 0; RAM bytes 32-35)\n\n"
+                                     " (48 episodes each, seed 0, of up to 1,000 frames, or whole rounds of up to 2,000; RAM bytes 32-35)\n\n"
                                      + text + "\n")
     print(text)
     return 0
