@@ -41,16 +41,16 @@ BOXING = ['NOOP', 'FIRE', 'UP', 'RIGHT', 'LEFT', 'DOWN', 'UPRIGHT', 'UPLEFT', 'D
 
 
 def tiny_world_model(directory: Path, num_actions: int = 18, game: str = "Boxing",
-                     vae: str = "pixels:4:gray") -> Path:
+                     vae: str = "pixels:4:gray", **options) -> Path:
     """An untrained 64x64 Boxing world model (pixels:4:gray -> 16x16x16 latents, 3 frames; pixels:4
-    for colour -> 16x16x48)."""
+    for colour -> 16x16x48); `options` go to its data options (e.g. layout)."""
     channels = 16 if vae.endswith(":gray") else 48
     config = MagiConfig.preset("test", latent_channels=channels, latent_size=16, num_frames=3, patch_size=2,
                                num_classes=0, num_actions=num_actions, attention="sdpa")
     Magi(config).save_pretrained(directory)
     (directory / "train_config.yaml").write_text(yaml.safe_dump({
         "vae": {"spec": vae},
-        "data": {"kind": "atari", "options": {"game": game, "size": 64, "frameskip": 4}}}))
+        "data": {"kind": "atari", "options": {"game": game, "size": 64, "frameskip": 4, **options}}}))
     return directory
 
 
@@ -760,3 +760,23 @@ def test_the_benchmark_picks_the_fastest_good_setting_and_one_even_on_a_slow_cpu
     assert bench.choose(rows)["setting"] == "fast-good"  # within 0.5 px of the best, and the fastest
     slow = [{**r, "fps": r["fps"] / 3} for r in rows]  # a CPU three times slower: none reaches 15
     assert bench.choose(slow)["setting"] == "fast-good" and bench.choose([]) is None
+
+
+def test_a_model_trained_in_the_hud_layout_is_played_in_it(tmp_path):
+    """The frame layout travels in the run config: the session's real frames (the opening the model
+    reads, the reality pane) are drawn in it, and a layout that cannot be is refused naming the file."""
+    from magi.play.session import ModelLoadError, PlaySession, SeedSource, make_env
+    from magi.world.atari import resize_frame
+
+    world = load_world(tiny_world_model(tmp_path / "hud", vae="pixels:4", layout="hud"))
+    assert world.layout == "hud"
+    session = PlaySession(world, FAST, SeedSource(), reality=True)
+    frames = [session.next_frame() for _ in range(world.context_frames)]
+    session.close()
+    env = make_env(world.game, world.frameskip)
+    obs, _ = env.reset(seed=frames[0].seed)
+    env.close()
+    np.testing.assert_array_equal(frames[0].reality, resize_frame(obs, 64, "hud"))
+    assert not np.array_equal(frames[0].reality, resize_frame(obs, 64))  # the strip differs from the screen
+    with pytest.raises(ModelLoadError, match="train_config.yaml.*layout"):
+        load_world(tiny_world_model(tmp_path / "pong", game="Pong", layout="hud"))
