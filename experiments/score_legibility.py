@@ -5,8 +5,9 @@ The reader (per side: tens and units digit from the score region's pixels, the e
 fitted on real frames of training recordings (the world model's, `--recordings`, and the reward model's
 whole rounds, record seed 5), then reads held-out frames (whole rounds on record seed 2,000,001, never
 trained on): real, and through the tokenizer's round trip (encode, decode). `--layout` is the frames'
-(`magi.world.atari.FRAME_LAYOUTS`: "hud" keeps the score strip at the screen's resolution). A second reader fitted on round trips
-of training frames asks whether the digits' information survives the tokenizer at all. On the frames
+(`magi.world.atari.FRAME_LAYOUTS`: "hud" keeps the score strip at the screen's resolution). A second
+reader fitted on round trips of training frames asks whether the digits' information survives the
+tokenizer at all. On the frames
 where a score changes (a landed punch), the score reads right before and after (the change is legible)
 in real frames, round trips, and the world model's rollouts at its play setting: 4 real frames ending
 `--lead` frames before the punch, then frames under the recorded actions up to the punch's frame.

@@ -6,8 +6,9 @@ sticky and agent episodes over whole rounds, configs/atari_world_model_hud.yaml)
 
     python experiments/world_model_coverage.py --out results/world_model
 
-Records (once; kept in data_cache/) 48 episodes per config at 64x64, seed 0, as the training configs do, and writes OUT/coverage.json and OUT/coverage.md. Everything is read from the
-recorded actions and the emulator RAM (player x/y: bytes 32/34, opponent: 33/35).
+Records (once; kept in data_cache/) 48 episodes per config at 64x64, seed 0, as the training configs do,
+and writes OUT/coverage.json and OUT/coverage.md. Everything is read from the recorded actions and the
+emulator RAM (player x/y: bytes 32/34, opponent: 33/35).
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
     (out / "coverage.json").write_text(json.dumps(result, indent=1))
     text = table(result)
     (out / "coverage.md").write_text("# Boxing recordings: what they cover\n\n`python experiments/world_model_coverage.py`"
-                                     " (48 episodes each, seed 0, of up to 1,000 frames, or whole rounds of up to 2,000; RAM bytes 32-35)\n\n"
+                                     " (48 episodes each, seed 0, of up to 1,000 frames, or whole rounds of up to 2,000;"
+                                     " RAM bytes 32-35)\n\n"
                                      + text + "\n")
     print(text)
     return 0

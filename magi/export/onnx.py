@@ -139,7 +139,8 @@ def write_openings(world, out: Path, count: int, first_seed: Optional[int] = Non
     entries = []
     for i in range(count):
         seed = first_seed + i
-        frames = emulator_opening(world.game, world.context_frames, world.size, seed, world.layout)  # (1, k, 3, H, W)
+        frames = emulator_opening(world.game, world.context_frames, world.size, seed,
+                                  world.layout)  # (1, k, 3, H, W)
         latents = world.ckpt.encode(frames)[0].float().cpu().numpy().astype("<f4")  # (k, C, h, w)
         (folder / f"{seed}.frames.u8").write_bytes(frames[0].numpy().astype(np.uint8).tobytes())
         (folder / f"{seed}.latents.f32").write_bytes(latents.tobytes())

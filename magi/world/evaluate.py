@@ -585,7 +585,8 @@ def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, 
     from magi.pretrained import SamplingOptions
 
     k = stream_context_frames(ckpt)
-    context = ckpt.encode(emulator_opening(game, k, ckpt.frame_size, FIRST_SEED, frame_layout(ckpt)))  # (1, k, C, h, w)
+    opening = emulator_opening(game, k, ckpt.frame_size, FIRST_SEED, frame_layout(ckpt))  # (1, k, 3, H, W)
+    context = ckpt.encode(opening)  # (1, k, C, h, w)
     if player is None:
         meanings = _game_actions(game)
         player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
@@ -934,7 +935,8 @@ def format_stream(name: str, report: dict) -> str:
 
 __all__ = ["PlayerDetector", "PLAYER_DETECTORS", "OPPONENT_DETECTORS", "player_detector", "opponent_detector",
            "calibrate", "held_out_rollouts", "roll_out", "score_frames", "evaluate_world_model",
-           "WorldModelEvalConfig", "play_setting_of", "frame_layout", "emulator_opening", "StickyPlayer", "play_stream", "stream_check",
+           "WorldModelEvalConfig", "play_setting_of", "frame_layout", "emulator_opening", "StickyPlayer", "play_stream",
+           "stream_check",
            "write_stream_check", "format_table", "format_stream"]
 
 

@@ -5,8 +5,9 @@ scripted player (`ATARI_AGENTS`, reading the emulator's RAM) with sticky noise; 
 sticky and agent episodes. "person" (`PersonPlayer`, Boxing) plays as a person at the keyboard does:
 keys held 1-60 frames in all 18 actions, long walks along the ropes and into the corners, clinches,
 punches while moving; "person-mix" alternates person and agent episodes (the agent makes the game
-progress); "all-mix" cycles person, sticky and agent episodes (long holds, short ones, game progress). A callable (observation, numpy Generator) -> action plays as given. `StickyPlayer` is the
-seeded player at the keys of a stream (`Magi.stream(actions=...)`, the play benchmarks).
+progress); "all-mix" cycles person, sticky and agent episodes (long holds, short ones, game progress).
+A callable (observation, numpy Generator) -> action plays as given. `StickyPlayer` is the seeded player
+at the keys of a stream (`Magi.stream(actions=...)`, the play benchmarks).
 Every draw comes from the numpy Generator passed in; none from the global RNG.
 """
 
