@@ -397,6 +397,7 @@ class Trainer:
         self.wall_time_before = 0.0  # seconds spent in earlier (resumed-from) segments
         self.stop_signal: int | None = None  # agreed by all ranks (all-reduced each step)
         self._signal_local: int | None = None  # set by this process's signal handler
+        self._stopped_at_once = False  # a second Ctrl-C came (its KeyboardInterrupt must not be swallowed)
         self.out_of_time = False  # train.max_minutes reached (agreed by all ranks)
         self.t_start = time.time()
         self.logger = MetricsLogger(self.out_dir, enabled=self.info.is_main)
@@ -728,6 +729,7 @@ class Trainer:
     def _install_signal_handlers(self) -> dict[int, Any]:
         def handler(signum, frame):  # noqa: ARG001
             if self._signal_local is not None and signum == signal.SIGINT:
+                self._stopped_at_once = True
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             self._signal_local = signum
             if self.info.is_main:
@@ -882,6 +884,8 @@ class Trainer:
         try:
             plot_loss(self.logger.jsonl_path, self.out_dir / LOSS_PLOT, title=str(self.out_dir))
         except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            if self._stopped_at_once:  # the second Ctrl-C's interrupt, turned into another error by C code
+                raise KeyboardInterrupt from e
             warnings.warn(f"could not draw {self.out_dir / LOSS_PLOT}: {e}", stacklevel=2)
         self._plotted_at = time.time()
 

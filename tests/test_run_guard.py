@@ -300,3 +300,27 @@ def test_other_commands_on_an_unwritable_out_are_one_line(read_only):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"magi sample: cannot write {read_only / 'samples'}")
     assert "wrote" not in result.stdout
+
+
+def test_a_second_ctrl_c_inside_the_loss_plot_is_not_swallowed(tmp_path, monkeypatch):
+    """C code (matplotlib's) can turn the second Ctrl-C's KeyboardInterrupt into another error; the
+    plot's catch-all must not swallow it, or the run ends as if in order, without its last line."""
+    from types import SimpleNamespace
+
+    import magi.visualize
+    from magi.train import Trainer
+
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("initialization failed")
+
+    monkeypatch.setattr(magi.visualize, "plot_loss", broken)
+    fake = SimpleNamespace(info=SimpleNamespace(is_main=True), _plotted_at=0.0, out_dir=tmp_path,
+                           logger=SimpleNamespace(flush=lambda: None, jsonl_path=tmp_path / "metrics.jsonl"),
+                           _stopped_at_once=False)
+    with pytest.warns(UserWarning, match="could not draw"):
+        Trainer._plot_loss(fake, force=True)  # a plain failure: a warning, training goes on
+    fake._stopped_at_once = True
+    with pytest.raises(KeyboardInterrupt):
+        Trainer._plot_loss(fake, force=True)
