@@ -131,3 +131,16 @@ def test_the_clock_path_reads_boxings_clock_from_the_ram():
     x, a = windows(episodes[0], np.array([0, 39]), 2)
     _, p_end = model.probabilities(x, a)
     assert ((0 < p_end) & (p_end < 1)).all() and p_end[1] > p_end[0]
+
+
+def test_the_threshold_cuts_just_below_a_rare_events_scores():
+    from magi.world.reward import _best_threshold
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 0.99, 10_000)
+    truth = np.zeros(10_000, bool)
+    truth[[5, 500, 5000]] = True
+    scores[[5, 500, 5000]] = [0.9995, 0.9993, 0.9991]  # three ends, barely above everything else
+    th = _best_threshold(scores, truth)
+    assert np.array_equal(scores > th, truth), th
+    assert _best_threshold(scores, np.zeros(10_000, bool)) == 0.5

@@ -215,17 +215,18 @@ def _predict_episode(model: RewardEndModel, episode: Episode, batch: int = 256) 
 
 
 def _best_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
-    """The threshold on `scores` with the best F1 against the bool `truth` (0.5 when there are no positives)."""
+    """The threshold on `scores` with the best F1 against the bool `truth` (0.5 when there are no positives),
+    over every cut between two distinct scores: a rare event (an episode end: a handful of frames in
+    thousands) needs the cut just below its own scores, which a grid of quantiles steps over."""
     if not truth.any():
         return 0.5
-    best, best_f1 = 0.5, -1.0
-    for th in np.unique(np.quantile(scores, np.linspace(0.5, 0.9999, 400))):
-        pred = scores > th
-        tp = (pred & truth).sum()
-        f1 = 2 * tp / max(pred.sum() + truth.sum(), 1)
-        if f1 > best_f1:
-            best, best_f1 = float(th), f1
-    return best
+    order = np.argsort(-scores, kind="stable")
+    s, hits = scores[order], truth[order]
+    tp = np.cumsum(hits)  # predicting the top i + 1 scores
+    f1 = 2 * tp / (np.arange(1, len(s) + 1) + truth.sum())
+    last = np.r_[s[1:] < s[:-1], True]  # a cut can only fall between distinct scores
+    i = int(np.argmax(np.where(last, f1, -1.0)))
+    return float((s[i] + s[i + 1]) / 2) if i + 1 < len(s) else float(s[i]) - 1e-12
 
 
 def train_reward_model(train: Sequence[Episode], val: Sequence[Episode] = (), steps: int = 1500, batch: int = 32,
