@@ -29,6 +29,11 @@ ROOT = Path("data_cache/atari")
 TRAIN_FULL_SEED, HELD_OUT_SEED = 5, 2_000_001
 
 
+def recordings_root(layout: str) -> Path:
+    """The world model's training recordings in a frame layout: round 2's `mix` (screen) or the one recipe's."""
+    return ROOT / ("boxing64" if layout == "screen" else f"boxing64_{layout}")
+
+
 def full_rounds(seed: int, episodes: int, layout: str = "screen") -> list[Path]:
     """Whole rounds (to the clock's end) played by `mix` on record seed `seed`, in frame `layout`."""
     from magi.world import record_atari
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from magi.world.reward import load_episode, score_reward_model, train_reward_model
 
-    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_{args.layout}")
+    recordings = args.recordings or recordings_root(args.layout)
     mix = listed(recordings, "trainlist.txt")
     train_full = full_rounds(TRAIN_FULL_SEED, 16, args.layout)
     held_full = full_rounds(HELD_OUT_SEED, 8, args.layout)

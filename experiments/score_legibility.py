@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     from magi.vae import load_vae
     from magi.world.score import REGIONS, ScoreReader, accuracy, ram_scores
     from magi.world.evaluate import roll_out
-    from reward_model import HELD_OUT_SEED, TRAIN_FULL_SEED, full_rounds
+    from reward_model import HELD_OUT_SEED, TRAIN_FULL_SEED, full_rounds, recordings_root
 
     ckpt = None if args.model == "none" else load_pretrained(args.model)
     if ckpt is None and args.vae is None:
         p.error("--model none needs --vae")
     vae = load_vae(args.vae) if args.vae else ckpt.vae
-    recordings = args.recordings or ROOT / ("boxing64" if args.layout == "screen" else f"boxing64_{args.layout}")
+    recordings = args.recordings or recordings_root(args.layout)
     regions = REGIONS[args.layout]
     rng = np.random.default_rng(0)
     train_paths = sorted((recordings / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \
