@@ -11,7 +11,7 @@ How the numbers are made (also written into the JSON):
   the frame and action buffers rolled as its world-model env does. Its reward/termination model
   (also run per step in DIAMOND's env) is not timed: this is the denoiser alone, the issue's measure.
 - MAGI: the model folder's play stream exactly as `magi play` runs it
-  (`magi.world.evaluate.play_stream`, i.e. the one play loop `magi.play.loop.play`: real emulator
+  (`magi.world.stream_check.play_stream`, i.e. the one play loop `magi.play.loop.play`: real emulator
   opening, a sticky-random player at the keys, the window sliding without end) at its play setting
   (play.json: mask and diffusion steps, window), on each engine of `--engine`: `onnx` (the play
   setting exported by `magi export onnx` into a temporary folder, run in onnxruntime with the row's
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     from magi.play.server import play_setting
     from magi.play.session import load_world
     from magi.world.atari import atari_env
-    from magi.world.evaluate import play_setting_of, play_stream
+    from magi.world.evaluate import play_setting_of
+    from magi.world.stream_check import play_stream
 
     env = atari_env(GAME)
     num_actions = len(env.unwrapped.get_action_meanings())

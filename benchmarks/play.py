@@ -3,7 +3,7 @@ next to the rollout quality at the same setting (docs/world-model.md).
 
 For each setting the model streams `--frames` frames (default 1,000) from real opening frames of a
 fresh emulator episode, with a sticky-random player pressing keys, through the loop `magi play` runs
-(`magi.play.loop.play` via `magi.world.evaluate.play_stream`) on the setting's engine: PyTorch
+(`magi.play.loop.play` via `magi.world.stream_check.play_stream`) on the setting's engine: PyTorch
 (`Magi.stream`) or onnxruntime (the graphs of `magi export onnx`). Reported:
 latency p50 / p95, frames/s, latency around frame 20 and around frame 1,000 (flat cost: their ratio),
 and, from `magi eval world-model` on held-out recordings at the same setting, PSNR and the player's
@@ -98,10 +98,10 @@ def make_engine(ckpt, world, setting: Setting, workdir: Path):
 @torch.no_grad()
 def time_stream(ckpt, game: str, frames: int, setting: Setting, engine=None, seed: int = 0) -> list[float]:
     """Seconds per frame of the play loop (context part + frame + decode to uint8) at `setting`, a sticky
-    player (`StickyPlayer`) at the keys: `magi.world.evaluate.play_stream`, the loop `magi play` runs."""
+    player (`StickyPlayer`) at the keys: `magi.world.stream_check.play_stream`, the loop `magi play` runs."""
     from tqdm.auto import tqdm
 
-    from magi.world.evaluate import play_stream
+    from magi.world.stream_check import play_stream
 
     stream = play_stream(ckpt, game, setting.mask_steps, setting.diffusion_steps, setting.sampler, seed=seed,
                          window=setting.window, cfg=setting.cfg, engine=engine)
@@ -119,7 +119,7 @@ def compare_engines(ckpt, world, setting: Setting, threads: list[int], rounds: i
     import os
     import statistics
 
-    from magi.world.evaluate import emulator_opening
+    from magi.world.stream_check import emulator_opening
     from magi.world.policies import StickyPlayer
     from magi.play.loop import play
     from magi.play.session import FIRST_SEED

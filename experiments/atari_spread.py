@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from magi.world.atari import atari_env
 from magi.world.policies import atari_policy
-from magi.world.evaluate import player_detector
+from magi.world.detect import player_detector
 
 # px of a 64x64 frame per unit of the player's RAM position, from the detector's calibration against the
 # emulator (results/archive/world_model_gray_pixels/world_model.json, detector.on_real_frames.axes x/y scale).

@@ -23,7 +23,7 @@ from magi.data import build_dataset
 from magi.world.atari import load_ram
 from magi.video_io import to_float_video, to_uint8_video
 from magi.evaluate.metrics import ssim
-from magi.world.evaluate import calibrate, player_detector
+from magi.world.detect import calibrate, player_detector
 from magi.vae import load_vae
 from magi.visualize import psnr
 from magi.video_io import save_grid_png

@@ -4,7 +4,7 @@ model) and in the emulator side by side, from the same openings; returns compare
 Each episode opens on a held-out emulator seed (the env's `info["emulator_seed"]`); the emulator plays the
 same episode from the same opening (reset, then NOOPs). The random policy presses the same seeded key
 sequence in both; the scripted one (`Chase`) reads the 64x64 frame it is shown (the boxers' centroids,
-`magi.world.evaluate`'s detectors), walks to the opponent and punches when close, so its keys follow what
+`magi.world.detect`'s detectors), walks to the opponent and punches when close, so its keys follow what
 each world shows. Returns are over the first `--steps` steps after the opening (a round is ~1,783).
 
     OMP_NUM_THREADS=1 python experiments/world_env_returns.py --episodes 8 --steps 400 --out results/world_model
@@ -30,7 +30,7 @@ class Chase:
         self.meanings = meanings
 
     def __call__(self, frames_hwc: np.ndarray) -> np.ndarray:
-        from magi.world.evaluate import _boxing_opponent, _boxing_player
+        from magi.world.detect import _boxing_opponent, _boxing_player
 
         gray = frames_hwc.astype(np.float32).mean(-1)  # (B, H, W)
         me, them = _boxing_player(gray), _boxing_opponent(gray)  # (B, 2) in 64-px units

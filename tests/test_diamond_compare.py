@@ -69,7 +69,7 @@ def test_a_missing_model_or_checkout_is_named(bench, model, tmp_path, capsys):
 
 def test_each_engine_plays_through_the_play_stream(bench, model, tmp_path):
     from magi.play.engine import OnnxEngine, TorchEngine
-    from magi.world.evaluate import play_stream
+    from magi.world.stream_check import play_stream
 
     world = load_world(model)
     options = SamplingOptions(mask_steps=1, diffusion_steps=2, sampler="ddim", long_video="window", window=3)

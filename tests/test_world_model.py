@@ -125,7 +125,7 @@ def test_atari_dataset_splits_by_episode(tmp_path):
 
 
 def test_boxing_detector_tracks_the_emulator_ram(boxing):
-    from magi.world.evaluate import calibrate, player_detector
+    from magi.world.detect import calibrate, player_detector
 
     det = player_detector("Boxing")
     frames = torch.cat([read_all_frames(p, None) for p in sorted(boxing.glob("Boxing/*.mkv"))])
@@ -141,7 +141,7 @@ def test_boxing_detector_tracks_the_emulator_ram(boxing):
 
 
 def test_boxing_opponent_detector_tracks_the_emulator_ram(boxing):
-    from magi.world.evaluate import calibrate, opponent_detector, player_detector
+    from magi.world.detect import calibrate, opponent_detector, player_detector
 
     det = opponent_detector("Boxing")
     assert det.sprite == "opponent" and det.ram_bytes == (33, 35)
@@ -171,7 +171,8 @@ def test_boxing_opponent_detector_tracks_the_emulator_ram(boxing):
 def test_colour_metrics_charge_a_gray_prediction_and_the_vae_space_ones_do_not(boxing):
     """The reported PSNR/SSIM are colour (against the emulator's RGB); *_vae_space compare with the
     truth's VAE round trip, so the gray VAE's own loss is not charged there."""
-    from magi.world.evaluate import opponent_detector, player_detector, score_frames
+    from magi.world.detect import opponent_detector, player_detector
+    from magi.world.evaluate import score_frames
     from magi.vae import load_vae
 
     real = read_all_frames(sorted(boxing.glob("Boxing/*.mkv"))[0], None)[None, :8]  # (1, 8, 3, 64, 64)
@@ -208,7 +209,8 @@ def test_sticky_player_holds_keys_and_opens_with_noop():
 
 
 def test_position_error_counts_a_missing_player():
-    from magi.world.evaluate import player_detector, position_error
+    from magi.world.detect import player_detector
+    from magi.world.evaluate import position_error
 
     det = player_detector("Boxing")
     truth = torch.full((2, 3, 3, 64, 64), 100, dtype=torch.uint8)
@@ -309,7 +311,7 @@ def test_stream_check_counts_detections_per_block(tmp_path):
     """stream_check's bookkeeping (blocks, snapshots, shares) on a tiny random-weight model: the shares
     are whatever the detectors find in its frames, counted per block and overall."""
     from magi import Magi, MagiConfig
-    from magi.world.evaluate import stream_check
+    from magi.world.stream_check import stream_check
     from magi.pretrained import LoadedCheckpoint
     from magi.vae import load_vae
 
@@ -409,7 +411,8 @@ def test_the_shipped_world_model_loads_and_streams_both_boxers():
 
     from magi.play.server import DEFAULT_MODEL
     from magi.play.session import load_world
-    from magi.world.evaluate import play_setting_of, stream_check
+    from magi.world.evaluate import play_setting_of
+    from magi.world.stream_check import stream_check
 
     model = Path(__file__).resolve().parents[1] / DEFAULT_MODEL
     world = load_world(model, device="cpu")

@@ -130,7 +130,7 @@ def write_openings(world, out: Path, count: int, first_seed: Optional[int] = Non
     """`count` held-out real openings (emulator seeds from play's first, NOOPs): for each, the k frames
     as the emulator drew them (uint8 (k, 3, H, W)) and their latents (float32 (k, C, h, w)), raw
     little-endian files in out/openings/."""
-    from magi.world.evaluate import emulator_opening
+    from magi.world.stream_check import emulator_opening
     from magi.play.session import FIRST_SEED
 
     first_seed = FIRST_SEED if first_seed is None else first_seed

@@ -1,5 +1,5 @@
 """The one play loop (docs/export.md): what `magi play`'s sessions, the evaluation's play stream
-(`magi.world.evaluate.play_stream`) and `benchmarks/play.py` all run, so the benchmark times the
+(`magi.world.stream_check.play_stream`) and `benchmarks/play.py` all run, so the benchmark times the
 code a player gets.
 
 An engine (`magi.play.engine`: PyTorch's `Magi.stream`, or the exported graphs in onnxruntime) streams

@@ -8,13 +8,13 @@ and compare its frames with the emulator's:
   PSNR/SSIM compared with the truth's VAE round trip (gray for `pixels:4:gray`, so a gray model was
   not charged for colour); those numbers are kept as `psnr_vae_space` / `ssim_vae_space`;
 - controllability: the player's and the opponent's positions read from every frame by small
-  detectors (`PlayerDetector`; Boxing's white and black boxers), whose own error on real frames is
+  detectors (`magi.world.detect`; Boxing's white and black boxers), whose own error on real frames is
   measured against the emulator's RAM; their error per horizon step with the true actions, with the
   actions of another rollout ("shuffled") and with the null action. Positions are compared with the
   sprite found in the emulator's frame;
 - `--play-setting`: the same again at each model's play setting (its play.json), next to the
   evaluation setting (default 4 mask x 10 DDIM steps);
-- `--stream-frames N`: an N-frame stream as `magi play` runs it (`stream_check`): how often both
+- `--stream-frames N`: an N-frame stream as `magi play` runs it (`magi.world.stream_check`): how often both
   sprites are found in the model's frames and the ms per frame, per 1,000 frames.
 
     magi eval world-model runs/atari_ctf runs/atari_mtf --out results/world_model --rollouts 64
@@ -31,137 +31,13 @@ import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from magi.world.policies import StickyPlayer
-
-
-# --------------------------------------------------------------------------------------------------
-# Sprite detectors: where are the sprite the player controls and its opponent?
-
-
-def _gray(frames: torch.Tensor) -> np.ndarray:
-    """uint8 (..., 3, H, W) -> float (..., H, W) gray (channel mean)."""
-    return frames.float().mean(dim=-3).numpy()
-
-
-def _centroid(weight: np.ndarray, top: int, left: int, H: int, W: int, min_pixels: int = 2) -> np.ndarray:
-    """Centroid (x, y) of a 0/1 `weight` (..., h, w) cut from a frame (H, W) at row `top`, column `left`
-    -> (..., 2) in pixels of a 64x64 frame; NaN with fewer than `min_pixels` pixels."""
-    mass = weight.sum(axis=(-2, -1))
-    ys = np.arange(top, top + weight.shape[-2], dtype=np.float64)[:, None]
-    xs = np.arange(left, left + weight.shape[-1], dtype=np.float64)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = (weight * xs).sum(axis=(-2, -1)) / mass
-        y = (weight * ys).sum(axis=(-2, -1)) / mass
-    out = np.stack([x, y], axis=-1)
-    out[mass < min_pixels] = np.nan
-    return out * np.array([64 / W, 64 / H])
-
-
-def _boxing_player(gray: np.ndarray) -> np.ndarray:
-    """The white boxer: centroid (x, y) of pixels brighter than the ring (gray > 140) below the score
-    line (rows 0-6 of 64 in either frame layout: the "hud" strip draws the player's white score there)
-    and right of the black border. gray (..., H, W) at any size -> (..., 2), NaN when absent."""
-    H, W = gray.shape[-2:]
-    top, left, bottom = round(7 * H / 64), round(4 * W / 64), round(60 * H / 64)
-    weight = (gray[..., top:bottom, left:] > 140).astype(np.float64)  # (..., h, w)
-    return _centroid(weight, top, left, H, W)
-
-
-def _boxing_opponent(gray: np.ndarray) -> np.ndarray:
-    """The black boxer: centroid (x, y) of pixels darker than the ring (gray < 55; the ring is ~110,
-    the boxer 0) inside the ring's rows 8..55 of 64, which leaves out the black score (rows 1-3), the
-    clock (row 6) and the logo (row 58), and right of the black border. gray (..., H, W) at any size
-    -> (..., 2) in pixels of a 64x64 frame, NaN when absent."""
-    H, W = gray.shape[-2:]
-    top, left, bottom = round(8 * H / 64), round(4 * W / 64), round(56 * H / 64)
-    weight = (gray[..., top:bottom, left:] < 55).astype(np.float64)  # (..., h, w)
-    return _centroid(weight, top, left, H, W)
-
-
-def _breakout_player(gray: np.ndarray) -> np.ndarray:
-    """The paddle: the bright run in the paddle row (row 58 of 64, columns 3..60; docs/design.md §8).
-    -> (..., 2) (x, y) in 64-px units, y fixed; NaN when absent."""
-    H, W = gray.shape[-2:]
-    row = gray[..., round(58 * H / 64), round(3 * W / 64):round(61 * W / 64)]  # (..., w)
-    weight = (row > 60).astype(np.float64)
-    mass = weight.sum(axis=-1)
-    xs = np.arange(round(3 * W / 64), round(61 * W / 64), dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = (weight * xs).sum(axis=-1) / mass * 64 / W
-    x[mass < 1] = np.nan
-    return np.stack([x, np.where(np.isnan(x), np.nan, 58.0)], axis=-1)
-
-
-@dataclass(frozen=True)
-class PlayerDetector:
-    """Reads a sprite's position from frames, and its true position from the emulator RAM.
-
-    `detect(frames uint8 (..., 3, H, W)) -> (..., 2)` (x, y) in pixels of a 64x64 frame (NaN when no
-    sprite is found); `ram_xy(ram (..., 128)) -> (..., 2)` the RAM bytes of the same position (in the
-    emulator's own units; `calibrate` fits the linear map between the two on real frames). Detection
-    reads the channel mean, so it scores gray and colour frames alike (a gray VAE's output included).
-    `sprite` names what is tracked: "player" (the sprite the actions move) or "opponent"."""
-
-    game: str
-    detect_fn: Callable[[np.ndarray], np.ndarray]
-    ram_bytes: tuple[int, int]  # (x, y) RAM addresses; y may repeat x for 1-D players
-    sprite: str = "player"
-
-    def detect(self, frames: torch.Tensor) -> np.ndarray:
-        return self.detect_fn(_gray(frames))
-
-    def ram_xy(self, ram: np.ndarray) -> np.ndarray:
-        return ram[..., list(self.ram_bytes)].astype(np.float64)
-
-
-PLAYER_DETECTORS = {
-    "Boxing": PlayerDetector("Boxing", _boxing_player, (32, 34)),  # AtariARI: player_x, player_y
-    "Breakout": PlayerDetector("Breakout", _breakout_player, (72, 72)),  # paddle x (docs/design.md §8)
-}
-OPPONENT_DETECTORS = {  # games with a second sprite that the actions do not move
-    "Boxing": PlayerDetector("Boxing", _boxing_opponent, (33, 35), sprite="opponent"),  # AtariARI: enemy_x, _y
-}
-
-
-def player_detector(game: str) -> PlayerDetector:
-    if game not in PLAYER_DETECTORS:
-        raise ValueError(f"no player detector for {game!r}; detectors exist for {', '.join(PLAYER_DETECTORS)}")
-    return PLAYER_DETECTORS[game]
-
-
-def opponent_detector(game: str) -> Optional[PlayerDetector]:
-    """The opponent's detector, or None for a game without one (Breakout)."""
-    return OPPONENT_DETECTORS.get(game)
-
-
-def calibrate(detector: PlayerDetector, frames: torch.Tensor, ram: np.ndarray) -> dict:
-    """The detector's error on real frames against the emulator RAM: fit pixel ≈ a·ram + b per axis
-    (least squares) on frames where the sprite is found; report the residual (px at 64x64), the share
-    of frames where it is found, and the fitted map."""
-    found = detector.detect(frames)  # (T, 2)
-    truth = detector.ram_xy(ram)  # (T, 2)
-    ok = ~np.isnan(found).any(axis=-1)
-    out = {"frames": int(len(found)), "found_rate": float(ok.mean()), "axes": {}}
-    errors = []
-    for axis, name in enumerate("xy"):
-        if np.ptp(truth[ok, axis]) == 0:  # a fixed axis (the Breakout paddle's y)
-            continue
-        a, b = np.polyfit(truth[ok, axis], found[ok, axis], 1)
-        residual = found[ok, axis] - (a * truth[ok, axis] + b)
-        corr = float(np.corrcoef(truth[ok, axis], found[ok, axis])[0, 1])
-        out["axes"][name] = {"scale": float(a), "offset": float(b), "corr": corr,
-                             "mean_abs_error_px": float(np.abs(residual).mean()),
-                             "p95_abs_error_px": float(np.percentile(np.abs(residual), 95))}
-        errors.append(residual)
-    dist = np.sqrt(sum(e**2 for e in errors))
-    out["mean_error_px"] = float(dist.mean())
-    out["median_error_px"] = float(np.median(dist))
-    return out
+from magi.world.detect import PlayerDetector, calibrate, opponent_detector, player_detector
+from magi.world.stream_check import frame_layout, stream_check, stream_cost, write_stream_check
 
 
 # --------------------------------------------------------------------------------------------------
@@ -546,213 +422,6 @@ def write_rollout_gif(path: Path, truth: torch.Tensor, pred: torch.Tensor, indic
 
 
 # --------------------------------------------------------------------------------------------------
-# A long stream, as `magi play` runs it
-
-
-def frame_layout(ckpt) -> str:
-    """How the emulator's screen became the frames a model was trained on: its run's data.options.layout
-    (`magi.world.atari.FRAME_LAYOUTS`; "screen" when not recorded)."""
-    return (((ckpt.run_config or {}).get("data") or {}).get("options") or {}).get("layout", "screen")
-
-
-def emulator_opening(game: str, frames: int, size, seed: int, layout: str = "screen") -> torch.Tensor:
-    """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
-    opens a session: uint8 (1, frames, 3, H, W) at the training `size` and frame `layout`."""
-    from magi.world.atari import atari_env, resize_frame
-
-    env = atari_env(game, who="emulator_opening")
-    noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
-    obs, _ = env.reset(seed=seed)
-    out = [resize_frame(obs, size, layout)]
-    while len(out) < frames:
-        obs, *_ = env.step(noop)
-        out.append(resize_frame(obs, size, layout))
-    env.close()
-    return torch.from_numpy(np.stack(out))[None]
-
-
-def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
-                temperature: float = 1.0, seed: int = 0, player: Optional[Callable[[int], int]] = None,
-                window: Optional[int] = None, cfg: float = 1.0, engine=None) -> Iterator[tuple[torch.Tensor, float]]:
-    """The endless stream `magi play` runs, through its play loop (`magi.play.loop.play`): real opening
-    frames of a fresh emulator episode (play's first held-out seed, NOOPs), then the engine's frames
-    (default `TorchEngine`: `Magi.stream(None, ..., long_video="window")`), each decoded to uint8.
-    `player(t)` is the action taken at frame t (default: a `StickyPlayer` seeded with `seed`). Yields
-    (frame uint8 (3, H, W), ms spent on it: the loop's whole step, context part + frame + decode)."""
-    from magi.play.engine import TorchEngine
-    from magi.play.loop import play
-    from magi.play.session import FIRST_SEED
-    from magi.pretrained import SamplingOptions
-
-    k = stream_context_frames(ckpt)
-    opening = emulator_opening(game, k, ckpt.frame_size, FIRST_SEED, frame_layout(ckpt))  # (1, k, 3, H, W)
-    context = ckpt.encode(opening)  # (1, k, C, h, w)
-    if player is None:
-        meanings = _game_actions(game)
-        player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
-    options = SamplingOptions(mask_steps=mask_steps, diffusion_steps=diffusion_steps, sampler=sampler,
-                              temperature=temperature, cfg=cfg, long_video="window", window=window)
-    frames = play(engine or TorchEngine(ckpt), context, player, options, seed)
-    try:
-        with torch.no_grad():
-            for played in frames:
-                yield torch.from_numpy(played.image), played.ms
-    finally:
-        frames.close()
-
-
-TIMING_NOTE = ("the wall ms end when the decoded uint8 frame is on the host, so on CUDA they include the GPU's work; "
-               "the CPU ms are the process's host time only (on CUDA they leave the GPU's time out)")
-
-
-def stream_check(ckpt, game: str, frames: int = 10_000, mask_steps: int = 1, diffusion_steps: int = 5,
-                 sampler: str = "ddim", temperature: float = 1.0, seed: int = 0, block: int = 1000,
-                 snapshot_every: Optional[int] = None, progress: bool = True,
-                 window: Optional[int] = None, cfg: float = 1.0) -> tuple[dict, torch.Tensor]:
-    """Stream `frames` frames from a model (a `LoadedCheckpoint`) exactly as `magi play` does
-    (`play_stream`), timing every frame (generate + decode) and finding both sprites in every decoded
-    frame.
-
-    -> (report, snapshots uint8 (S, 3, H, W): the first generated frame and every `snapshot_every`-th
-    after it). The report: the share of frames in which the player, the opponent and both are found
-    (target >= 0.95 for both), the longest run of frames with a sprite lost, and per block of `block`
-    frames the ms per frame (median, p95, mean) and the detected shares, to show both stay flat."""
-    import os
-    import time
-
-    from tqdm.auto import tqdm
-
-    from magi.play.session import FIRST_SEED
-
-    if frames < 1 or block < 1:
-        raise ValueError(f"stream_check: frames and block must be >= 1, got {frames}, {block}")
-    detectors = {"player": player_detector(game)}
-    if opponent_detector(game) is not None:
-        detectors["opponent"] = opponent_detector(game)
-    k = stream_context_frames(ckpt)
-    snapshot_every = snapshot_every or block
-    found = {sprite: np.zeros(frames, bool) for sprite in detectors}
-    ms = np.zeros(frames)
-    snapshots, pending = [], []
-    meanings = _game_actions(game)
-    player = StickyPlayer(len(meanings), k, seed, noop=meanings.index("NOOP") if "NOOP" in meanings else 0)
-    stream = play_stream(ckpt, game, mask_steps, diffusion_steps, sampler, temperature, seed, player, window, cfg)
-    cpu_ms = np.zeros(frames)  # the process's CPU time per frame (all threads): robust to a loaded machine
-    load = [os.getloadavg()[0]]
-    bar = tqdm(total=frames, desc="stream", disable=not progress, leave=False)
-    try:
-        for t in range(frames):
-            cpu = time.process_time()
-            image, ms[t] = next(stream)
-            cpu_ms[t] = (time.process_time() - cpu) * 1000
-            pending.append(image)
-            if t % snapshot_every == 0 or t == frames - 1:
-                snapshots.append(image)
-            if len(pending) == block or t == frames - 1:  # detect a block at once: (b, 3, H, W)
-                batch, lo = torch.stack(pending), t + 1 - len(pending)
-                for sprite, d in detectors.items():
-                    found[sprite][lo:t + 1] = ~np.isnan(d.detect(batch)).any(axis=-1)
-                pending = []
-            bar.update()
-    finally:
-        stream.close()
-        bar.close()
-    load.append(os.getloadavg()[0])
-    both = np.logical_and.reduce(list(found.values()))
-    blocks = []
-    for lo in range(0, frames, block):
-        hi = min(frames, lo + block)
-        blocks.append({"frames": [lo, hi], "ms_median": float(np.median(ms[lo:hi])),
-                       "ms_p95": float(np.percentile(ms[lo:hi], 95)), "ms_mean": float(ms[lo:hi].mean()),
-                       "cpu_ms_median": float(np.median(cpu_ms[lo:hi])), "both_detected": float(both[lo:hi].mean()),
-                       **{f"{s}_detected": float(f[lo:hi].mean()) for s, f in found.items()}})
-    report = {
-        "frames": frames, "context_frames": k, "emulator_seed": FIRST_SEED, "player_seed": seed,
-        "player": "StickyPlayer: NOOP in the opening, then a key held, changed with probability 0.25 per frame",
-        "setting": {"mask_steps": mask_steps, "diffusion_steps": diffusion_steps, "sampler": sampler,
-                    "temperature": temperature, "long_video": "window", "window": window},
-        "torch_threads": torch.get_num_threads(), "device": str(ckpt.device),
-        "sprites": list(detectors), "both_detected_fraction": float(both.mean()),
-        **{f"{s}_detected_fraction": float(f.mean()) for s, f in found.items()},
-        "target_both_detected": 0.95, "passes": bool(both.mean() >= 0.95),
-        "longest_run_without_both": _longest_run(~both),
-        "first_frame_without_both": int(np.argmax(~both)) if (~both).any() else None,
-        "ms_per_frame_median": float(np.median(ms)), "ms_per_frame_p95": float(np.percentile(ms, 95)),
-        "cpu_ms_per_frame_median": float(np.median(cpu_ms)), "load_average_1min": load,
-        "late_over_early_ms": blocks[-1]["ms_median"] / blocks[0]["ms_median"],
-        "actions_changed": int(np.count_nonzero(np.diff(player.taken[k - 1:]))),
-        "blocks": blocks, "timed": "Magi.stream's next frame + decode to uint8, per frame (detection not timed): "
-                                   "wall ms, and the process's CPU ms (all threads; other work on the machine "
-                                   "inflates the wall time, not this); " + TIMING_NOTE,
-        "snapshot_frames": [t for t in range(frames) if t % snapshot_every == 0 or t == frames - 1],
-    }
-    return report, torch.stack(snapshots)
-
-
-def stream_cost(ckpt, game: str, setting: dict, frames: int = 40, warmup: int = 8, seed: int = 0) -> dict:
-    """What a frame of `magi play`'s stream costs at one sampler setting (`play_stream`, batch 1, eager,
-    decode included, on this process's threads): the medians over `frames` frames after `warmup`, wall
-    and CPU ms (the process's CPU time over all threads, which other work on the machine does not
-    inflate). The ladder's cost column: quality and cost measured in one evaluation."""
-    import time
-
-    stream = play_stream(ckpt, game, setting["mask_steps"], setting["diffusion_steps"], setting["sampler"],
-                         seed=seed, window=setting.get("window"), cfg=setting.get("cfg", 1.0))
-    wall, cpu = [], []
-    try:
-        for t in range(warmup + frames):
-            start = time.process_time()
-            _, ms = next(stream)
-            if t >= warmup:
-                wall.append(ms)
-                cpu.append((time.process_time() - start) * 1000)
-    finally:
-        stream.close()
-    return {"frames": frames, "warmup": warmup, "torch_threads": torch.get_num_threads(), "device": str(ckpt.device),
-            "ms_per_frame_median": float(np.median(wall)), "cpu_ms_per_frame_median": float(np.median(cpu)),
-            "timed": "play_stream (Magi.stream's next frame + decode), batch 1, eager; " + TIMING_NOTE}
-
-
-def stream_context_frames(ckpt) -> int:
-    """Real opening frames `magi play` gives a model (`magi.play.loop.opening_frames`)."""
-    from magi.play.loop import opening_frames
-
-    return opening_frames(ckpt.model.config)
-
-
-def _game_actions(game: str) -> list[str]:
-    """The game's minimal action set, index = action (as `magi play` reads it)."""
-    from magi.world.atari import atari_env
-
-    env = atari_env(game, who="stream_check")
-    meanings = list(env.unwrapped.get_action_meanings())
-    env.close()
-    return meanings
-
-
-def _longest_run(flags: np.ndarray) -> int:
-    """Length of the longest run of True in a 1-D boolean array."""
-    best = run = 0
-    for f in flags:
-        run = run + 1 if f else 0
-        best = max(best, run)
-    return best
-
-
-def write_stream_check(out: Path, name: str, report: dict, snapshots: torch.Tensor) -> list[Path]:
-    """`stream_NAME.json` and `stream_NAME.png` (the snapshots left to right, 2x) in `out`."""
-    from PIL import Image
-
-    from magi.visualize import frame_grid, upscale
-
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / f"stream_{name}.json", out / f"stream_{name}.png"
-    json_path.write_text(json.dumps(report, indent=1))
-    Image.fromarray(frame_grid(upscale(snapshots.permute(0, 2, 3, 1).numpy(), 2))).save(png_path)
-    return [json_path, png_path]
-
-
-# --------------------------------------------------------------------------------------------------
 # magi eval world-model
 
 
@@ -933,11 +602,8 @@ def format_stream(name: str, report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PlayerDetector", "PLAYER_DETECTORS", "OPPONENT_DETECTORS", "player_detector", "opponent_detector",
-           "calibrate", "held_out_rollouts", "roll_out", "score_frames", "evaluate_world_model",
-           "WorldModelEvalConfig", "play_setting_of", "frame_layout", "emulator_opening", "StickyPlayer", "play_stream",
-           "stream_check",
-           "write_stream_check", "format_table", "format_stream"]
+__all__ = ["held_out_rollouts", "roll_out", "score_frames", "evaluate_world_model", "WorldModelEvalConfig",
+           "play_setting_of", "format_table", "format_stream"]
 
 
 if __name__ == "__main__":  # pragma: no cover
