@@ -128,9 +128,26 @@ def test_the_clock_path_reads_boxings_clock_from_the_ram():
                                     config=RewardEndConfig(frames=2, width=8, reward_values=[-1.0, 0.0, 1.0],
                                                            clock=True))
     assert np.mean(log["loss"][-5:]) < np.mean(log["loss"][:5])
-    x, a = windows(episodes[0], np.array([0, 39]), 2)
-    _, p_end = model.probabilities(x, a)
+    assert model.config.end_delay == log["end_delay"] == 1  # the last second (0:01, 0:00) is 2 frames long here
+    x, a = windows(episodes[0], np.array([0, 38]), 2)
+    _, p_end = model.probabilities(x, a)  # the end call: p(the clock reads its last second)
     assert ((0 < p_end) & (p_end < 1)).all() and p_end[1] > p_end[0]
+
+
+def test_the_episode_ends_a_delay_after_its_first_end_call():
+    from magi.world.reward import EndLatch, end_frame
+
+    called = np.array([0, 0, 1, 0, 1, 1, 0, 0], bool)  # later calls, or none, change nothing once called
+    assert end_frame(called, 3) == 5 and end_frame(called, 0) == 2 and end_frame(called[:2], 3) is None
+    assert end_frame(called[:4], 3) == 5  # past the recording's last frame
+    latch = EndLatch(2, delay=3)
+    ended = [latch.step(np.array([0]), called[t:t + 1])[0] for t in range(len(called))]
+    assert np.flatnonzero(ended).tolist() == [5, 6, 7]  # ended, it stays ended until cleared
+    latch.clear(0)
+    assert not latch.step(np.array([0, 1]), np.array([True, False])).any()
+    assert latch.left.tolist() == [3, -1]  # environment 1 untouched by environment 0's call
+    now = EndLatch(1, delay=0)
+    assert not now.step(np.array([0]), np.array([False]))[0] and now.step(np.array([0]), np.array([True]))[0]
 
 
 def test_the_threshold_cuts_just_below_a_rare_events_scores():

@@ -4,7 +4,8 @@
   the game's actions (`Discrete(18)` for Boxing), 64x64x3 uint8 observations, each `step` one frame of
   the model at its play setting (the model folder's `play.json`, as `magi play`), reward and episode end
   from the reward/end model beside it (`<model>/reward/`, `magi.world.reward`; without one: reward 0,
-  never terminated), `render_mode="rgb_array"`.
+  never terminated; the episode terminates `end_delay` frames after the model's first end call, Boxing's
+  clock entering its last second), `render_mode="rgb_array"`.
 - `WorldModelVectorEnv`: B of them stepped in one forward pass (a `gymnasium.vector.VectorEnv`,
   `gymnasium.make_vec("magi/Boxing-v0", num_envs=B)`), each resetting on its own (next-step autoreset).
 
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
+
+from magi.world.reward import EndLatch
 
 OPENING_SEED = 3_000_000  # emulator seeds of the env's openings start here (recordings: 32-bit hashed seeds;
 # magi play: 1,000,000 on; the evaluation's person episodes: record seed 1,000,003)
@@ -180,6 +183,7 @@ class _Batch:
         self.taken = np.full((num_envs, self.frames_kept - 1), core.noop, np.int64)  # actions between frames
         self.t = np.zeros(num_envs, np.int64)
         self.emulator_seed = np.zeros(num_envs, np.int64)
+        self.end = EndLatch(num_envs, core.reward.config.end_delay if core.reward is not None else 0)
 
     def start(self, i: int, emulator_seed: int) -> None:
         """Environment i from a fresh opening: its last window-1 frames as latents (through the tokenizer),
@@ -199,6 +203,7 @@ class _Batch:
         self.taken[i] = core.noop
         self.t[i] = k - 1
         self.emulator_seed[i] = emulator_seed
+        self.end.clear(i)
 
     def step(self, rows: np.ndarray, actions: np.ndarray, generator: torch.Generator):
         """Step the environments `rows` with `actions` (len(rows),) in one pass. Returns
@@ -217,8 +222,8 @@ class _Batch:
         if core.reward is None:
             return image, np.zeros(len(rows), np.float64), np.zeros(len(rows), bool)
         f = core.reward.frames
-        reward, end = core.reward.predict(self.frames[rows, -f:], self.taken[rows, -(f - 1):] if f > 1 else None)
-        return image, reward.astype(np.float64), end
+        reward, called = core.reward.predict(self.frames[rows, -f:], self.taken[rows, -(f - 1):] if f > 1 else None)
+        return image, reward.astype(np.float64), self.end.step(rows, called)
 
 
 def _hwc(frame: np.ndarray) -> np.ndarray:

@@ -8,7 +8,11 @@ their differences, a full-resolution branch over the top rows (where Atari games
 clock), and an action embedding; ~0.6M parameters, trained on the CPU in minutes (`train_reward_model`).
 A Boxing round ends when its clock runs out, which a handful of episode ends cannot teach; with `clock`
 the model also reads the clock's digits (minutes, tens and units of seconds; labels from the emulator RAM
-of every frame, `boxing_clock`) and p(end) is p(the clock reads 0:00).
+of every frame, `boxing_clock`). The RAM reads 0:00 only on a round's last frame, whose screen is the
+same as the 14 before it (the display stops at 0:01), so what can be seen is the clock entering its last
+second: the end call is p(the clock reads 0:01 or less), and the round ends `end_delay` frames after the
+first frame so called (15 at Boxing's frameskip of 4, measured on the training rounds' RAM). The end is
+therefore stateful: `end_frame` for a recorded sequence, `EndLatch` for stepped environments.
 Targets come from the recordings (`magi.world.atari.load_rewards`). A frame is called rewarded when
 p(reward != 0) passes `reward_threshold`, and terminal when p(end) passes `end_threshold`, both chosen on
 validation episodes of the training recordings (best F1), never on the held-out ones.
@@ -34,6 +38,7 @@ from torch.nn import functional as F
 
 REWARD_DIR = "reward"  # beside a world model's weights: <model>/reward/
 CLOCK_DIGITS = (2, 6, 10)  # Boxing's clock: minutes (0-1), tens and units of seconds
+LAST_SECOND = 1  # the clock reading (seconds) from which the round's end is called
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
@@ -54,7 +59,8 @@ class RewardEndConfig:
     width: int = 32
     reward_threshold: float = 0.5  # p(reward != 0) above which a frame is rewarded
     end_threshold: float = 0.5  # p(end) above which a frame ends the episode
-    clock: bool = False  # read Boxing's clock (RAM-labelled digits); the episode ends when it reads 0:00
+    clock: bool = False  # read Boxing's clock (RAM-labelled digits); the end call is its last second
+    end_delay: int = 0  # frames from the first frame called at end to the episode's end
 
 
 class RewardEndModel(nn.Module):
@@ -102,9 +108,10 @@ class RewardEndModel(nn.Module):
         out = self.head(torch.cat([seen, self.action(a).flatten(1)], dim=1))
         self._clock_logits = self.clock(seen) if self.clock is not None else None  # (B, 18): read by training
         end = out[:, -1]
-        if self.clock is not None:  # log p(the clock reads 0:00), as a logit
-            logp = [part.log_softmax(-1)[:, 0] for part in self._clock_logits.split(CLOCK_DIGITS, dim=-1)]
-            p = sum(logp).exp().clamp(1e-6, 1 - 1e-6)
+        if self.clock is not None:  # log p(the clock reads 0:01 or less: its last second), as a logit
+            minutes, tens, units = (part.log_softmax(-1) for part in self._clock_logits.split(CLOCK_DIGITS, dim=-1))
+            logp = minutes[:, 0] + tens[:, 0] + torch.logsumexp(units[:, :LAST_SECOND + 1], dim=-1)
+            p = logp.exp().clamp(1e-6, 1 - 1e-6)
             end = torch.log(p) - torch.log1p(-p)
         return out[:, :-1], end
 
@@ -118,7 +125,8 @@ class RewardEndModel(nn.Module):
         return logits.softmax(-1).cpu().numpy(), torch.sigmoid(end).cpu().numpy()
 
     def decide(self, p_reward: np.ndarray, p_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The reward (B,) and the end flag (B,) from the probabilities, at the model's thresholds."""
+        """The reward (B,) and the end call (B,) from the probabilities, at the model's thresholds. The
+        episode ends `config.end_delay` frames after its first end call (`end_frame`, `EndLatch`)."""
         c = self.config
         values = np.asarray(c.reward_values, np.float32)
         nonzero = p_reward.copy()
@@ -128,7 +136,7 @@ class RewardEndModel(nn.Module):
         return reward, p_end > c.end_threshold
 
     def predict(self, frames, actions=None) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 frames (B, F, 3, H, W) (newest last), actions (B, F-1) -> reward (B,) float32, end (B,) bool."""
+        """uint8 frames (B, F, 3, H, W) (newest last), actions (B, F-1) -> reward (B,) float32, end call (B,) bool."""
         return self.decide(*self.probabilities(frames, actions))
 
     def save_pretrained(self, directory: str | Path, extra: Optional[dict] = None) -> Path:
@@ -153,6 +161,57 @@ class RewardEndModel(nn.Module):
         model = cls(RewardEndConfig(**{k: v for k, v in raw.items() if k in known}))
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         return model.to(device).eval()
+
+
+def end_frame(called: np.ndarray, delay: int) -> Optional[int]:
+    """The frame a recorded sequence ends at: `delay` frames after its first end call (None: never called;
+    it may lie past the sequence's last frame)."""
+    hits = np.flatnonzero(called)
+    return int(hits[0]) + delay if len(hits) else None
+
+
+class EndLatch:
+    """The end rule for B stepped environments: an environment's first end call starts a count of
+    `delay` frames, at whose last it terminates (with delay 0: at the call), whatever later frames are
+    called, and stays terminated until `clear` starts it afresh."""
+
+    def __init__(self, num_envs: int, delay: int) -> None:
+        self.delay = delay
+        self.left = np.full(num_envs, -1, np.int64)  # frames until the end; -1: not called yet
+
+    def clear(self, i) -> None:
+        self.left[i] = -1
+
+    def step(self, rows: np.ndarray, called: np.ndarray) -> np.ndarray:
+        """One frame for the environments `rows` with their end calls (n,) bool -> terminated (n,) bool."""
+        left = self.left[rows]
+        left = np.where(left > 0, left - 1, left)  # a count already running goes on
+        left = np.where((left < 0) & called, self.delay, left)  # a first call starts it
+        self.left[rows] = left
+        return left == 0
+
+
+def in_last_second(ram: np.ndarray) -> np.ndarray:
+    """Whether Boxing's clock reads its last second (0:01 or less) at each frame: RAM (T, 128) -> bool (T,)."""
+    clock = boxing_clock(ram)
+    return (clock[:, 0] == 0) & (clock[:, 1] == 0) & (clock[:, 2] <= LAST_SECOND)
+
+
+def last_second_delay(episodes: Sequence[Episode]) -> int:
+    """Frames from the clock's last second (RAM: 0:01 or less) to the episode's end, the median over the
+    episodes that end by the clock (0 when none does)."""
+    delays = []
+    for e in episodes:
+        ends = np.flatnonzero(e.terminals)
+        if e.ram is None or not len(ends):
+            continue
+        last = in_last_second(e.ram[:ends[0] + 1])
+        if last[-1]:
+            start = len(last) - 1
+            while start > 0 and last[start - 1]:
+                start -= 1
+            delays.append(len(last) - 1 - start)
+    return int(np.median(delays)) if delays else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,14 +297,17 @@ def train_reward_model(train: Sequence[Episode], val: Sequence[Episode] = (), st
     uniform; `blur` of the samples pass a 2x area blur (frames drawn by the world model come through its
     tokenizer, which blurs); AdamW at a constant lr (`decay`: cosine to 5%, which fitted the training
     events tighter and scored worse on held-out episodes). With `clock`, the clock's digits
-    (RAM labels, `clock_weight`) instead of an end head. Thresholds are set on `val` (best F1; 0.5 without validation episodes).
+    (RAM labels, `clock_weight`) instead of an end head, the end call set on the clock's last second and
+    `end_delay` measured on `train`. Thresholds are set on `val` (best F1; 0.5 without validation episodes).
     Returns the model (eval mode) and a log {"loss": [...], "seconds", ...}."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     values = sorted({float(v) for e in train for v in np.unique(e.rewards)} | {0.0})
     c = config or RewardEndConfig(reward_values=values, clock=clock)
-    if c.clock and any(e.ram is None for e in train):
+    if c.clock and any(e.ram is None for e in [*train, *val]):
         raise ValueError("train_reward_model: clock=True reads the clock's labels from the RAM; an episode has none")
+    if c.clock:
+        c.end_delay = last_second_delay(train)
     model = RewardEndModel(c)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine to 5% of lr (`decay`); constant measured better
@@ -308,16 +370,19 @@ def train_reward_model(train: Sequence[Episode], val: Sequence[Episode] = (), st
             truth_r.append(e.rewards != 0)
             truth_e.append(e.terminals)
         c.reward_threshold = _best_threshold(np.concatenate(p_nonzero), np.concatenate(truth_r))
-        c.end_threshold = _best_threshold(np.concatenate(p_end), np.concatenate(truth_e))
+        c.end_threshold = _best_threshold(np.concatenate(p_end), np.concatenate(truth_e) if not c.clock else
+                                          np.concatenate([in_last_second(e.ram) for e in val]))
     log["thresholds"] = {"reward": c.reward_threshold, "end": c.end_threshold}
+    log["end_delay"] = c.end_delay
     return model, log
 
 
 def score_reward_model(model: RewardEndModel, episodes: Sequence[Episode], tolerance: int = 5) -> dict:
     """Against the emulator on `episodes`: precision and recall of landed punches (frames with a nonzero
     reward; exact frame, and within +-1 frame), the predicted value's accuracy on the frames found, the
-    predicted return against the true one, and episode ends: an episode's predicted end is its first frame
-    called terminal; it is right when within `tolerance` frames of the true end (or when neither ends)."""
+    predicted return against the true one, and episode ends: an episode's predicted end is `end_delay`
+    frames after its first end call (`end_frame`); it is right when within `tolerance` frames of the true
+    end (or when neither ends)."""
     tp = fp = fn = tp1 = found1 = exact_value = 0
     ends = []
     returns = []
@@ -332,11 +397,13 @@ def score_reward_model(model: RewardEndModel, episodes: Sequence[Episode], toler
         near = lambda a: np.convolve(a.astype(int), np.ones(3, int), mode="same") > 0  # noqa: E731 - +-1 frame
         tp1 += int((pred & near(truth)).sum())
         found1 += int((truth & near(pred)).sum())
-        first = int(np.flatnonzero(end)[0]) if end.any() else None
+        first = end_frame(end, model.config.end_delay)
         true_end = int(np.flatnonzero(e.terminals)[0]) if e.terminals.any() else None
+        if true_end is None and first is not None and first >= len(e.frames):
+            first = None  # an unfinished recording ending after its last frame: not a false end
         ok = (first is None) if true_end is None else (first is not None and abs(first - true_end) <= tolerance)
         ends.append({"episode": Path(e.path).name, "true_end": true_end, "predicted_end": first, "within": ok,
-                     "frames_called_terminal": int(end.sum())})
+                     "end_calls": int(end.sum())})
         returns.append({"episode": Path(e.path).name, "true": float(e.rewards.sum()), "predicted": float(reward.sum())})
     terminated = [x for x in ends if x["true_end"] is not None]
     return {
