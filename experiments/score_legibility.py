@@ -11,10 +11,16 @@ tokenizer at all. On the frames
 where a score changes (a landed punch), the score reads right before and after (the change is legible)
 in real frames, round trips, and the world model's rollouts at its play setting: 4 real frames ending
 `--lead` frames before the punch, then frames under the recorded actions up to the punch's frame.
+With `--reward DIR` (a reward/end model, `magi.world.reward`) the same rollouts, and as many control
+windows where neither score changes, are scored for the reward model inside the world model: every
+predicted frame's reward called from the model's own frames against the emulator's, precision and recall
+(exact frame and +-1), and the precision at the held-out rounds' own share of punch frames.
 
     OMP_NUM_THREADS=1 python experiments/score_legibility.py --out results/world_model/score_reader
     OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud --model none \
         --vae runs/atari_tokenizer_hud/export --out results/world_model/score_reader_hud   # the tokenizer only
+    OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud --model pretrained/atari_hud \
+        --reward pretrained/atari_hud/reward --out results/world_model/score_reader_hud_model
 """
 
 from __future__ import annotations
@@ -31,13 +37,41 @@ ROOT = Path("data_cache/atari")
 
 
 def load(path: Path, every: int = 1):
+    """An episode's frames uint8 (T, 3, H, W), RAM (T, 128), actions (T,) and rewards (T,), every `every` frame."""
     from magi.data.decode import read_all_frames
-    from magi.world.atari import load_actions, load_ram
+    from magi.world.atari import load_actions, load_ram, load_rewards
 
     frames = read_all_frames(path).numpy()
-    ram, actions = load_ram(path), load_actions(path)
+    ram, actions, rewards = load_ram(path), load_actions(path), load_rewards(path)[0]
     T = min(len(frames), len(ram))
-    return frames[:T:every], ram[:T:every], actions[:T:every]
+    return frames[:T:every], ram[:T:every], actions[:T:every], rewards[:T:every]
+
+
+def reward_in_rollouts(model, rolled: np.ndarray, actions: np.ndarray, truth: np.ndarray, first: int,
+                       share: float) -> dict:
+    """The reward/end model on the world model's frames: `rolled` uint8 (N, L, 3, H, W), the actions taken
+    at each frame (N, L), the emulator's rewards (N, L); frames `first`..L-1 are the model's. Precision and
+    recall of the frames called rewarded (exact and +-1 frame), and the precision had punches made up
+    `share` of the frames (the sample holds more: its rollouts were chosen around punches)."""
+    N, L = rolled.shape[:2]
+    F_ = model.frames
+    idx = np.arange(first, L)[:, None] + np.arange(-(F_ - 1), 1)[None]  # (n, F): each predicted frame's window
+    x = rolled[:, idx]  # (N, n, F, 3, H, W)
+    a = actions[:, idx[:, :-1]]  # (N, n, F-1): the actions between the window's frames
+    reward, _ = model.predict(x.reshape(-1, *x.shape[2:]), a.reshape(-1, F_ - 1))
+    pred = reward.reshape(N, -1) != 0  # (N, n)
+    real = truth[:, first:] != 0
+    near = lambda b: np.pad(b, ((0, 0), (1, 1)))[:, :-2] | b | np.pad(b, ((0, 0), (1, 1)))[:, 2:]  # noqa: E731
+    tp, fp, fn = int((pred & real).sum()), int((pred & ~real).sum()), int((~pred & real).sum())
+    negatives = int((~real).sum())
+    recall = tp / max(tp + fn, 1)
+    false_rate = fp / max(negatives, 1)
+    return {"rollouts": N, "predicted_frames": int(pred.size), "punch_frames": tp + fn,
+            "precision": round(tp / max(tp + fp, 1), 3), "recall": round(recall, 3),
+            "precision_within_1": round(int((pred & near(real)).sum()) / max(int(pred.sum()), 1), 3),
+            "recall_within_1": round(int((real & near(pred)).sum()) / max(tp + fn, 1), 3),
+            "false_calls_per_frame": round(false_rate, 4), "punch_share_held_out": round(share, 4),
+            "precision_at_held_out_share": round(recall * share / max(recall * share + false_rate * (1 - share), 1e-9), 3)}
 
 
 def round_trip(vae, frames: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -69,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=128, help="held-out punches")
     p.add_argument("--lead", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reward", help="a reward/end model folder: scored on the world model's rollouts")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from magi.pretrained import load_pretrained
@@ -87,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     train_paths = sorted((recordings / "Boxing").glob("episode_00[0-1]?.mkv"))[:16] + \
         full_rounds(TRAIN_FULL_SEED, 16, args.layout)[2:10]
     fit = [load(v, every=3) for v in train_paths]
-    fit_frames, fit_ram = np.concatenate([f for f, _, _ in fit]), np.concatenate([r for _, r, _ in fit])
+    fit_frames, fit_ram = np.concatenate([f for f, *_ in fit]), np.concatenate([r for _, r, *_ in fit])
     reader = ScoreReader(layout=args.layout).fit(fit_frames, fit_ram)
     pick = rng.choice(len(fit_frames), size=min(2048, len(fit_frames)), replace=False)
     reader_rt = ScoreReader(layout=args.layout).fit(round_trip(vae, fit_frames[pick]), fit_ram[pick])
@@ -95,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     held = [load(v) for v in full_rounds(HELD_OUT_SEED, 8, args.layout)]
     frames, ram, events = [], [], []  # events: (episode, t) where a score changes at t
-    for i, (f, r, _) in enumerate(held):
+    for i, (f, r, *_) in enumerate(held):
         take = rng.choice(len(f), size=args.frames // len(held), replace=False)
         frames.append(f[take])
         ram.append(r[take])
@@ -142,14 +177,28 @@ def main(argv: list[str] | None = None) -> int:
                                                                      reader_rt.read(round_trip(vae, after)))}
     if ckpt is not None:
         k = ckpt.model.config.num_frames - 1
-        starts = [t - args.lead - k + 1 for _, t, _ in events]  # context ends `lead` frames before the punch
-        context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for (i, _, _), s in zip(events, starts)])
-        length = k + args.lead  # the last frame is the punch's frame t
-        acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64))
-                            for (i, _, _), s in zip(events, starts)])  # (punches, length)
-        with torch.no_grad():
-            rolled = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5, sampler="ddim",
-                              temperature=1.0, seed=0, batch_size=64, progress=False, window=3).numpy()
+        length = k + args.lead  # an event's last frame is the punch's frame t
+        windows = [(i, t - length + 1) for i, t, _ in events]  # context ends `lead` frames before the punch
+        if args.reward:  # as many windows where neither score changes (the reward model's negatives)
+            still = [(i, s) for i, (_, r, *_) in enumerate(held) for s in range(0, len(r) - length, length)
+                     if all((np.diff(ram_scores(r[s:s + length])[side]) == 0).all() for side in regions)]
+            windows += [still[j] for j in rng.choice(len(still), size=min(len(events), len(still)), replace=False)]
+        context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for i, s in windows])
+        acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64)) for i, s in windows])
+        with torch.no_grad():  # (windows, length, 3, H, W)
+            rolled_all = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5,
+                                  sampler="ddim", temperature=1.0, seed=0, batch_size=64, progress=False,
+                                  window=3).numpy()
+        rolled = rolled_all[:len(events)]
+        if args.reward:
+            from magi.world.reward import RewardEndModel
+
+            truth = np.stack([held[i][3][s:s + length] for i, s in windows])
+            share = float(np.mean(np.concatenate([h[3] for h in held]) != 0))
+            report["reward_model"] = args.reward
+            report["reward_in_world_model"] = reward_in_rollouts(
+                RewardEndModel.from_pretrained(args.reward), rolled_all, acts.numpy(), truth, k, share)
+            print(json.dumps(report["reward_in_world_model"], indent=1))
         report["punches_read"]["world model rollout (play setting), reader fitted on round trips"] = change(
             reader_rt.read(rolled[:, -2]), reader_rt.read(rolled[:, -1]))
         report["punches_read"]["world model rollout: the score read at the punch equals the last context frame's"] = {
