@@ -43,7 +43,7 @@ def overfit(preset: str, steps: int, batch: int, device: str, precision: str, ou
 
     sys.path.insert(0, str(ROOT))
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     run = RunConfig.from_dict({
         "model": {"preset": preset},

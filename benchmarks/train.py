@@ -85,7 +85,7 @@ def matmul_flops_per_s(dtype: torch.dtype, device: str = "cpu", repeats: int = 5
 def run_case(case: dict) -> dict:
     """One case in this process: build a Trainer on random latents, time `train_step`."""
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     model = dict(MODELS[case["model"]], teacher_forcing=case["tf"])
     run = RunConfig.from_dict({
@@ -101,7 +101,7 @@ def run_case(case: dict) -> dict:
               "interval": 1, "path": f"random/{i}"} for i in range(case["batch"])]
     out = Path(case["out"])
     trainer = Trainer(run, out, dataset=clips)
-    from magi.train import collate
+    from magi.recipe import collate
 
     batch = [collate(clips)]
 

@@ -95,7 +95,7 @@ def run_config(dataset: str, teacher_forcing: str = "ctf", steps: int = 5000, in
 def train(name: str, cfg: dict) -> Path:
     """Train (or continue) run `name`; returns its directory. The run stops at `train.max_steps`."""
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     torch.set_num_threads(1)
     out = RUNS / name
@@ -134,7 +134,7 @@ def eval_clips(dataset: str, num_frames: int, count: int, interval: int = 1, see
     if split not in ("test", "train"):
         raise ValueError(f"eval_clips: split must be 'test' or 'train', got {split!r}")
     from magi.data import MovingDigits, VideoFolder
-    from magi.train import collate
+    from magi.recipe import collate
 
     if dataset == "digits":
         o = DIGITS["data"]["options"]

@@ -35,7 +35,7 @@ def main() -> None:
     from magi import Magi
     from magi.config import RunConfig
     from magi.evaluate import DigitClassifier
-    from magi.train import build_dataset, build_vae, collate
+    from magi.recipe import build_dataset, build_vae, collate
     from magi.visualize import psnr
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -44,7 +44,7 @@ def predict(pretrained: Path, out: Path, num_videos: int = 8, score_videos: int 
     a rate), the first `num_videos` of them are shown.
     """
     from magi import Magi
-    from magi.train import build_dataset, build_vae, collate
+    from magi.recipe import build_dataset, build_vae, collate
     from magi.video_io import side_by_side, write_gif, write_mp4
     from magi.visualize import comparison_image, mark_frames, psnr, stack_rows, to_uint8, upscale
 

@@ -42,7 +42,7 @@ def test_config_loads_and_validates(path):
 
 @pytest.mark.parametrize("name", ["demo", "demo_pretrained"])
 def test_demo_configs_fit_their_data(tmp_path, name):
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     path = next(p for p in CONFIGS if p.stem == name)
     run = RunConfig.load(path, ["data.options.num_videos=16", "data.sample_options.num_videos=4",

@@ -177,7 +177,8 @@ def test_data_interval_dynamic_trains_what_it_writes(mixed_folder, tmp_path):
     """`magi train --data DIR --interval dynamic` and `magi train --config RUN/train_config.yaml`: the same
     first-epoch clips (the pre-flight dataset is built from the options the config records)."""
     from magi.config import RunConfig
-    from magi.train import GlobalBatchSampler, build_dataset, main
+    from magi.recipe import GlobalBatchSampler, build_dataset
+    from magi.train import main
 
     first = tmp_path / "first"
     pinned = ["--preset", "tiny", "--vae", "pixels:2", "--size", "16", "--frames", "8",  # the CPU defaults,
@@ -212,7 +213,8 @@ def _folder_run(root, out, model=None, **data_options):
 
 
 def test_training_start_writes_the_first_epochs_interval_histogram(mixed_folder, tmp_path, capsys):
-    from magi.train import GlobalBatchSampler, Trainer
+    from magi.recipe import GlobalBatchSampler
+    from magi.trainer import Trainer
 
     run = _folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="uniform")  # the old name
     trainer = Trainer(run, tmp_path / "run")
@@ -250,7 +252,7 @@ def test_paper_configs_draw_the_video_first(name):
 def test_checkpoint_records_the_trained_intervals(mixed_folder, tmp_path):
     from magi import Magi
     from magi.sample import load_checkpoint
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     result = Trainer(_folder_run(mixed_folder, tmp_path, interval=3), tmp_path / "fixed").fit()
     saved = json.loads((result.checkpoint / "config.json").read_text())
@@ -339,7 +341,7 @@ def test_k600_defaults_to_interval_1(tmp_path):
 
 def test_sampling_warns_on_an_interval_seen_in_under_1_percent(mixed_folder, tmp_path):
     from magi.sample import load_checkpoint
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     result = Trainer(_folder_run(mixed_folder, tmp_path, interval="dynamic", interval_sampling="capped"),
                      tmp_path / "run").fit()

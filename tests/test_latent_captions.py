@@ -12,7 +12,8 @@ from magi.data import LatentDataset, MovingDigits, cache_latents
 from magi.data.builtin import CaptionedDigits
 from magi.data.latents import main as cache_main
 from magi.text import TextEncoder, byte_t5
-from magi.train import Trainer, train
+from magi.train import train
+from magi.trainer import Trainer
 from magi.vae import load_vae
 
 MAX_LENGTH = 40

@@ -130,7 +130,7 @@ def test_clip_cache_trains_every_interval_within_25_epochs(tmp_path, capsys):
     from test_vae import _tiny_cosmos
 
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
     from magi.vae import from_diffusers
 
     vae = from_diffusers(_tiny_cosmos())
@@ -177,7 +177,7 @@ def test_old_style_clip_cache_warns_at_training_start(tmp_path):
     assert "epoch e reads clip e mod K" in messages[0] and "no cached clip at intervals" in messages[1]
     assert [cache[i]["interval"] for i in range(4)] == [r["intervals"][0] for r in cache.records]
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     run = RunConfig.from_dict({
         "model": {"preset": "test", "attention": "sdpa", "latent_size": 2, "num_frames": 2, "num_classes": 0},
@@ -197,7 +197,7 @@ def test_latent_statistics_report_on_a_stand_in_vae(tmp_path):
     from safetensors.torch import load_file
 
     from magi.data.latents import main
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     cosmos = make_cosmos_dir(tmp_path / "cosmos")
     config = tmp_path / "run.yaml"

@@ -100,7 +100,7 @@ def test_save_curves_json_and_png(tmp_path):
 def test_digit_classifier_reads_held_out_digits_and_notices_a_changed_digit():
     from magi.data import MovingDigits
     from magi.evaluate import DigitClassifier
-    from magi.train import collate
+    from magi.recipe import collate
 
     clf = DigitClassifier(16, 8, num_videos=1500)
     data = MovingDigits(num_videos=100, num_frames=3, size=16, digit_size=8, num_digits=1, speed=(0.5, 1.5),

@@ -111,7 +111,7 @@ def test_folder_run_resumes_bit_exact(tmp_path):
 
 def test_progress_follows_max_minutes(tmp_path):
     """The progress bar's total (hence its ETA) becomes the step the time limit will reach."""
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     class Bar:
         disable, total = False, 1000

@@ -308,7 +308,7 @@ def test_a_second_ctrl_c_inside_the_loss_plot_is_not_swallowed(tmp_path, monkeyp
     from types import SimpleNamespace
 
     import magi.visualize
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     (tmp_path / "metrics.jsonl").write_text("{}\n")
 

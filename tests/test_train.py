@@ -14,8 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from magi.config import RunConfig
-from magi.train import (GlobalBatchSampler, LRSchedule, NonFiniteLossError, Trainer, main, param_groups,
-                        step_seed)
+from magi.recipe import GlobalBatchSampler, LRSchedule, param_groups, step_seed
+from magi.train import main
+from magi.trainer import NonFiniteLossError, Trainer
 
 BASE = {
     "model": {"preset": "test", "attention": "sdpa", "num_classes": 10},

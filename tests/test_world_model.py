@@ -330,7 +330,7 @@ def test_stream_check_counts_detections_per_block(tmp_path):
 
 def test_a_world_model_refuses_data_without_actions_before_training(tmp_path):
     from magi.config import RunConfig
-    from magi.train import Trainer
+    from magi.trainer import Trainer
 
     common = [f"data.options.root={tmp_path / 'data'}", "data.options.episodes=2", "data.options.val_episodes=1",
               "data.options.max_frames=20", "data.options.progress=false", "train.global_batch_size=2",

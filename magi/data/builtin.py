@@ -325,7 +325,7 @@ class CaptionedDigits(MovingDigits):
     Items are dicts: `video` float (T, 3, size, size) in [-1, 1] (gray in 3 channels), `caption` (str),
     `label` (the first digit), `interval`, `path` ("captioned-digits/000012") and `pairs` (list of
     (digit, motion index into `MOTIONS`)). `pairs` has one or two entries, so batch items with
-    `magi.train.collate` (which stacks what it knows), not torch's default collate.
+    `magi.recipe.collate` (which stacks what it knows), not torch's default collate.
 
     Args:
         num_videos: number of distinct videos (items).

@@ -228,7 +228,7 @@ def tokenizer_loss(model: nn.Module, previous: torch.Tensor, current: torch.Tens
 
 
 def _lr_factor(train: TokenizerTrainConfig, step: int) -> float:
-    from magi.train import LRSchedule
+    from magi.recipe import LRSchedule
 
     return LRSchedule(train.warmup_steps, train.max_steps, "constant", train.min_lr_ratio, train.decay_steps)(step)
 
