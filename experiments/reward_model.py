@@ -45,6 +45,13 @@ def full_rounds(seed: int, episodes: int, layout: str = "screen") -> list[Path]:
                         seed=seed, layout=layout, progress=False)
 
 
+def score_boxes(layout: str) -> list[list[int]]:
+    """The score digits' [row0, row1, col0, col1] boxes in a frame layout (`magi.world.score.REGIONS`)."""
+    from magi.world.score import REGIONS
+
+    return [[r.start, r.stop, c.start, c.stop] for r, c in REGIONS[layout].values()]
+
+
 def listed(root: Path, name: str) -> list[Path]:
     return [root / line.strip() for line in (root / name).read_text().splitlines() if line.strip()]
 
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", action="store_true", help="read the clock's digits (RAM labels) for the end "
                    "instead of an end head on the episode ends: the round ends 15 frames after its last second "
                    "starts (hud: every held-out end on its frame, results/world_model/reward_hud/)")
+    p.add_argument("--blank-scores", action="store_true", help="blank the score digits (the layout's "
+                   "magi.world.score.REGIONS), so that rewards are read from what a landed punch does to the boxers")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from magi.world.reward import load_episode, score_reward_model, train_reward_model
@@ -104,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {len(train_paths)} + {len(val_paths)} + {len(held_full)} + {len(held_val)} episodes", flush=True)
     train = [load_episode(v) for v in train_paths]
     val = [load_episode(v) for v in val_paths]
-    model, log = train_reward_model(train, val, steps=args.steps, batch=args.batch, clock=args.clock,
-                                    blur=args.blur)
+    model, log = train_reward_model(train, val, steps=args.steps, batch=args.batch, clock=args.clock, blur=args.blur,
+                                    blank=score_boxes(args.layout) if args.blank_scores else ())
     print(f"trained in {log['seconds']} s; thresholds {log['thresholds']}", flush=True)
     del train
     held = [load_episode(v) for v in held_full]

@@ -161,3 +161,16 @@ def test_the_threshold_cuts_just_below_a_rare_events_scores():
     th = _best_threshold(scores, truth)
     assert np.array_equal(scores > th, truth), th
     assert _best_threshold(scores, np.zeros(10_000, bool)) == 0.5
+
+
+def test_blanked_boxes_are_never_read():
+    torch.manual_seed(0)
+    model = RewardEndModel(RewardEndConfig(frames=2, width=8, blank=[[0, 7, 0, 16], [0, 7, 48, 64]])).eval()
+    x = torch.randint(0, 256, (3, 2, 3, 64, 64), dtype=torch.uint8)
+    y = x.clone()
+    y[..., 0:7, 0:16] = torch.randint(0, 256, y[..., 0:7, 0:16].shape, dtype=torch.uint8)  # the scores change
+    y[..., 0:7, 48:64] = 0
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x, None), model(y, None)))
+        y[..., 0:7, 20:30] = 255 - y[..., 0:7, 20:30]  # outside the boxes (the clock) is read
+        assert not torch.equal(model(x, None)[0], model(y, None)[0])

@@ -61,6 +61,7 @@ class RewardEndConfig:
     end_threshold: float = 0.5  # p(end) above which a frame ends the episode
     clock: bool = False  # read Boxing's clock (RAM-labelled digits); the end call is its last second
     end_delay: int = 0  # frames from the first frame called at end to the episode's end
+    blank: list = field(default_factory=list)  # [row0, row1, col0, col1] boxes blanked before reading (the scores)
 
 
 class RewardEndModel(nn.Module):
@@ -96,6 +97,10 @@ class RewardEndModel(nn.Module):
         if Fr != self.frames:
             raise ValueError(f"frames: expected {self.frames} frames, got {Fr}")
         x = frames.float() / 127.5 - 1  # (B, F, 3, H, W)
+        if self.config.blank:  # the scores unseen: rewards read from what a landed punch does to the boxers
+            x = x.clone()
+            for r0, r1, c0, c1 in self.config.blank:
+                x[..., r0:r1, c0:c1] = 0
         diffs = x[:, 1:] - x[:, :-1]  # (B, F-1, 3, H, W)
         body = self.body(torch.cat([x.flatten(1, 2), diffs.flatten(1, 2)], dim=1))
         r = self.config.top_rows
@@ -291,19 +296,20 @@ def _best_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
 def train_reward_model(train: Sequence[Episode], val: Sequence[Episode] = (), steps: int = 1500, batch: int = 32,
                        lr: float = 1e-3, seed: int = 0, config: Optional[RewardEndConfig] = None,
                        blur: float = 0.5, progress: bool = True, log_every: int = 100,
-                       clock: bool = False, clock_weight: float = 0.5,
+                       clock: bool = False, clock_weight: float = 0.5, blank: Sequence = (),
                        decay: bool = False) -> tuple[RewardEndModel, dict]:
     """Train on recorded episodes: half of each batch drawn from the frames with a reward or an end, half
     uniform; `blur` of the samples pass a 2x area blur (frames drawn by the world model come through its
     tokenizer, which blurs); AdamW at a constant lr (`decay`: cosine to 5%, which fitted the training
     events tighter and scored worse on held-out episodes). With `clock`, the clock's digits
     (RAM labels, `clock_weight`) instead of an end head, the end call set on the clock's last second and
-    `end_delay` measured on `train`. Thresholds are set on `val` (best F1; 0.5 without validation episodes).
+    `end_delay` measured on `train`; `blank` boxes [row0, row1, col0, col1] (the scores) are blanked, so
+    that rewards are read from the boxers. Thresholds are set on `val` (best F1; 0.5 without validation episodes).
     Returns the model (eval mode) and a log {"loss": [...], "seconds", ...}."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     values = sorted({float(v) for e in train for v in np.unique(e.rewards)} | {0.0})
-    c = config or RewardEndConfig(reward_values=values, clock=clock)
+    c = config or RewardEndConfig(reward_values=values, clock=clock, blank=[list(b) for b in blank])
     if c.clock and any(e.ram is None for e in [*train, *val]):
         raise ValueError("train_reward_model: clock=True reads the clock's labels from the RAM; an episode has none")
     if c.clock:
