@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="what else ran on the machine, recorded beside the numbers")
     args = p.parse_args(argv)
     wanted = set(args.settings.split(",")) if args.settings else None
+    if args.write_model_setting and not args.quality_rollouts:
+        p.error("--write-model-setting: the setting is chosen by its player error, which --quality-rollouts 0 skips")
     known = [s.name for s in SETTINGS]
     if wanted and not wanted <= set(known):
         p.error(f"--settings: unknown {', '.join(sorted(wanted - set(known)))}; known: {', '.join(known)}")
