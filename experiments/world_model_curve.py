@@ -32,6 +32,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result", help="world_model.json of a `magi eval world-model` over several checkpoints")
     p.add_argument("--out", help="PNG (default: learning_curve.png next to the JSON)")
+    p.add_argument("--target", type=float, default=2.0, help="the player-error target drawn (round 1: 2 px; "
+                   "round 3, person policy: 1.5 px)")
     args = p.parse_args()
     result = json.loads(Path(args.result).read_text())
     out = Path(args.out or Path(args.result).with_name("learning_curve.png"))
@@ -51,7 +53,7 @@ def main() -> None:
             print(f"{tf} {step:6d}  err@1-8 {m['player_error_first8_px']:5.2f} true, "
                   f"{m['player_error_first8_shuffled_px']:5.2f} shuffled  PSNR {m['psnr_mean']:5.2f}")
     ax1.axhline(copy_err, color="k", ls="--", label="copy last frame")
-    ax1.axhline(2.0, color="g", ls="-.", lw=0.8, label="target (2 px)")
+    ax1.axhline(args.target, color="g", ls="-.", lw=0.8, label=f"target ({args.target:g} px)")
     ax2.axhline(copy_psnr, color="k", ls="--", label="copy last frame")
     ax1.set(xlabel="training step", ylabel="player error, first 8 frames (px at 64x64)",
             title=f"{result['game']}: controllability")
@@ -60,7 +62,10 @@ def main() -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    policy = (result.get("policy") or {}).get("name", "recorded")
+    fig.text(0.01, 0.01, f"python experiments/world_model_curve.py {args.result}  ({policy} policy; "
+             f"rollouts from `magi eval world-model`)", fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out)
     print(f"-> {out}")
 
