@@ -53,6 +53,8 @@ def reward_in_rollouts(model, rolled: np.ndarray, actions: np.ndarray, truth: np
     at each frame (N, L), the emulator's rewards (N, L); frames `first`..L-1 are the model's. Precision and
     recall of the frames called rewarded (exact and +-1 frame), and the precision had punches made up
     `share` of the frames (the sample holds more: its rollouts were chosen around punches)."""
+    from magi.world.reward import punch_counts, punch_scores
+
     N, L = rolled.shape[:2]
     F_ = model.frames
     idx = np.arange(first, L)[:, None] + np.arange(-(F_ - 1), 1)[None]  # (n, F): each predicted frame's window
@@ -61,15 +63,11 @@ def reward_in_rollouts(model, rolled: np.ndarray, actions: np.ndarray, truth: np
     reward, _ = model.predict(x.reshape(-1, *x.shape[2:]), a.reshape(-1, F_ - 1))
     pred = reward.reshape(N, -1) != 0  # (N, n)
     real = truth[:, first:] != 0
-    near = lambda b: np.pad(b, ((0, 0), (1, 1)))[:, :-2] | b | np.pad(b, ((0, 0), (1, 1)))[:, 2:]  # noqa: E731
-    tp, fp, fn = int((pred & real).sum()), int((pred & ~real).sum()), int((~pred & real).sum())
-    negatives = int((~real).sum())
+    counts = punch_counts(pred, real)
+    tp, fp, fn = (int(v) for v in counts[:3])
     recall = tp / max(tp + fn, 1)
-    false_rate = fp / max(negatives, 1)
-    return {"rollouts": N, "predicted_frames": int(pred.size), "punch_frames": tp + fn,
-            "precision": round(tp / max(tp + fp, 1), 3), "recall": round(recall, 3),
-            "precision_within_1": round(int((pred & near(real)).sum()) / max(int(pred.sum()), 1), 3),
-            "recall_within_1": round(int((real & near(pred)).sum()) / max(tp + fn, 1), 3),
+    false_rate = fp / max(int((~real).sum()), 1)
+    return {"rollouts": N, "predicted_frames": int(pred.size), "punch_frames": tp + fn, **punch_scores(counts),
             "false_calls_per_frame": round(false_rate, 4), "punch_share_held_out": round(share, 4),
             "precision_at_held_out_share": round(recall * share / max(recall * share + false_rate * (1 - share), 1e-9), 3)}
 
@@ -180,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         length = k + args.lead  # an event's last frame is the punch's frame t
         windows = [(i, t - length + 1) for i, t, _ in events]  # context ends `lead` frames before the punch
         if args.reward:  # as many windows where neither score changes (the reward model's negatives)
-            still = [(i, s) for i, (_, r, *_) in enumerate(held) for s in range(0, len(r) - length, length)
-                     if all((np.diff(ram_scores(r[s:s + length])[side]) == 0).all() for side in regions)]
+            moved = [np.any([np.diff(v) != 0 for v in ram_scores(r).values()], axis=0) for _, r, *_ in held]  # (T-1,)
+            still = [(i, s) for i, m in enumerate(moved) for s in range(0, len(m) + 1 - length, length)
+                     if not m[s:s + length - 1].any()]
             windows += [still[j] for j in rng.choice(len(still), size=min(len(events), len(still)), replace=False)]
         context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for i, s in windows])
         acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64)) for i, s in windows])

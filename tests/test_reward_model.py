@@ -174,3 +174,14 @@ def test_blanked_boxes_are_never_read():
         assert all(torch.equal(a, b) for a, b in zip(model(x, None), model(y, None)))
         y[..., 0:7, 20:30] = 255 - y[..., 0:7, 20:30]  # outside the boxes (the clock) is read
         assert not torch.equal(model(x, None)[0], model(y, None)[0])
+
+
+def test_punch_counts_are_per_sequence_and_add_up():
+    from magi.world.reward import punch_counts, punch_scores
+
+    pred = np.array([[0, 0, 0, 1], [1, 0, 0, 0]], bool)
+    truth = np.array([[0, 0, 1, 0], [0, 0, 0, 1]], bool)  # row 0: one frame late; row 1: a call 3 frames off
+    counts = punch_counts(pred, truth)
+    assert counts.tolist() == [0, 2, 2, 1, 1]  # the end of row 0 is not next to the start of row 1
+    assert (punch_counts(pred[0], truth[0]) + punch_counts(pred[1], truth[1])).tolist() == counts.tolist()
+    assert punch_scores(counts) == {"precision": 0.0, "recall": 0.0, "precision_within_1": 0.5, "recall_within_1": 0.5}

@@ -374,13 +374,31 @@ def train_reward_model(train: Sequence[Episode], val: Sequence[Episode] = (), st
             p_nonzero.append(1 - p[:, model.zero])
             p_end.append(pe)
             truth_r.append(e.rewards != 0)
-            truth_e.append(e.terminals)
+            truth_e.append(in_last_second(e.ram) if c.clock else e.terminals)  # the end call's truth
         c.reward_threshold = _best_threshold(np.concatenate(p_nonzero), np.concatenate(truth_r))
-        c.end_threshold = _best_threshold(np.concatenate(p_end), np.concatenate(truth_e) if not c.clock else
-                                          np.concatenate([in_last_second(e.ram) for e in val]))
+        c.end_threshold = _best_threshold(np.concatenate(p_end), np.concatenate(truth_e))
     log["thresholds"] = {"reward": c.reward_threshold, "end": c.end_threshold}
     log["end_delay"] = c.end_delay
     return model, log
+
+
+def punch_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Frames called rewarded (`pred`) against the rewarded ones (`truth`), bool (..., T), each row one
+    sequence -> int [hits, false calls, misses, calls within +-1 frame of a rewarded one, rewarded frames
+    within +-1 frame of a call]; sums over sequences add up (`punch_scores`)."""
+    def near(a: np.ndarray) -> np.ndarray:  # the frame or one next to it, along the last axis
+        padded = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(1, 1)])
+        return a | padded[..., :-2] | padded[..., 2:]
+
+    return np.array([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum(),
+                     (pred & near(truth)).sum(), (truth & near(pred)).sum()], np.int64)
+
+
+def punch_scores(counts: np.ndarray) -> dict:
+    """Precision and recall, exact and within +-1 frame, from `punch_counts`."""
+    tp, fp, fn, tp1, found1 = (int(v) for v in counts)
+    return {"precision": round(tp / max(tp + fp, 1), 3), "recall": round(tp / max(tp + fn, 1), 3),
+            "precision_within_1": round(tp1 / max(tp + fp, 1), 3), "recall_within_1": round(found1 / max(tp + fn, 1), 3)}
 
 
 def score_reward_model(model: RewardEndModel, episodes: Sequence[Episode], tolerance: int = 5) -> dict:
@@ -389,20 +407,16 @@ def score_reward_model(model: RewardEndModel, episodes: Sequence[Episode], toler
     predicted return against the true one, and episode ends: an episode's predicted end is `end_delay`
     frames after its first end call (`end_frame`); it is right when within `tolerance` frames of the true
     end (or when neither ends)."""
-    tp = fp = fn = tp1 = found1 = exact_value = 0
+    counts = np.zeros(5, np.int64)
+    exact_value = 0
     ends = []
     returns = []
     for e in episodes:
         p, pe = _predict_episode(model, e)
         reward, end = model.decide(p, pe)
-        pred, truth = reward != 0, e.rewards != 0
-        tp += int((pred & truth).sum())
-        fp += int((pred & ~truth).sum())
-        fn += int((~pred & truth).sum())
+        truth = e.rewards != 0
+        counts += punch_counts(reward != 0, truth)
         exact_value += int(((reward == e.rewards) & truth).sum())
-        near = lambda a: np.convolve(a.astype(int), np.ones(3, int), mode="same") > 0  # noqa: E731 - +-1 frame
-        tp1 += int((pred & near(truth)).sum())
-        found1 += int((truth & near(pred)).sum())
         first = end_frame(end, model.config.end_delay)
         true_end = int(np.flatnonzero(e.terminals)[0]) if e.terminals.any() else None
         if true_end is None and first is not None and first >= len(e.frames):
@@ -412,11 +426,10 @@ def score_reward_model(model: RewardEndModel, episodes: Sequence[Episode], toler
                      "end_calls": int(end.sum())})
         returns.append({"episode": Path(e.path).name, "true": float(e.rewards.sum()), "predicted": float(reward.sum())})
     terminated = [x for x in ends if x["true_end"] is not None]
+    tp, fn = int(counts[0]), int(counts[2])
     return {
         "episodes": len(episodes), "frames": int(sum(len(e.frames) for e in episodes)), "punches": tp + fn,
-        "precision": round(tp / max(tp + fp, 1), 3), "recall": round(tp / max(tp + fn, 1), 3),
-        "precision_within_1": round(tp1 / max(tp + fp, 1), 3), "recall_within_1": round(found1 / max(tp + fn, 1), 3),
-        "value_right_on_found": round(exact_value / max(tp, 1), 3),
+        **punch_scores(counts), "value_right_on_found": round(exact_value / max(tp, 1), 3),
         "ends_within_tolerance": f"{sum(x['within'] for x in terminated)}/{len(terminated)}",
         "false_ends_in_unfinished": sum(x["predicted_end"] is not None for x in ends if x["true_end"] is None),
         "tolerance": tolerance, "ends": ends, "returns": returns}
