@@ -67,7 +67,7 @@ def resolve_checkpoint(path: str | Path, step: Optional[int] = None) -> tuple[Pa
 
 def read_run_config(checkpoint_dir: Path | str) -> Optional[dict]:
     """The run config (`train_config.yaml`) saved with a checkpoint or its run, as a dict, if any."""
-    from magi.config import load_yaml
+    from magi.config_io import load_yaml
 
     d = Path(checkpoint_dir)
     for candidate in (d / RUN_CONFIG_FILE, d.parent.parent / RUN_CONFIG_FILE):

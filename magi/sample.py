@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from magi.config import apply_overrides
+from magi.config_io import apply_overrides
 from magi.pretrained import (LoadedCheckpoint, SamplingOptions, add_sampling_arguments, build_data, class_names_of,
                              generate, load_pretrained, pick_device, sampling_options)
 from magi.video_io import save_grid_png, side_by_side, write_video

@@ -124,7 +124,7 @@ def resume_target(out: Path, resume: str | None) -> str | None:
 
 def build_run(args: argparse.Namespace) -> tuple[RunConfig, dict[str, Any]]:
     """The run config of `--config` or `--data` (with `--set` on top) and prebuilt components."""
-    from magi.config import apply_overrides
+    from magi.config_io import apply_overrides
 
     if args.config and args.data:
         raise ValueError("--config and --data: give one (--data builds the config; to change it use --set, "

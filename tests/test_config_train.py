@@ -20,7 +20,7 @@ def test_the_configs_issue_4_asks_for_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_validates(path):
     if "_tokenizer" in path.stem:  # a frame tokenizer's run (magi tokenizer train), not a MAGI run
-        from magi.config import to_dict
+        from magi.config_io import to_dict
         from magi.world.tokenizer import TokenizerRunConfig
 
         run = TokenizerRunConfig.load(path)

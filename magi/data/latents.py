@@ -527,7 +527,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from magi.config import apply_overrides, load_yaml
+    from magi.config_io import apply_overrides, load_yaml
     from magi.data import build_dataset
     from magi.vae import load_vae
 

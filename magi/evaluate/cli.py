@@ -40,7 +40,7 @@ import torch
 from magi.evaluate.fvd import (PREPROCESS_VERSION, StatsCache, describe_detector, feature_stats,
                                frechet_distance, i3d_features, load_detector)
 from magi.evaluate.i3d import I3D_MIN_FRAMES, TF_BN_EPS
-from magi.config import apply_overrides
+from magi.config_io import apply_overrides
 from magi.evaluate.protocol import PROTOCOLS, build_clips, deviations
 from magi.pretrained import (LoadedCheckpoint, add_sampling_arguments, iter_generate, load_pretrained, pick_device,
                              sampling_options)

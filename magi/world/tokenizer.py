@@ -43,7 +43,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from magi.config import DataConfig, from_dict, load_yaml, to_dict
+from magi.config import DataConfig
+from magi.config_io import from_dict, load_yaml, to_dict
 
 EXPORT_INFO = "tokenizer.json"  # written beside the exported diffusers files
 
