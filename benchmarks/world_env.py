@@ -3,6 +3,11 @@
 play setting (its play.json), reward/end model included when the model folder has one. Frames/s counts
 every environment's frame: B x steps / seconds. Writes results/world_env.json.
 
+How far batching can go on this machine: each row also counts the step's floating-point work
+(`torch.utils.flop_counter`: matmuls, convolutions, attention) and the rate it reached, against the rate
+of one large fp32 matmul on the same threads (the machine's practical peak). The `ceiling` column is
+the frames/s that work would allow at that peak, as a multiple of B = 1's measured frames/s.
+
     OMP_NUM_THREADS=1 python benchmarks/world_env.py --model pretrained/atari --batch 1 8 32 --threads 1
 """
 
@@ -17,7 +22,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_results  # noqa: E402
+from common import median_time, print_table, write_results  # noqa: E402
+
+
+def matmul_peak_gflops(n: int = 1024) -> float:
+    """fp32 GFLOP/s of an (n, n) @ (n, n) matmul on the current threads: the practical peak that a batch of
+    environments' work could approach."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / median_time(lambda: a @ b, repeats=7, warmup=2) / 1e9
+
+
+def step_flops(env, actions: np.ndarray) -> float:
+    """Floating-point operations of one env step (counted, not timed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        env.step(actions)
+    return float(counter.get_total_flops())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from magi.world.env import WorldModelCore, WorldModelVectorEnv
 
     core = WorldModelCore(args.model, device=args.device)
+    peak = matmul_peak_gflops()
     rows = []
     for B in args.batch:
         env = WorldModelVectorEnv(B, core=core)
@@ -44,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or max(8, 256 // B)
         for _ in range(args.warmup):
             env.step(rng.integers(18, size=B))
+        flops = step_flops(env, rng.integers(18, size=B))
         start = time.perf_counter()
         for _ in range(steps):
             env.step(rng.integers(18, size=B))
@@ -51,12 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         rows.append({"batch": B, "steps": steps, "seconds": round(seconds, 3),
-                     "ms_per_step": round(1000 * seconds / steps, 2), "frames_per_s": round(B * steps / seconds, 1)})
+                     "ms_per_step": round(1000 * seconds / steps, 2), "frames_per_s": round(B * steps / seconds, 1),
+                     "mflop_per_frame": round(flops / B / 1e6, 1),
+                     "gflop_per_s": round(flops * steps / seconds / 1e9, 2)})
         print(rows[-1], flush=True)
     base = rows[0]["frames_per_s"]
     for r in rows:
         r["vs_first"] = round(r["frames_per_s"] / base, 2)
-    print_table(rows, ["batch", "steps", "ms_per_step", "frames_per_s", "vs_first"])
+        r["of_peak"] = round(r["gflop_per_s"] / peak, 2)
+        r["ceiling"] = round(peak * 1e3 / r["mflop_per_frame"] / base, 2)  # frames/s at peak, over B = 1's
+    print_table(rows, ["batch", "steps", "ms_per_step", "frames_per_s", "vs_first", "mflop_per_frame", "gflop_per_s",
+                       "of_peak", "ceiling"])
+    print(f"fp32 matmul peak on {args.threads} thread(s): {peak:.1f} GFLOP/s")
     o = core.options
     write_results(args.name, {
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
@@ -64,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model, "reward_model": core.reward is not None,
         "setting": {"mask_steps": o.mask_steps, "diffusion_steps": o.diffusion_steps, "sampler": o.sampler,
                     "window": core.window, "compiled": False},
-        "rows": rows}, device="cpu" if args.device == "cpu" else "cuda")
+        "matmul_peak_gflop_per_s": round(peak, 2), "rows": rows}, device="cpu" if args.device == "cpu" else "cuda")
     core.close()
     return 0
 
