@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                                            ctf.slot_kinds[list(order)].tolist())]))
             pad = 128 // N if 128 % N == 0 else None
             if pad:  # each frame padded to a whole 128-token block: tiles follow frames, padding computed
-                rows.append(row(f"CTF, frames padded to 128 tokens", tile_pairs(slots, 1, 1) * 128 * 128))
+                rows.append(row("CTF, frames padded to 128 tokens", tile_pairs(slots, 1, 1) * 128 * 128))
         rows.append(row("CTF dense (SDPA)", ctf.seq_len ** 2))
         rows.append(row(f"MTF, default blocks ({mtf.block_size})", tile_pairs(mtf.dense.numpy(), mtf.block_size,
                                                                               mtf.block_size)))

@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=128, help="held-out punches")
     p.add_argument("--lead", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mask-steps", type=int, default=1, help="the rollouts' sampler (default: the play setting, "
+                   "1 mask step x 5 DDIM steps, a window of 3, no guidance)")
+    p.add_argument("--diffusion-steps", type=int, default=5)
+    p.add_argument("--cfg", type=float, default=1.0, help="action guidance scale")
     p.add_argument("--reward", help="a reward/end model folder: scored on the world model's rollouts")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -185,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         context = torch.stack([torch.from_numpy(held[i][0][s:s + k]) for i, s in windows])
         acts = torch.stack([torch.from_numpy(held[i][2][s:s + length].astype(np.int64)) for i, s in windows])
         with torch.no_grad():  # (windows, length, 3, H, W)
-            rolled_all = roll_out(ckpt.model, vae, context, acts, length, mask_steps=1, diffusion_steps=5,
-                                  sampler="ddim", temperature=1.0, seed=0, batch_size=64, progress=False,
-                                  window=3).numpy()
+            rolled_all = roll_out(ckpt.model, vae, context, acts, length, mask_steps=args.mask_steps,
+                                  diffusion_steps=args.diffusion_steps, sampler="ddim", temperature=1.0, seed=0,
+                                  batch_size=64, progress=False, window=3, cfg=args.cfg).numpy()
         rolled = rolled_all[:len(events)]
         if args.reward:
             from magi.world.reward import RewardEndModel
@@ -198,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             report["reward_in_world_model"] = reward_in_rollouts(
                 RewardEndModel.from_pretrained(args.reward), rolled_all, acts.numpy(), truth, k, share)
             print(json.dumps(report["reward_in_world_model"], indent=1))
-        report["punches_read"]["world model rollout (play setting), reader fitted on round trips"] = change(
+        setting = ("play setting" if (args.mask_steps, args.diffusion_steps, args.cfg) == (1, 5, 1.0) else
+                   f"{args.mask_steps} mask x {args.diffusion_steps} DDIM steps, cfg {args.cfg:g}")
+        report["rollouts"] = {"mask_steps": args.mask_steps, "diffusion_steps": args.diffusion_steps, "cfg": args.cfg,
+                              "window": 3, "lead": args.lead}
+        report["punches_read"][f"world model rollout ({setting}), reader fitted on round trips"] = change(
             reader_rt.read(rolled[:, -2]), reader_rt.read(rolled[:, -1]))
         report["punches_read"]["world model rollout: the score read at the punch equals the last context frame's"] = {
             side: round(float((reader_rt.read(rolled[:, -1])[side] == reader_rt.read(rolled[:, k - 1])[side])[sides == side].mean()), 3)

@@ -615,7 +615,7 @@ class Trainer:
         if (self.out_dir / LOSS_PLOT).is_file():
             parts.append(f"loss curve {self.out_dir / LOSS_PLOT}")
         if self.step < self.max_steps:
-            parts.append(f"continue with --resume auto (same --out)")
+            parts.append("continue with --resume auto (same --out)")
         return "; ".join(parts)
 
     def _project_end(self, progress, first_step: int) -> None:

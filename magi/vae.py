@@ -22,7 +22,6 @@ dtype (load with `dtype=torch.bfloat16` for bf16) and outputs returned as float3
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 

@@ -129,7 +129,7 @@ def test_a_sliding_window_keeps_the_caption():
     model = _model("prefix")
     _, _, text = _inputs(B=1)
     kw = dict(mask_steps=2, diffusion_steps=2, sampler="ddim", text=text)
-    video = model.generate(T + 2, long_video="window", generator=torch.Generator().manual_seed(0), **kw)
+    model.generate(T + 2, long_video="window", generator=torch.Generator().manual_seed(0), **kw)
     cache = model.backbone.new_cache(T, model._text_states(text, 1, "cpu"))
     k0 = cache.k[0][:, :, :L].clone()
     cache.rewind()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import BASE, write_config
+from test_train import write_config
 
 from magi.train import main
 

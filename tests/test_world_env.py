@@ -8,7 +8,6 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 
 import magi.world  # noqa: F401 - registers magi/Boxing-v0

@@ -23,7 +23,6 @@ def boxing(tmp_path_factory):
 
 
 def test_lossless_recording_decodes_to_the_emulators_frames(tmp_path):
-    import ale_py
     import gymnasium
 
     paths = record_atari(tmp_path, game="Boxing", episodes=1, max_frames=30, size=64, policy="sticky",

@@ -21,7 +21,6 @@ Exit status 1 when any file is bad or any caption row is bad.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor

@@ -37,7 +37,6 @@ VAE they are identical to encoding on the fly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings

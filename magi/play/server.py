@@ -192,7 +192,6 @@ def create_app(world: World, setting: SamplingOptions = DEFAULT_SETTING, max_ses
     """The Starlette app for one loaded model; sessions share its weights. `fps_cap` defaults to the
     game's own rate (60 / frameskip). `host` is the address the server is bound to: requests must name
     it (or localhost) in their Host header. `emulators` (a pool) defaults to the game's own."""
-    import torch
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import Response
