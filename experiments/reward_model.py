@@ -11,6 +11,9 @@ world model's 8 validation recordings. Scored on the real frames, and on the tok
 2 held-out rounds (what the model's frames look like at best). `--clock` ends a round 15 frames after the
 clock is read entering its last second (`magi.world.reward`): every held-out hud round on its frame
 (results/world_model/reward_hud/; the end head on the ends alone: 5/8, reward_end_head.json).
+`--ahead 1` asks whether a landed punch can be told before it is drawn, as a frame predictor must: each
+frame t's reward is read from the frames up to t - 1 and the actions up to t - 1's (the one leading into
+t); with `--blank-scores` the digits are never seen (results/world_model/reward_ahead/).
 
     OMP_NUM_THREADS=1 python experiments/reward_model.py --out pretrained/atari/reward --steps 2000
     OMP_NUM_THREADS=1 python experiments/reward_model.py --layout hud --tokenizer runs/atari_tokenizer_hud/export \
@@ -72,6 +75,17 @@ def round_trip(tokenizer: str, episode, batch: int = 128):
     return replace(episode, frames=np.concatenate(out), path=episode.path + " (round trip)")
 
 
+def see_ahead(episode, n: int):
+    """The episode with frame t replaced by frame t - n (frame 0 repeated): the reward and end at t are then
+    read from the frames up to t - n. Actions stay where they are, so the window's actions run to t - 1."""
+    from dataclasses import replace
+
+    if n == 0:
+        return episode
+    frames = np.concatenate([np.repeat(episode.frames[:1], n, 0), episode.frames[:-n]])
+    return replace(episode, frames=frames, path=f"{episode.path} ({n} ahead)")
+
+
 def table(scores: dict) -> str:
     lines = ["| held-out set | episodes | punches | precision | recall | precision +-1 | recall +-1 | value right | ends within 5 |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -100,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                    "starts (hud: every held-out end on its frame, results/world_model/reward_hud/)")
     p.add_argument("--blank-scores", action="store_true", help="blank the score digits (the layout's "
                    "magi.world.score.REGIONS), so that rewards are read from what a landed punch does to the boxers")
+    p.add_argument("--ahead", type=int, default=0, help="read each frame's reward from the frames up to this many "
+                   "before it (a predictor's view: is a landed punch foreseeable?)")
     args = p.parse_args(argv)
+    if args.ahead and args.clock:
+        p.error("--ahead reads each frame's reward from earlier frames; the clock's digits are labelled per frame, "
+                "so --clock cannot go with it")
     torch.set_num_threads(args.threads)
     from magi.world.reward import load_episode, score_reward_model, train_reward_model
 
@@ -111,18 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     held_val = listed(recordings, "vallist.txt")
     train_paths, val_paths = mix[4:] + train_full[2:], mix[:4] + train_full[:2]
     print(f"loading {len(train_paths)} + {len(val_paths)} + {len(held_full)} + {len(held_val)} episodes", flush=True)
-    train = [load_episode(v) for v in train_paths]
-    val = [load_episode(v) for v in val_paths]
+    train = [see_ahead(load_episode(v), args.ahead) for v in train_paths]
+    val = [see_ahead(load_episode(v), args.ahead) for v in val_paths]
     model, log = train_reward_model(train, val, steps=args.steps, batch=args.batch, clock=args.clock, blur=args.blur,
                                     blank=score_boxes(args.layout) if args.blank_scores else ())
     print(f"trained in {log['seconds']} s; thresholds {log['thresholds']}", flush=True)
     del train
     held = [load_episode(v) for v in held_full]
-    held_mix = [load_episode(v) for v in held_val]
-    scores = {"whole rounds, seed 2,000,001 (real frames)": score_reward_model(model, held),
+    held_mix = [see_ahead(load_episode(v), args.ahead) for v in held_val]
+    scores = {"whole rounds, seed 2,000,001 (real frames)": score_reward_model(
+        model, [see_ahead(e, args.ahead) for e in held]),
               "world model's validation recordings (real frames)": score_reward_model(model, held_mix)}
     if args.round_trip_episodes:
-        rt = [round_trip(args.tokenizer, e) for e in held[:args.round_trip_episodes]]
+        rt = [see_ahead(round_trip(args.tokenizer, e), args.ahead) for e in held[:args.round_trip_episodes]]
         scores[f"{len(rt)} whole rounds through the tokenizer"] = score_reward_model(model, rt)
     text = table(scores)
     print(text)
