@@ -32,13 +32,20 @@ def matmul_peak_gflops(n: int = 1024) -> float:
     return 2 * n ** 3 / median_time(lambda: a @ b, repeats=7, warmup=2) / 1e9
 
 
-def step_flops(env, actions: np.ndarray) -> float:
-    """Floating-point operations of one env step (counted, not timed)."""
+def step_flops(env, actions: np.ndarray) -> tuple[float, dict]:
+    """Floating-point operations of one env step (counted, not timed): the total and {module class: flops}
+    for the outermost modules that do at least 1% of it (the backbone's `Layer`s, the diffusion head's
+    `DenoiserMLP`, the tokenizer's `Decoder`, the `RewardEndModel`), the rest as "other"."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, depth=1) as counter:
         env.step(actions)
-    return float(counter.get_total_flops())
+    total = float(counter.get_total_flops())
+    outer = {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()
+             if name != "Global" and "." not in name}
+    parts = {name: f for name, f in outer.items() if f >= 0.01 * total}
+    parts["other"] = total - sum(parts.values())
+    return total, parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or max(8, 256 // B)
         for _ in range(args.warmup):
             env.step(rng.integers(18, size=B))
-        flops = step_flops(env, rng.integers(18, size=B))
+        flops, parts = step_flops(env, rng.integers(18, size=B))
         start = time.perf_counter()
         for _ in range(steps):
             env.step(rng.integers(18, size=B))
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                      "ms_per_step": round(1000 * seconds / steps, 2), "frames_per_s": round(B * steps / seconds, 1),
                      "mflop_per_frame": round(flops / B / 1e6, 1),
                      "gflop_per_s": round(flops * steps / seconds / 1e9, 2)})
+        rows[-1]["mflop_per_frame_by_module"] = {k: round(f / B / 1e6, 1) for k, f in parts.items()}
         print(rows[-1], flush=True)
     base = rows[0]["frames_per_s"]
     for r in rows:
