@@ -9,7 +9,7 @@ one curve; `--reference NAME` draws a model of the results (say the shipped one)
     magi eval world-model ctf750=runs/atari_ctf_keep/checkpoints/750 ... mtf4625=... \\
         --out results/world_model/learning_curve --rollouts 16 --horizon 8
     python experiments/world_model_curve.py results/world_model/learning_curve/world_model.json
-    python experiments/world_model_curve.py runs/ev_a/world_model.json runs/ev_b/world_model.json \
+    python experiments/world_model_curve.py runs/ev_a/world_model.json runs/ev_b/world_model.json \\
         --reference shipped --target 1.5 --out results/world_model/rebuild_hud/learning_curve.png
 """
 from __future__ import annotations
