@@ -70,8 +70,8 @@ atari: $(STAMP)
 	$(EXPORT) runs/atari_world_further --pretrained pretrained/atari
 	$(PY) benchmarks/play.py --model pretrained/atari --write-model-setting
 
-# The Boxing world model as one recipe (docs/world-model.md): records 48 whole rounds of `all-mix` in the hud frame
-# layout (the score strip legible), trains the hud tokenizer (configs/atari_tokenizer_hud.yaml, ~16 CPU min) and
+# The Boxing world model as one recipe (docs/world-model.md): records 48 whole rounds of `all-mix` in the hud_lag frame
+# layout (the score strip legible, one frame late), trains the hud tokenizer (configs/atari_tokenizer_hud.yaml, ~16 CPU min) and
 # the world model on its latents in one schedule (configs/atari_world_model_hud.yaml: 14,000 steps from scratch,
 # ~9 h on one core of a 2.4 GHz EPYC; resumable: run it again and it continues), exports both, trains the reward
 # and end model (~4 min) and measures the play setting. It writes pretrained/atari_hud/ until it measures at least
@@ -81,7 +81,7 @@ atari-hud: $(STAMP)
 	    --resume auto --export runs/atari_tokenizer_hud/export
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_hud.yaml --out runs/atari_world_hud --resume auto
 	$(VENV)/bin/magi demo --export-command "make atari-hud" --export-pretrained runs/atari_world_hud --pretrained pretrained/atari_hud
-	OMP_NUM_THREADS=1 $(PY) experiments/reward_model.py --layout hud --tokenizer pretrained/atari_hud/tokenizer \
+	OMP_NUM_THREADS=1 $(PY) experiments/reward_model.py --layout hud_lag --tokenizer pretrained/atari_hud/tokenizer \
 	    --out pretrained/atari_hud/reward --results results/world_model/reward_hud --steps 2000 --clock
 	$(PY) benchmarks/play.py --model pretrained/atari_hud --write-model-setting
 

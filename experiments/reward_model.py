@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--tokenizer", default="pretrained/atari/tokenizer")
-    p.add_argument("--layout", default="screen", choices=("screen", "hud"), help="the frames' layout (the tokenizer's)")
+    p.add_argument("--layout", default="screen", choices=("screen", "hud", "hud_lag"),
+                   help="the frames' layout (the tokenizer's; hud_lag: rewards are read one frame late, where the strip shows them)")
     p.add_argument("--recordings", type=Path, help="the world model's recordings (default: data_cache/atari/"
                    "boxing64, or boxing64_hud for --layout hud)")
     p.add_argument("--round-trip-episodes", type=int, default=2)

@@ -37,12 +37,14 @@ ROOT = Path("data_cache/atari")
 
 
 def load(path: Path, every: int = 1):
-    """An episode's frames uint8 (T, 3, H, W), RAM (T, 128), actions (T,) and rewards (T,), every `every` frame."""
+    """An episode's frames uint8 (T, 3, H, W), RAM (T, 128), actions (T,) and rewards (T,), every `every` frame;
+    RAM and rewards as the score strip shows them (`magi.world.atari.as_shown`: one frame late in "hud_lag")."""
     from magi.data.decode import read_all_frames
-    from magi.world.atari import load_actions, load_ram, load_rewards
+    from magi.world.atari import as_shown, load_actions, load_ram, load_rewards, recorded_layout
 
     frames = read_all_frames(path).numpy()
-    ram, actions, rewards = load_ram(path), load_actions(path), load_rewards(path)[0]
+    layout = recorded_layout(path)
+    ram, actions, rewards = as_shown(load_ram(path), layout), load_actions(path), as_shown(load_rewards(path)[0], layout)
     T = min(len(frames), len(ram))
     return frames[:T:every], ram[:T:every], actions[:T:every], rewards[:T:every]
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/world_model/score_reader"))
     p.add_argument("--model", default="pretrained/atari", help="the world model ('none': the tokenizer only)")
     p.add_argument("--vae", help="the tokenizer (default: the model's)")
-    p.add_argument("--layout", default="screen", choices=("screen", "hud"), help="the frames' layout")
+    p.add_argument("--layout", default="screen", choices=("screen", "hud", "hud_lag"), help="the frames' layout")
     p.add_argument("--recordings", type=Path, help="the world model's training recordings (default: "
                    "data_cache/atari/boxing64, or boxing64_hud for --layout hud)")
     p.add_argument("--frames", type=int, default=1536, help="held-out frames read (besides the punches)")

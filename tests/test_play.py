@@ -780,3 +780,28 @@ def test_a_model_trained_in_the_hud_layout_is_played_in_it(tmp_path):
     assert not np.array_equal(frames[0].reality, resize_frame(obs, 64))  # the strip differs from the screen
     with pytest.raises(ModelLoadError, match="train_config.yaml.*layout"):
         load_world(tiny_world_model(tmp_path / "pong", game="Pong", layout="hud"))
+
+
+def test_the_lagged_hud_layout_draws_each_real_frame_with_the_strip_of_the_one_before(tmp_path):
+    """hud_lag in play: the opening and the reality pane draw frame t's score strip from screen t - 1, as the
+    recordings did, over the opening's NOOPs and the played keys alike."""
+    from magi.play.session import PlaySession, SeedSource, make_env
+    from magi.world.atari import HUD_ROWS, resize_frame
+
+    world = load_world(tiny_world_model(tmp_path / "lag", vae="pixels:4", layout="hud_lag"))
+    session = PlaySession(world, FAST, SeedSource(), reality=True)
+    session.action = 1  # FIRE held
+    frames = [session.next_frame() for _ in range(world.context_frames + 3)]
+    session.close()
+    env = make_env(world.game, world.frameskip)
+    obs, _ = env.reset(seed=frames[0].seed)
+    screens = [obs]
+    for f in frames[1:]:
+        obs, *_ = env.step(f.action)
+        screens.append(obs)
+    env.close()
+    assert [f.action for f in frames[world.context_frames:]] == [1, 1, 1]
+    np.testing.assert_array_equal(frames[0].reality, resize_frame(screens[0], 64, "hud"))
+    for t in range(1, len(frames)):
+        np.testing.assert_array_equal(frames[t].reality, resize_frame(screens[t], 64, "hud_lag", screens[t - 1]))
+        np.testing.assert_array_equal(frames[t].reality[:, :HUD_ROWS], resize_frame(screens[t - 1], 64, "hud")[:, :HUD_ROWS])

@@ -70,6 +70,31 @@ def test_the_hud_layout_keeps_the_score_strip_at_screen_resolution_and_the_ring_
         record_atari(tmp_path / "b", game="Boxing", episodes=1, max_frames=5, layout="hud", progress=False)
 
 
+def test_the_lagged_hud_draws_the_strip_of_the_frame_before_and_labels_follow_it(tmp_path):
+    """hud_lag: frame t is the hud frame t with frame t - 1's strip (frame 0: its own), and the rewards and RAM a
+    reader or reward model learns from move one frame later with it, so a score change is labelled where it shows."""
+    from magi.world.atari import HUD_ROWS, as_shown, load_rewards, recorded_layout
+    from magi.world.reward import load_episode
+
+    hud = record_atari(tmp_path / "hud", game="Boxing", episodes=1, max_frames=40, layout="hud", policy="agent",
+                       progress=False)[0]
+    lag = record_atari(tmp_path / "lag", game="Boxing", episodes=1, max_frames=40, layout="hud_lag", policy="agent",
+                       progress=False)[0]
+    a, b = read_all_frames(hud, None).numpy(), read_all_frames(lag, None).numpy()  # (40, 3, 64, 64)
+    assert recorded_layout(lag) == "hud_lag" and recorded_layout(hud) == "hud"
+    assert np.array_equal(b[:, :, HUD_ROWS:], a[:, :, HUD_ROWS:])  # the ring: the same frames
+    assert np.array_equal(b[1:, :, :HUD_ROWS], a[:-1, :, :HUD_ROWS])  # the strip: one frame late
+    assert np.array_equal(b[0], a[0])
+    assert not np.array_equal(b[:, :, :HUD_ROWS], a[:, :, :HUD_ROWS])  # the clock ticks within 40 frames
+    rewards = np.arange(5.0)
+    assert as_shown(rewards, "hud_lag").tolist() == [0, 0, 1, 2, 3]
+    assert as_shown(rewards, "hud").tolist() == rewards.tolist()
+    ep = load_episode(lag)
+    assert np.array_equal(ep.rewards[1:], load_rewards(lag)[0][:-1])
+    assert np.array_equal(ep.ram[1:], load_ram(lag)[:-1])
+    assert np.array_equal(load_episode(hud).ram, load_ram(hud))
+
+
 def test_actions_are_aligned_to_the_clip_frames(boxing):
     ds = VideoFolder(boxing, num_frames=5, size=None, interval=1, actions=True, seed=3, progress=False)
     recorded = load_actions(ds.path_of(0))

@@ -339,7 +339,7 @@ class PlaySession:
             played = next(self._frames)  # calls self._act(t - 1) after the frame's context part
             reality = None
             if self.reality and not self.reality_over:
-                reality = self._resize(self._obs)
+                reality = self._resize(self._obs, self._last_obs)
             return Frame(t, self._last_action, played.image, reality, played.ms, self.seed)
 
     def close(self) -> None:
@@ -366,8 +366,8 @@ class PlaySession:
         for _ in range(k - 1):
             obs, *_ = self._env.step(self._noop)
             frames.append(obs)
-        self._obs, self._last_action = obs, NULL_ACTION
-        self._opening = [self._resize(f) for f in frames]  # k x (3, H, W) uint8, colour
+        self._obs, self._last_obs, self._last_action = obs, frames[-2] if k > 1 else None, NULL_ACTION
+        self._opening = [self._resize(f, frames[i - 1] if i else None) for i, f in enumerate(frames)]  # k x (3, H, W)
         clip = torch.from_numpy(np.stack(self._opening))[None]  # (1, k, 3, H, W)
         context = w.ckpt.encode(clip)  # (1, k, C, h, w)
         self._opening_view = list(w.ckpt.decode(context)[0].numpy())  # k x (3, H, W): as the model sees them
@@ -381,12 +381,15 @@ class PlaySession:
             return self._noop
         a = self._last_action = self.action
         if not self.reality_over:  # the emulator plays along even when the pane is off
+            self._last_obs = self._obs
             self._obs, _, terminated, truncated, _ = self._env.step(a)
             if terminated or truncated:
                 self.reality_over, self.reality_over_at = True, t + 1  # frame t + 1 is its last
         return a
 
-    def _resize(self, obs: np.ndarray) -> np.ndarray:
+    def _resize(self, obs: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        """(210, 160, 3) screen -> uint8 (3, H, W) in the model's frame layout; `previous` is the screen one step
+        before (the "hud_lag" layout draws its score strip)."""
         from magi.world.atari import resize_frame
 
-        return resize_frame(obs, self.world.size, self.world.layout)  # (210, 160, 3) -> (3, H, W) uint8
+        return resize_frame(obs, self.world.size, self.world.layout, previous)

@@ -22,8 +22,11 @@ from magi.world.policies import atari_policy
 #: resolution (the area-resize leaves a digit 2 px tall, which no tokenizer keeps legible). The strip
 #: replaces only rows that show the score line and the clock in the resized screen (screen rows 0-22;
 #: the ring's top rope starts at row 25), so the ring, the boxers and their pixel positions are the same
-#: in both layouts.
-FRAME_LAYOUTS = ("screen", "hud")
+#: in both layouts. "hud_lag" is "hud" with the strip drawn from the screen before (`previous`): the score a
+#: punch lands on frame t shows on frame t + 1, so a model that predicts frames sees the punch in its context
+#: before it has to draw the new score (on the punch's own frame the digits change with nothing to foresee it).
+FRAME_LAYOUTS = ("screen", "hud", "hud_lag")
+HUD_LAYOUTS = ("hud", "hud_lag")
 HUD_ROWS = 7
 #: The strip's three blocks, left to right, as (screen rows, screen columns): the player's score (white),
 #: the clock, the opponent's score (black); 16 + 32 + 16 = 64 columns, each digit 7 rows by 6 columns.
@@ -31,28 +34,30 @@ BOXING_HUD = (((5, 12), (38, 54)), ((17, 24), (62, 94)), ((5, 12), (102, 118)))
 
 
 def check_layout(layout: str, size, game, who: str = "layout") -> None:
-    """ValueError unless `layout` is one of FRAME_LAYOUTS and, for "hud", the game is Boxing at width 64."""
+    """ValueError unless `layout` is one of FRAME_LAYOUTS and, for a hud layout, the game is Boxing at width 64."""
     if layout not in FRAME_LAYOUTS:
         raise ValueError(f"{who}: expected one of {list(FRAME_LAYOUTS)}, got {layout!r}")
-    if layout == "hud":
+    if layout in HUD_LAYOUTS:
         games = [game] if isinstance(game, str) else list(game)
         width = size if isinstance(size, int) else (None if size is None else tuple(size)[1])
         if games != ["Boxing"] or width != 64:
-            raise ValueError(f"{who}: 'hud' draws Boxing's score strip into 64-wide frames; got game {game!r}, "
+            raise ValueError(f"{who}: {layout!r} draws Boxing's score strip into 64-wide frames; got game {game!r}, "
                              f"size {size!r}")
 
 
-def resize_frame(obs: np.ndarray, size, layout: str = "screen") -> np.ndarray:
+def resize_frame(obs: np.ndarray, size, layout: str = "screen", previous: np.ndarray | None = None) -> np.ndarray:
     """(210, 160, 3) ALE screen -> uint8 (3, H, W): the whole screen, area-resized (no crop); with
-    layout "hud", Boxing's score strip at full resolution over the top HUD_ROWS rows (FRAME_LAYOUTS)."""
+    layout "hud", Boxing's score strip at full resolution over the top HUD_ROWS rows (FRAME_LAYOUTS); with
+    "hud_lag", the strip of `previous`, the screen one step before (None on an episode's first frame: its own)."""
     frame = torch.from_numpy(obs).permute(2, 0, 1)  # (3, 210, 160)
     if size is None:
         return frame.numpy()
     hw = (size, size) if isinstance(size, int) else tuple(size)
     out = torch.nn.functional.interpolate(frame[None].float(), size=hw, mode="area")[0]  # (3, H, W)
     out = out.round().clamp(0, 255).to(torch.uint8)
-    if layout == "hud":
-        strip = [frame[:, r0:r1, c0:c1] for (r0, r1), (c0, c1) in BOXING_HUD]  # 3 x (3, 7, w)
+    if layout in HUD_LAYOUTS:
+        source = torch.from_numpy(previous).permute(2, 0, 1) if layout == "hud_lag" and previous is not None else frame
+        strip = [source[:, r0:r1, c0:c1] for (r0, r1), (c0, c1) in BOXING_HUD]  # 3 x (3, 7, w)
         out[:, :HUD_ROWS] = torch.cat(strip, dim=2)  # (3, 7, 64)
     elif layout != "screen":
         raise ValueError(f"resize_frame.layout: expected one of {list(FRAME_LAYOUTS)}, got {layout!r}")
@@ -111,8 +116,8 @@ def record_atari(
         frameskip: emulator frames per step; the video plays at 60 / frameskip fps.
         codec: "ffv1" (lossless: decoded frames equal the emulator's exactly; `.mkv`) or "h264"
             (`.mp4`, lossy: a one-pixel ball smears).
-        layout: how the screen becomes a frame: "screen" or "hud" (Boxing's score strip kept legible;
-            FRAME_LAYOUTS).
+        layout: how the screen becomes a frame: "screen", "hud" (Boxing's score strip kept legible) or
+            "hud_lag" (the strip one frame late); FRAME_LAYOUTS. Rewards and RAM stay the emulator's own.
         overwrite: re-record episodes whose files exist (otherwise they are kept, so calls are idempotent).
 
     Returns the paths of the episode videos.
@@ -154,10 +159,11 @@ def record_atari(
         done = terminated = False
         while not done and len(frames) < max_frames:
             previous = act(obs, rams[-1], previous)
+            last_obs = obs
             obs, reward, terminated, truncated, _ = env.step(previous)
             actions.append(previous)
             rewards.append(float(reward))
-            frames.append(resize_frame(obs, size, layout))
+            frames.append(resize_frame(obs, size, layout, last_obs))
             rams.append(ale.getRAM().copy())
             done = terminated or truncated
         actions.append(-1)
@@ -201,6 +207,23 @@ def load_rewards(video_path) -> tuple[np.ndarray, np.ndarray]:
     terminals = np.zeros(len(rewards), bool)
     terminals[-1] = bool(meta.get("terminated", meta.get("game_over", False)))
     return rewards, terminals
+
+
+def recorded_layout(video_path) -> str:
+    """The frame layout an episode was recorded in (FRAME_LAYOUTS; its JSON's `layout`, "screen" before it was stored)."""
+    path = Path(video_path).with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no JSON beside {video_path} (expected {path})")
+    return json.loads(path.read_text()).get("layout", "screen")
+
+
+def as_shown(values: np.ndarray, layout: str) -> np.ndarray:
+    """Per-frame labels (rewards, RAM) moved to the frames whose score strip shows them: in "hud_lag" frame t
+    draws frame t - 1's strip, so its labels are t - 1's (frame 0 keeps its own); in other layouts unchanged.
+    For what is read off the strip (score, clock, a score change), never for the boxers' positions."""
+    if layout != "hud_lag" or len(values) < 2:
+        return values
+    return np.concatenate([values[:1], values[:-1]])  # (T, ...)
 
 
 def load_actions(video_path) -> np.ndarray:

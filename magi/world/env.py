@@ -5,7 +5,8 @@
   the model at its play setting (the model folder's `play.json`, as `magi play`), reward and episode end
   from the reward/end model beside it (`<model>/reward/`, `magi.world.reward`; without one: reward 0,
   never terminated; the episode terminates `end_delay` frames after the model's first end call, Boxing's
-  clock entering its last second), `render_mode="rgb_array"`.
+  clock entering its last second; in the "hud_lag" frame layout the score strip, and with it the reward
+  read off it, comes one frame after the punch), `render_mode="rgb_array"`.
 - `WorldModelVectorEnv`: B of them stepped in one forward pass (a `gymnasium.vector.VectorEnv`,
   `gymnasium.make_vec("magi/Boxing-v0", num_envs=B)`), each resetting on its own (next-step autoreset).
 
@@ -124,8 +125,9 @@ class WorldModelCore:
         obs, _ = self._emulator.reset(seed=emulator_seed)
         frames = [resize_frame(obs, self.world.size, self.world.layout)]
         while len(frames) < self.k:
+            last_obs = obs
             obs, *_ = self._emulator.step(self.noop)
-            frames.append(resize_frame(obs, self.world.size, self.world.layout))
+            frames.append(resize_frame(obs, self.world.size, self.world.layout, last_obs))
         return np.stack(frames)
 
     @torch.no_grad()

@@ -234,14 +234,19 @@ class Episode:
 
 
 def load_episode(video) -> Episode:
+    """A recorded episode with its labels as its frames show them (`magi.world.atari.as_shown`): in the
+    "hud_lag" layout a punch's reward and the clock's reading move to the frame after, where the strip
+    draws them, so the model reads them off that frame and a world-model env pays a reward one step late."""
     from magi.data.decode import read_all_frames
-    from magi.world.atari import load_actions, load_ram, load_rewards
+    from magi.world.atari import as_shown, load_actions, load_ram, load_rewards, recorded_layout
 
     frames = read_all_frames(video).numpy()
+    layout = recorded_layout(video)
     rewards, terminals = load_rewards(video)
+    rewards = as_shown(rewards, layout)
     actions = load_actions(video)
     try:
-        ram = load_ram(video)
+        ram = as_shown(load_ram(video), layout)
     except FileNotFoundError:
         ram = None
     T = min(len(frames), len(rewards), len(actions), len(ram) if ram is not None else len(frames))

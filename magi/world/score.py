@@ -24,6 +24,7 @@ SCORE_BYTES = {"player": 18, "opponent": 19}
 #: "hud" strip, its first and last 16 columns (each side's two digits at the screen's resolution).
 REGIONS = {"screen": {"player": (slice(0, 6), slice(12, 26)), "opponent": (slice(0, 6), slice(37, 51))},
            "hud": {"player": (slice(0, 7), slice(0, 16)), "opponent": (slice(0, 7), slice(48, 64))}}
+REGIONS["hud_lag"] = REGIONS["hud"]  # the same strip, one frame late
 
 
 def ram_scores(ram: np.ndarray) -> dict[str, np.ndarray]:

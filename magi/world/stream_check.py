@@ -34,8 +34,9 @@ def emulator_opening(game: str, frames: int, size, seed: int, layout: str = "scr
     obs, _ = env.reset(seed=seed)
     out = [resize_frame(obs, size, layout)]
     while len(out) < frames:
+        last_obs = obs
         obs, *_ = env.step(noop)
-        out.append(resize_frame(obs, size, layout))
+        out.append(resize_frame(obs, size, layout, last_obs))
     env.close()
     return torch.from_numpy(np.stack(out))[None]
 
