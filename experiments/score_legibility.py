@@ -10,7 +10,9 @@ reader fitted on round trips of training frames asks whether the digits' informa
 tokenizer at all. On the frames
 where a score changes (a landed punch), the score reads right before and after (the change is legible)
 in real frames, round trips, and the world model's rollouts at its play setting: 4 real frames ending
-`--lead` frames before the punch, then frames under the recorded actions up to the punch's frame.
+`--lead` frames before the punch, then frames under the recorded actions up to the punch's frame. A
+"punch's frame" is the first whose strip shows the new score: in "hud_lag" the frame after the one the
+punch lands on (`magi.world.atari.as_shown`), so with `--lead 1` the context ends on the landing itself.
 With `--reward DIR` (a reward/end model, `magi.world.reward`) the same rollouts, and as many control
 windows where neither score changes, are scored for the reward model inside the world model: every
 predicted frame's reward called from the model's own frames against the emulator's, precision and recall
