@@ -82,7 +82,7 @@ atari-hud: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_hud.yaml --out runs/atari_world_hud --resume auto
 	$(VENV)/bin/magi demo --export-command "make atari-hud" --export-pretrained runs/atari_world_hud --pretrained pretrained/atari_hud
 	OMP_NUM_THREADS=1 $(PY) experiments/reward_model.py --layout hud_lag --tokenizer pretrained/atari_hud/tokenizer \
-	    --out pretrained/atari_hud/reward --results results/world_model/reward_hud --steps 2000 --clock
+	    --out pretrained/atari_hud/reward --results results/world_model/reward_hud_lag --steps 2000 --clock
 	$(PY) benchmarks/play.py --model pretrained/atari_hud --write-model-setting
 
 # Round 1's world model on gray pixels (configs/atari_world_model.yaml, pretrained/atari_gray/), for comparison.

@@ -359,6 +359,8 @@ class PlaySession:
         encode them as the context and start the play loop from them."""
         if self._frames is not None:
             self._frames.close()
+        from magi.world.atari import resize_screens
+
         w, k = self.world, self.world.context_frames
         self.seed = seed
         obs, _ = self._env.reset(seed=seed)
@@ -367,7 +369,7 @@ class PlaySession:
             obs, *_ = self._env.step(self._noop)
             frames.append(obs)
         self._obs, self._last_obs, self._last_action = obs, frames[-2] if k > 1 else None, NULL_ACTION
-        self._opening = [self._resize(f, frames[i - 1] if i else None) for i, f in enumerate(frames)]  # k x (3, H, W)
+        self._opening = list(resize_screens(frames, w.size, w.layout))  # k x (3, H, W) uint8, colour
         clip = torch.from_numpy(np.stack(self._opening))[None]  # (1, k, 3, H, W)
         context = w.ckpt.encode(clip)  # (1, k, C, h, w)
         self._opening_view = list(w.ckpt.decode(context)[0].numpy())  # k x (3, H, W): as the model sees them

@@ -64,6 +64,12 @@ def resize_frame(obs: np.ndarray, size, layout: str = "screen", previous: np.nda
     return out.numpy()
 
 
+def resize_screens(screens, size, layout: str = "screen") -> np.ndarray:
+    """Consecutive (210, 160, 3) screens of one episode, from its first -> uint8 (T, 3, H, W), each drawn by
+    `resize_frame` with the screen before it as `previous` (what "hud_lag" draws its strip from)."""
+    return np.stack([resize_frame(s, size, layout, screens[i - 1] if i else None) for i, s in enumerate(screens)])
+
+
 def atari_env(game: str, frameskip: int = 4, who: str = "atari_env"):
     """The emulator every recording, evaluation and play session uses: gymnasium's `ALE/<game>-v5`
     (its sticky actions included) with the game's minimal action set. ValueError for an unknown game."""

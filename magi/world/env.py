@@ -120,15 +120,13 @@ class WorldModelCore:
 
     def opening(self, emulator_seed: int) -> np.ndarray:
         """uint8 (k, 3, H, W): a fresh emulator episode's first k frames (reset, then NOOPs), as `magi play`."""
-        from magi.world.atari import resize_frame
+        from magi.world.atari import resize_screens
 
         obs, _ = self._emulator.reset(seed=emulator_seed)
-        frames = [resize_frame(obs, self.world.size, self.world.layout)]
-        while len(frames) < self.k:
-            last_obs = obs
-            obs, *_ = self._emulator.step(self.noop)
-            frames.append(resize_frame(obs, self.world.size, self.world.layout, last_obs))
-        return np.stack(frames)
+        screens = [obs]
+        while len(screens) < self.k:
+            screens.append(self._emulator.step(self.noop)[0])
+        return resize_screens(screens, self.world.size, self.world.layout)
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:

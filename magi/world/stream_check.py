@@ -27,18 +27,16 @@ def frame_layout(ckpt) -> str:
 def emulator_opening(game: str, frames: int, size, seed: int, layout: str = "screen") -> torch.Tensor:
     """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
     opens a session: uint8 (1, frames, 3, H, W) at the training `size` and frame `layout`."""
-    from magi.world.atari import atari_env, resize_frame
+    from magi.world.atari import atari_env, resize_screens
 
     env = atari_env(game, who="emulator_opening")
     noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
     obs, _ = env.reset(seed=seed)
-    out = [resize_frame(obs, size, layout)]
-    while len(out) < frames:
-        last_obs = obs
-        obs, *_ = env.step(noop)
-        out.append(resize_frame(obs, size, layout, last_obs))
+    screens = [obs]
+    while len(screens) < frames:
+        screens.append(env.step(noop)[0])
     env.close()
-    return torch.from_numpy(np.stack(out))[None]
+    return torch.from_numpy(resize_screens(screens, size, layout))[None]  # (1, frames, 3, H, W)
 
 
 def play_stream(ckpt, game: str, mask_steps: int = 1, diffusion_steps: int = 5, sampler: str = "ddim",
