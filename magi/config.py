@@ -77,6 +77,10 @@ class MagiConfig:
     # tokens that change. The tokenizer's loss weighs its changing pixels the same way. 0 = off.
     change_weight: float = 0.0
     change_threshold: float = 0.1
+    # weigh only the changes in the first `change_rows` rows of the token grid (0 = every row): Boxing's
+    # hud layouts draw the score strip in the top token row, so `change_rows: 1` spends the weight on the
+    # digits a landed punch changes rather than on the boxers.
+    change_rows: int = 0
     # text (docs/design.md §9): caption token embeddings (B, text_len, text_dim) from a frozen text encoder
     # (`magi.text`), projected Linear + LayerNorm to the width. 0 = no text. Captions are padded or
     # truncated to `text_len` tokens by the encoder and every one of them is attended (no padding mask:
@@ -201,6 +205,10 @@ class MagiConfig:
                              f"{self.context_noise_buckets!r}")
         if not 0.0 <= self.change_weight < float("inf"):
             raise ValueError(f"MagiConfig.change_weight: expected a finite number >= 0, got {self.change_weight}")
+        if isinstance(self.change_rows, bool) or not isinstance(self.change_rows, int) \
+                or not 0 <= self.change_rows <= self.grid[0] // self.patch_size:
+            raise ValueError(f"MagiConfig.change_rows: expected an integer from 0 (every row) to the token grid's "
+                             f"{self.grid[0] // self.patch_size} rows, got {self.change_rows!r}")
         if not 0.0 <= self.change_threshold < float("inf"):
             raise ValueError(f"MagiConfig.change_threshold: expected a finite number >= 0, got "
                              f"{self.change_threshold}")
@@ -287,7 +295,7 @@ RECORD_FIELDS = INTERVAL_RECORD_FIELDS + ("class_names",)
 CONDITIONING_FIELDS = ("num_classes", "class_dropout", "class_names", "num_actions", "action_dropout",
                        "text_dim", "text_len", "text_mode", "text_dropout", "text_positions")
 # How the training loss weighs tokens: a fine-tune may weigh them otherwise than its checkpoint did.
-LOSS_FIELDS = ("change_weight", "change_threshold")
+LOSS_FIELDS = ("change_weight", "change_threshold", "change_rows")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # docs/design.md §1 exactly: 20 blocks of width 1280 / MLP 5120 / 16 heads, MAR head 3 x 1024, patch 2.

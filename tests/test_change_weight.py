@@ -28,6 +28,23 @@ def test_change_weights_mark_the_tokens_that_moved():
     assert torch.equal(w[:, 0], torch.ones(2, 4))  # a clip's first frame has no previous one
 
 
+def test_change_rows_keep_the_weight_to_the_top_rows_of_the_token_grid():
+    """`change_rows: 1` weighs only the first row of tokens (row-major; the 4x4 test latents make a 2x2 grid),
+    where Boxing's hud layouts draw the score strip; a change in the second row weighs 1."""
+    torch.manual_seed(0)
+    model = Magi(MagiConfig.preset("test", num_frames=3, attention="sdpa", change_weight=4.0, change_rows=1))
+    tokens = torch.zeros(1, 3, 4, 16)  # (B, T, N, P)
+    tokens[0, 1:, 1] = 1.0  # a top-row token changes at frame 1
+    tokens[0, 2, 2] = 1.0  # a second-row token changes at frame 2
+    expected = torch.ones(1, 3, 4)
+    expected[0, 1, 1] = 5.0
+    assert torch.equal(model.change_weights(tokens), expected)
+    assert _model(change_weight=4.0).change_weights(tokens)[0, 2, 2] == 5.0  # every row without change_rows
+    for bad in (-1, 3, 1.5, True):
+        with pytest.raises(ValueError, match="change_rows"):
+            MagiConfig.preset("test", change_weight=4.0, change_rows=bad)
+
+
 def test_head_weighted_mean():
     model = _model()
     head = model.head

@@ -315,10 +315,14 @@ class Magi(nn.Module):
     def change_weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """Loss weight per token (B, T, N) of `tokens` (B, T, N, P): 1 + change_weight where the token
         moved from the previous frame's by more than change_threshold (mean |difference|), else 1;
-        a clip's first frame has no previous one and weighs 1."""
+        a clip's first frame has no previous one and weighs 1. With change_rows, only tokens in the
+        grid's first change_rows rows (tokens are row-major) can weigh more."""
         c = self.config
         change = (tokens[:, 1:] - tokens[:, :-1]).abs().mean(dim=-1)  # (B, T-1, N)
         changed = torch.cat([torch.zeros_like(change[:, :1]), change], dim=1) > c.change_threshold  # (B, T, N)
+        if c.change_rows:
+            per_row = c.grid[1] // c.patch_size
+            changed &= torch.arange(tokens.shape[2], device=tokens.device) < c.change_rows * per_row  # (N,)
         return 1.0 + c.change_weight * changed.float()
 
     def no_weight_decay(self) -> set[str]:
