@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo pretrained atari atari-hud atari-gray bench gpu-check clean
+.PHONY: install test test-all demo pretrained atari atari-gray bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,53 +37,20 @@ pretrained: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/demo_pretrained.yaml --out runs/demo_pretrained --resume auto
 	$(VENV)/bin/magi demo --export-pretrained runs/demo_pretrained --pretrained pretrained
 
-# Rebuild pretrained/atari/, the Boxing world model in colour (docs/world-model.md): records the episodes, trains the
-# frame tokenizer (configs/atari_tokenizer.yaml, ~25 CPU min) and exports it, trains the world model on its
-# latents (configs/atari_world_model_tokens.yaml, 7,000 steps: ~3.5 h on one fast CPU core), then four
-# fine-tuning stages, each warming the lr up again and decaying it, each started from the stage before
-# (ATARI_MORE: 1,100 steps, 3e-4, decayed over the last 700; ATARI_LONGER: 1,200 steps, 2e-4, the last 900;
-# ATARI_LONGEST: 2,000 steps, 2e-4, the last 1,500; ~1.7 h together on a core of a 2.6 GHz AMD EPYC, 1.4 s a
-# step; ATARI_FURTHER: 2,900 steps, 2e-4, the last 2,200: 78 min on a core of a 2.6 GHz EPYC). A stage
-# starts from the export of the one before (its weights and, in its tokenizer/, the VAE), so the final
-# export records all the training behind it; the last export goes to pretrained/atari, then benchmarks/play.py
-# measures the sampler settings and writes the one `magi play` uses to pretrained/atari/play.json. Each
-# stage is interruptible: run it again and it continues.
-ATARI_MORE := --set train.max_steps=1100 --set train.lr=3e-4 --set train.warmup_steps=100 --set train.decay_steps=700
-ATARI_LONGER := --set train.max_steps=1200 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=900
-ATARI_LONGEST := --set train.max_steps=2000 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=1500
-ATARI_FURTHER := --set train.max_steps=2900 --set train.lr=2e-4 --set train.warmup_steps=50 --set train.decay_steps=2200
-MAGI_TRAIN := OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_tokens.yaml --resume auto
-EXPORT := $(VENV)/bin/magi demo --export-command "make atari" --export-pretrained
+# Rebuild pretrained/atari/, the Boxing world model (docs/world-model.md), as one recipe: records 48 whole rounds of
+# `all-mix` in the hud_lag frame layout (the score strip legible, one frame late), trains the frame tokenizer
+# (configs/atari_tokenizer_hud.yaml, ~16 CPU min) and the world model on its latents in one schedule
+# (configs/atari_world_model_hud.yaml: 14,000 steps from scratch, ~4.2 h on both cores of a 2.4 GHz EPYC, ~9 h on
+# one), exports both to pretrained/atari, trains the reward and end model beside them (~4 min) and measures the
+# sampler setting `magi play` uses (pretrained/atari/play.json). Interruptible: run it again and it continues.
 atari: $(STAMP)
-	OMP_NUM_THREADS=1 $(VENV)/bin/magi tokenizer train --config configs/atari_tokenizer.yaml --out runs/atari_tokenizer --resume auto --export runs/atari_tokenizer/export
-	$(MAGI_TRAIN) --out runs/atari_world
-	$(MAGI_TRAIN) --out runs/atari_world_more --set train.init_from=runs/atari_world/checkpoints/7000 $(ATARI_MORE)
-	$(EXPORT) runs/atari_world_more --pretrained runs/atari_world_more/export
-	$(MAGI_TRAIN) --out runs/atari_world_longer --set vae.spec=runs/atari_world_more/export/tokenizer \
-	    --set train.init_from=runs/atari_world_more/export $(ATARI_LONGER)
-	$(EXPORT) runs/atari_world_longer --pretrained runs/atari_world_longer/export
-	$(MAGI_TRAIN) --out runs/atari_world_longest --set vae.spec=runs/atari_world_longer/export/tokenizer \
-	    --set train.init_from=runs/atari_world_longer/export $(ATARI_LONGEST)
-	$(EXPORT) runs/atari_world_longest --pretrained runs/atari_world_longest/export
-	$(MAGI_TRAIN) --out runs/atari_world_further --set vae.spec=runs/atari_world_longest/export/tokenizer \
-	    --set train.init_from=runs/atari_world_longest/export $(ATARI_FURTHER)
-	$(EXPORT) runs/atari_world_further --pretrained pretrained/atari
-	$(PY) benchmarks/play.py --model pretrained/atari --write-model-setting
-
-# The Boxing world model as one recipe (docs/world-model.md): records 48 whole rounds of `all-mix` in the hud_lag frame
-# layout (the score strip legible, one frame late), trains the hud tokenizer (configs/atari_tokenizer_hud.yaml, ~16 CPU min) and
-# the world model on its latents in one schedule (configs/atari_world_model_hud.yaml: 14,000 steps from scratch,
-# ~9 h on one core of a 2.4 GHz EPYC; resumable: run it again and it continues), exports both, trains the reward
-# and end model (~4 min) and measures the play setting. It writes pretrained/atari_hud/ until it measures at least
-# as well as pretrained/atari under the person policy, then replaces `make atari`.
-atari-hud: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi tokenizer train --config configs/atari_tokenizer_hud.yaml --out runs/atari_tokenizer_hud \
 	    --resume auto --export runs/atari_tokenizer_hud/export
 	OMP_NUM_THREADS=1 $(VENV)/bin/magi train --config configs/atari_world_model_hud.yaml --out runs/atari_world_hud --resume auto
-	$(VENV)/bin/magi demo --export-command "make atari-hud" --export-pretrained runs/atari_world_hud --pretrained pretrained/atari_hud
-	OMP_NUM_THREADS=1 $(PY) experiments/reward_model.py --layout hud_lag --tokenizer pretrained/atari_hud/tokenizer \
-	    --out pretrained/atari_hud/reward --results results/world_model/reward_hud_lag --steps 2000 --clock
-	$(PY) benchmarks/play.py --model pretrained/atari_hud --write-model-setting
+	$(VENV)/bin/magi demo --export-command "make atari" --export-pretrained runs/atari_world_hud --pretrained pretrained/atari
+	OMP_NUM_THREADS=1 $(PY) experiments/reward_model.py --layout hud_lag --tokenizer pretrained/atari/tokenizer \
+	    --out pretrained/atari/reward --results results/world_model/reward_hud_lag --steps 2000 --clock
+	$(PY) benchmarks/play.py --model pretrained/atari --write-model-setting
 
 # Round 1's world model on gray pixels (configs/atari_world_model.yaml, pretrained/atari_gray/), for comparison.
 atari-gray: $(STAMP)
