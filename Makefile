@@ -40,7 +40,7 @@ pretrained: $(STAMP)
 # Rebuild pretrained/atari/, the Boxing world model (docs/world-model.md), as one recipe: records 48 whole rounds of
 # `all-mix` in the hud_lag frame layout (the score strip legible, one frame late), trains the frame tokenizer
 # (configs/atari_tokenizer_hud.yaml, ~16 CPU min) and the world model on its latents in one schedule
-# (configs/atari_world_model_hud.yaml: 14,000 steps from scratch, ~4.2 h on both cores of a 2.4 GHz EPYC, ~9 h on
+# (configs/atari_world_model_hud.yaml: 14,000 steps from scratch, ~4 h on both cores of a 2.4 GHz EPYC, ~9 h on
 # one), exports both to pretrained/atari, trains the reward and end model beside them (~4 min) and measures the
 # sampler setting `magi play` uses (pretrained/atari/play.json). Interruptible: run it again and it continues.
 atari: $(STAMP)
