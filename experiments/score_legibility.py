@@ -21,8 +21,8 @@ predicted frame's reward called from the model's own frames against the emulator
     OMP_NUM_THREADS=1 python experiments/score_legibility.py --out results/world_model/score_reader
     OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud --model none \
         --vae runs/atari_tokenizer_hud/export --out results/world_model/score_reader_hud   # the tokenizer only
-    OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud --model pretrained/atari_hud \
-        --reward pretrained/atari_hud/reward --out results/world_model/score_reader_hud_model
+    OMP_NUM_THREADS=1 python experiments/score_legibility.py --layout hud_lag --model pretrained/atari \
+        --reward pretrained/atari/reward --events 64 --frames 256 --lead 1 --out results/world_model/score_reader_shipped
 """
 
 from __future__ import annotations
