@@ -48,16 +48,14 @@ class Chase:
 
 
 def emulator_returns(game: str, seeds, k: int, steps: int, policy: str, meanings, size, key_seqs) -> list[dict]:
-    from magi.world.atari import atari_env, resize_frame
+    from magi.world.atari import atari_env, noop_opening, resize_frame
 
     noop = meanings.index("NOOP")
     chase = Chase(meanings)
     out = []
     for i, seed in enumerate(seeds):
         env = atari_env(game, who="world_env_returns")
-        obs, _ = env.reset(seed=int(seed))
-        for _ in range(k - 1):
-            obs, *_ = env.step(noop)
+        obs = noop_opening(env, int(seed), k, noop)[-1]  # the same opening as the world model's
         total, hits, taken, ended = 0.0, 0, 0, None
         for t in range(steps):
             if policy == "random":

@@ -359,18 +359,16 @@ class PlaySession:
         encode them as the context and start the play loop from them."""
         if self._frames is not None:
             self._frames.close()
-        from magi.world.atari import resize_screens
+        from magi.world.atari import noop_opening, resize_screens
 
         w, k = self.world, self.world.context_frames
         self.seed = seed
-        obs, _ = self._env.reset(seed=seed)
-        frames, self.reality_over, self.reality_over_at = [obs], False, None
-        for _ in range(k - 1):
-            obs, *_ = self._env.step(self._noop)
-            frames.append(obs)
-        self._obs, self._last_obs, self._last_action = obs, frames[-2] if k > 1 else None, NULL_ACTION
-        self._opening = list(resize_screens(frames, w.size, w.layout))  # k x (3, H, W) uint8, colour
-        clip = torch.from_numpy(np.stack(self._opening))[None]  # (1, k, 3, H, W)
+        self.reality_over, self.reality_over_at = False, None
+        screens = noop_opening(self._env, seed, k, self._noop)
+        self._obs, self._last_obs, self._last_action = screens[-1], screens[-2] if k > 1 else None, NULL_ACTION
+        opening = resize_screens(screens, w.size, w.layout)  # (k, 3, H, W) uint8, colour
+        self._opening = list(opening)
+        clip = torch.from_numpy(opening)[None]  # (1, k, 3, H, W)
         context = w.ckpt.encode(clip)  # (1, k, C, h, w)
         self._opening_view = list(w.ckpt.decode(context)[0].numpy())  # k x (3, H, W): as the model sees them
         self._frames = play(w.engine, context, self._act, self.options, self.seed)

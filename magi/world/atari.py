@@ -70,6 +70,15 @@ def resize_screens(screens, size, layout: str = "screen") -> np.ndarray:
     return np.stack([resize_frame(s, size, layout, screens[i - 1] if i else None) for i, s in enumerate(screens)])
 
 
+def noop_opening(env, seed: int, count: int, noop: int) -> list:
+    """The first `count` raw (210, 160, 3) screens of a fresh episode: `env.reset(seed=seed)`, then NOOPs, as
+    `magi play`, the env's `reset` and the stream check open an episode (draw them with `resize_screens`)."""
+    screens = [env.reset(seed=seed)[0]]
+    while len(screens) < count:
+        screens.append(env.step(noop)[0])
+    return screens
+
+
 def atari_env(game: str, frameskip: int = 4, who: str = "atari_env"):
     """The emulator every recording, evaluation and play session uses: gymnasium's `ALE/<game>-v5`
     (its sticky actions included) with the game's minimal action set. ValueError for an unknown game."""

@@ -120,12 +120,9 @@ class WorldModelCore:
 
     def opening(self, emulator_seed: int) -> np.ndarray:
         """uint8 (k, 3, H, W): a fresh emulator episode's first k frames (reset, then NOOPs), as `magi play`."""
-        from magi.world.atari import resize_screens
+        from magi.world.atari import noop_opening, resize_screens
 
-        obs, _ = self._emulator.reset(seed=emulator_seed)
-        screens = [obs]
-        while len(screens) < self.k:
-            screens.append(self._emulator.step(self.noop)[0])
+        screens = noop_opening(self._emulator, emulator_seed, self.k, self.noop)
         return resize_screens(screens, self.world.size, self.world.layout)
 
     @torch.no_grad()

@@ -27,14 +27,10 @@ def frame_layout(ckpt) -> str:
 def emulator_opening(game: str, frames: int, size, seed: int, layout: str = "screen") -> torch.Tensor:
     """`frames` real frames of a fresh emulator episode (`reset(seed)`, then NOOPs), as `magi play`
     opens a session: uint8 (1, frames, 3, H, W) at the training `size` and frame `layout`."""
-    from magi.world.atari import atari_env, resize_screens
+    from magi.world.atari import atari_env, noop_opening, resize_screens
 
     env = atari_env(game, who="emulator_opening")
-    noop = list(env.unwrapped.get_action_meanings()).index("NOOP")
-    obs, _ = env.reset(seed=seed)
-    screens = [obs]
-    while len(screens) < frames:
-        screens.append(env.step(noop)[0])
+    screens = noop_opening(env, seed, frames, list(env.unwrapped.get_action_meanings()).index("NOOP"))
     env.close()
     return torch.from_numpy(resize_screens(screens, size, layout))[None]  # (1, frames, 3, H, W)
 
